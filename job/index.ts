@@ -1,0 +1,5 @@
+export * from "./spec";
+export * from "./subject";
+export * from "./s3url";
+export * from "./layout";
+export * from "./records";

@@ -1,0 +1,71 @@
+/**
+ * Names and places derived from a spec: stack names, the S3 layout of a job, and the paths the container sees.
+ * Every part (driver, stack program, agent) takes them from here so they cannot drift apart.
+ */
+import { formatS3Url, joinKey, parseS3Url, S3Location } from "./s3url";
+import type { JobSpec } from "./spec";
+
+/** Private area name under the output prefix. Subjects cannot start with '_', so it never collides with results. */
+export const CONTROL_DIR = "_cloudcompute";
+
+/**
+ * A stack name (and job id) per job that satisfies Pulumi's rules (letters, digits, '-', '_', '.'; ≤ 100 chars) and
+ * sorts by time for one subject: `job-<subject>-<YYYYMMDDTHHMMSSmmmZ>`.
+ */
+export function makeJobId(subject: string, at: Date = new Date()): string {
+  const stamp = at.toISOString().replace(/[-:]/g, "").replace(".", ""); // 20261125T211900123Z
+  return `job-${subject.replace(/[^A-Za-z0-9._-]/g, "-")}-${stamp}`;
+}
+
+/** The UTC start time encoded in a job id made by `makeJobId`, if any. */
+export function jobIdTime(jobId: string): Date | undefined {
+  const m = /-(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(\d{3})Z$/.exec(jobId);
+  if (!m) return undefined;
+  const [, y, mo, d, h, mi, s, ms] = m;
+  return new Date(Date.UTC(+y, +mo - 1, +d, +h, +mi, +s, +ms));
+}
+
+export interface JobLayout {
+  /** `<prefix>/<subject>/`: where results go. */
+  results: S3Location;
+  /** `<prefix>/_cloudcompute/<jobId>/`: the job's private area. */
+  control: S3Location;
+  spec: S3Location;
+  status: S3Location;
+  log: S3Location;
+  provenance: S3Location;
+  /** The completion marker, written last by the agent. */
+  marker: S3Location;
+}
+
+export function jobLayout(spec: Pick<JobSpec, "jobId" | "subject" | "outputs">): JobLayout {
+  const prefix = parseS3Url(spec.outputs.prefix);
+  const at = (...parts: string[]): S3Location => ({ bucket: prefix.bucket, key: joinKey(prefix.key, ...parts) });
+  const controlKey = (name: string) => at(CONTROL_DIR, spec.jobId, name);
+  return {
+    results: { bucket: prefix.bucket, key: joinKey(prefix.key, spec.subject) + "/" },
+    control: { bucket: prefix.bucket, key: joinKey(prefix.key, CONTROL_DIR, spec.jobId) + "/" },
+    spec: controlKey("spec.json"),
+    status: controlKey("status.json"),
+    log: controlKey("agent.log"),
+    provenance: controlKey("provenance.json"),
+    marker: controlKey("marker.json"),
+  };
+}
+
+/** Where a content-addressed agent bundle lives under an output prefix. Shared by all jobs writing there. */
+export function agentBundleLocation(outputPrefix: string, sha256: string): S3Location {
+  const prefix = parseS3Url(outputPrefix);
+  return { bucket: prefix.bucket, key: joinKey(prefix.key, CONTROL_DIR, "agent", `agent-${sha256}.js`) };
+}
+
+export function markerUrl(spec: Pick<JobSpec, "jobId" | "subject" | "outputs">): string {
+  return formatS3Url(jobLayout(spec).marker);
+}
+
+/** Paths inside the container (and under the agent's work directory for runtime `none`). */
+export const CONTAINER_PATHS = {
+  workdir: "/data",
+  inputs: "/data/inputs",
+  output: "/data/outputs",
+} as const;

@@ -1,0 +1,251 @@
+/**
+ * The job model: one versioned JobSpec shared by the driver, the stack program and the agent.
+ *
+ * A spec is plain JSON. `parseJobSpec` validates it at run time and names the bad field in its error, so bad input
+ * is refused before any cloud resource exists.
+ */
+import { z } from "zod";
+import { parseS3Url } from "./s3url";
+import { normaliseSubject } from "./subject";
+
+export const API_VERSION = "cloudcompute/v1" as const;
+
+/** Where a file lives and how the agent may read it. */
+export const InputAccess = z.enum([
+  /** An S3 object read with the instance role; the IAM policy grants GetObject on exactly this key. */
+  "role",
+  /** A presigned HTTPS URL (NDA data packages hand these out). It is a secret: never in user-data or logs. */
+  "presigned",
+  /** A public bucket read without signing (OpenNeuro, INDI). */
+  "public",
+]);
+export type InputAccess = z.infer<typeof InputAccess>;
+
+export const ExtractMode = z.enum(["auto", "none", "tar", "tgz", "zip"]);
+export type ExtractMode = z.infer<typeof ExtractMode>;
+
+const s3Url = z.string().refine(
+  (value) => {
+    try {
+      parseS3Url(value);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: "expected an S3 URL s3://bucket/key with a valid bucket name" },
+);
+
+const s3Prefix = s3Url.refine((value) => !/[*?[]/.test(value), { message: "an S3 prefix may not contain wildcards" });
+
+const safeName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, "expected 1-32 lowercase letters, digits, '_' or '-' (starting with a letter/digit)");
+
+export const InputSpec = z
+  .object({
+    /** The name the container sees: the input lands under /data/inputs/<name>/. */
+    name: safeName,
+    url: z.string().min(1),
+    access: InputAccess.default("role"),
+    /** Extract an archive while it downloads; `auto` decides from the URL's extension. */
+    extract: ExtractMode.default("auto"),
+    // Glob (relative to the input's directory) choosing the file(s) the container gets, e.g. `**/*_T1w.nii`.
+    select: z.string().min(1).optional(),
+    /** Several files may match `select`; otherwise more than one match is an error. */
+    allowMultiple: z.boolean().default(false),
+    /** Expected SHA-256 (hex) of the downloaded object, checked by the agent. */
+    sha256: z.string().regex(/^[0-9a-f]{64}$/, "expected 64 lowercase hex digits").optional(),
+  })
+  .strict()
+  .superRefine((input, ctx) => {
+    const scheme = input.url.split(":")[0];
+    if (input.access === "presigned" && scheme !== "https") {
+      ctx.addIssue({ code: "custom", path: ["url"], message: "a presigned input needs an https:// URL" });
+    }
+    if (input.access !== "presigned" && scheme !== "s3") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["url"],
+        message: `an input with access "${input.access}" needs an s3:// URL (use access "presigned" for https)`,
+      });
+    }
+    if (scheme === "s3") {
+      try {
+        const { key } = parseS3Url(input.url);
+        if (!key || key.endsWith("/")) throw new Error("the URL names no object");
+      } catch (err) {
+        ctx.addIssue({ code: "custom", path: ["url"], message: (err as Error).message });
+      }
+    }
+  });
+export type InputSpec = z.infer<typeof InputSpec>;
+
+export const ContainerRuntime = z.enum(["docker", "podman", "apptainer", "none"]);
+export type ContainerRuntime = z.infer<typeof ContainerRuntime>;
+
+export const ContainerSpec = z
+  .object({
+    /** Image reference (`neuronets/kwyk:latest-cpu`); for runtime `none`, ignored. */
+    image: z.string().min(1),
+    runtime: ContainerRuntime.default("docker"),
+    /**
+     * Arguments after the image's entrypoint (or the program and its arguments for runtime `none`). Placeholders:
+     * {input} (first input's selected file), {input.NAME}, {inputs} (all selected files, one argument each),
+     * {output} (output directory), {subject}, {jobId}.
+     */
+    command: z.array(z.string()).default([]),
+    entrypoint: z.string().min(1).optional(),
+    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "invalid environment variable name"), z.string()).default({}),
+    /** Number of GPUs to pass through (0: none). */
+    gpus: z.number().int().min(0).max(16).default(0),
+  })
+  .strict();
+export type ContainerSpec = z.infer<typeof ContainerSpec>;
+
+export const OutputSpec = z
+  .object({
+    /** Results go to `<prefix>/<subject>/`; the job's private area is `<prefix>/_cloudcompute/<jobId>/`. */
+    prefix: s3Prefix,
+    /** Globs (relative to the output directory) of files to upload. */
+    globs: z.array(z.string().min(1)).min(1).default(["**"]),
+  })
+  .strict();
+export type OutputSpec = z.infer<typeof OutputSpec>;
+
+export const LimitsSpec = z
+  .object({
+    maxRuntimeMinutes: z.number().int().min(1).max(7 * 24 * 60).default(240),
+    /** Extra time after max runtime before the watchdog powers the instance off regardless. */
+    graceMinutes: z.number().int().min(1).max(120).default(10),
+    /** The driver fails the job when the agent's status object is older than this. */
+    heartbeatTimeoutSeconds: z.number().int().min(30).max(3600).default(300),
+  })
+  .strict();
+export type LimitsSpec = z.infer<typeof LimitsSpec>;
+
+export const InstanceSpec = z
+  .object({
+    type: z.string().regex(/^[a-z][a-z0-9-]*\d[a-z0-9-]*\.[a-z0-9]+$/, "expected an EC2 instance type such as m5.4xlarge"),
+    spot: z.boolean().default(false),
+    /** An explicit AMI id; otherwise `amiParameter`, otherwise the Amazon Linux 2023 (or GPU) public parameter. */
+    ami: z.string().regex(/^ami-[0-9a-f]{8,17}$/, "expected an AMI id ami-...").optional(),
+    amiParameter: z.string().startsWith("/", "expected an SSM parameter name starting with /").optional(),
+    rootVolumeGiB: z.number().int().min(8).max(16384).default(50),
+    region: z.string().regex(/^[a-z]{2}(-gov)?-[a-z]+-\d$/, "expected an AWS region such as us-east-1"),
+    subnetId: z.string().regex(/^subnet-[0-9a-f]{8,17}$/, "expected a subnet id subnet-...").optional(),
+  })
+  .strict()
+  .refine((inst) => !(inst.ami && inst.amiParameter), { message: "give either ami or amiParameter, not both" });
+export type InstanceSpec = z.infer<typeof InstanceSpec>;
+
+/** The agent bundle the instance runs, content-addressed and staged by the driver. */
+export const AgentRef = z
+  .object({
+    url: s3Url,
+    sha256: z.string().regex(/^[0-9a-f]{64}$/, "expected 64 lowercase hex digits"),
+  })
+  .strict();
+export type AgentRef = z.infer<typeof AgentRef>;
+
+export const JobSpec = z
+  .object({
+    apiVersion: z.literal(API_VERSION),
+    jobId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, "expected a Pulumi-compatible stack name"),
+    subject: z.string().transform((value, ctx) => {
+      try {
+        return normaliseSubject(value);
+      } catch (err) {
+        ctx.addIssue({ code: "custom", message: (err as Error).message });
+        return z.NEVER;
+      }
+    }),
+    inputs: z.array(InputSpec).min(1),
+    container: ContainerSpec,
+    outputs: OutputSpec,
+    limits: LimitsSpec.default({ maxRuntimeMinutes: 240, graceMinutes: 10, heartbeatTimeoutSeconds: 300 }),
+    instance: InstanceSpec,
+    agent: AgentRef.optional(),
+    /** Free-form labels copied into tags and the provenance record. */
+    labels: z.record(z.string().regex(/^[A-Za-z0-9_.:/=+@-]{1,64}$/, "invalid label name"), z.string().max(256)).default({}),
+  })
+  .strict()
+  .superRefine((spec, ctx) => {
+    const names = new Set<string>();
+    spec.inputs.forEach((input, index) => {
+      if (names.has(input.name)) {
+        ctx.addIssue({ code: "custom", path: ["inputs", index, "name"], message: `duplicate input name "${input.name}"` });
+      }
+      names.add(input.name);
+    });
+    const unknown = spec.container.command
+      .flatMap((arg) => [...arg.matchAll(/\{([^}]*)\}/g)].map((m) => m[1]))
+      .filter((name) => !isKnownPlaceholder(name, names));
+    if (unknown.length > 0) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["container", "command"],
+        message: `unknown placeholder(s) ${unknown.map((n) => `{${n}}`).join(", ")}: use {input}, {input.NAME}, {inputs}, {output}, {subject} or {jobId}`,
+      });
+    }
+  });
+/** A validated spec, with defaults filled in. */
+export type JobSpec = z.infer<typeof JobSpec>;
+/** What a user may write: defaults may be left out. */
+export type JobSpecInput = z.input<typeof JobSpec>;
+
+export const PLACEHOLDERS = ["input", "inputs", "output", "subject", "jobId"] as const;
+
+function isKnownPlaceholder(name: string, inputNames: Set<string>): boolean {
+  if ((PLACEHOLDERS as readonly string[]).includes(name)) return true;
+  const named = /^input\.(.+)$/.exec(name);
+  return named !== null && inputNames.has(named[1]);
+}
+
+export class JobSpecError extends Error {
+  constructor(
+    message: string,
+    /** One line per problem, each starting with the dotted path of the bad field. */
+    readonly problems: string[],
+  ) {
+    super(message);
+    this.name = "JobSpecError";
+  }
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  return path.reduce<string>((acc, part) => (typeof part === "number" ? `${acc}[${part}]` : acc ? `${acc}.${String(part)}` : String(part)), "");
+}
+
+/** Validate unknown JSON into a JobSpec, or throw a JobSpecError naming every bad field. */
+export function parseJobSpec(value: unknown, source = "job spec"): JobSpec {
+  const result = JobSpec.safeParse(value);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => `${formatPath(issue.path) || "(spec)"}: ${issue.message}`);
+  throw new JobSpecError(`invalid ${source}:\n  ${problems.join("\n  ")}`, problems);
+}
+
+/** Serialise a spec to the canonical JSON the agent reads (stable key order as declared). */
+export function serialiseJobSpec(spec: JobSpec): string {
+  return JSON.stringify(spec, null, 2) + "\n";
+}
+
+/** Does the spec contain a secret (a presigned URL) that must be kept out of plain-text state and logs? */
+export function specHasSecrets(spec: JobSpec): boolean {
+  return spec.inputs.some((input) => input.access === "presigned");
+}
+
+/** A copy of the spec safe to print or log: presigned URLs lose their query string (the signature). */
+export function redactSpec(spec: JobSpec): JobSpec {
+  return {
+    ...spec,
+    inputs: spec.inputs.map((input) =>
+      input.access === "presigned" ? { ...input, url: redactUrl(input.url) } : input,
+    ),
+  };
+}
+
+export function redactUrl(url: string): string {
+  const q = url.indexOf("?");
+  return q < 0 ? url : `${url.slice(0, q)}?<redacted>`;
+}
