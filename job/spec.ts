@@ -213,7 +213,8 @@ export class JobSpecError extends Error {
   }
 }
 
-function formatPath(path: readonly PropertyKey[]): string {
+/** `inputs[0].url` from a zod issue path; shared with job/config.ts, which maps paths back to config keys. */
+export function formatPath(path: readonly PropertyKey[]): string {
   return path.reduce<string>((acc, part) => (typeof part === "number" ? `${acc}[${part}]` : acc ? `${acc}.${String(part)}` : String(part)), "");
 }
 

@@ -1,0 +1,141 @@
+/**
+ * `JobStaging`: puts the job's spec.json and (when not already there) the content-addressed agent bundle in S3
+ * before the compute starts. Deleting it keeps the objects: they are the job's audit trail.
+ *
+ * The provider functions are serialised into the state and run in the dynamic-provider plugin, so they are
+ * self-contained: they require their modules inside, take every setting as an input and capture no credentials
+ * (the plugin uses the default AWS credential chain and honours AWS_ENDPOINT_URL).
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { formatS3Url, needsPathStyle, S3Location } from "../job/s3url";
+
+export interface StagingInputs {
+  /** The spec as the agent reads it; a secret when it holds presigned URLs. */
+  specJson: string;
+  specBucket: string;
+  specKey: string;
+  agentBucket: string;
+  agentKey: string;
+  agentSha256: string;
+  /** Absolute path of the bundle on the machine running `pulumi up`; read only when the bundle is not in S3 yet. */
+  agentBundlePath: string;
+  region: string;
+  /** Legacy bucket names (capitals, underscores) only work path-style. */
+  pathStyle: boolean;
+}
+
+export interface StagingOutputs extends StagingInputs {
+  specUrl: string;
+  agentUrl: string;
+  /** True when this job uploaded the bundle, false when an earlier job had. */
+  agentUploaded: boolean;
+}
+
+/** Any change to what is staged means a new object set: replace, never update in place. */
+const REPLACE_ON = ["specJson", "specBucket", "specKey", "agentBucket", "agentKey", "agentSha256", "region"] as const;
+
+const stagingProvider: pulumi.dynamic.ResourceProvider<StagingInputs, StagingOutputs> = {
+  async create(inputs) {
+    const { S3Client, PutObjectCommand, HeadObjectCommand } = require("@aws-sdk/client-s3") as typeof import("@aws-sdk/client-s3");
+    const { createHash } = require("node:crypto") as typeof import("node:crypto");
+    const { readFile } = require("node:fs/promises") as typeof import("node:fs/promises");
+    const s3 = new S3Client({ region: inputs.region, forcePathStyle: inputs.pathStyle });
+    const base64Sha256 = (body: Buffer) => createHash("sha256").update(body).digest("base64");
+
+    let agentUploaded = false;
+    try {
+      await s3.send(new HeadObjectCommand({ Bucket: inputs.agentBucket, Key: inputs.agentKey }));
+    } catch (err) {
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status !== 404) throw err;
+      const bundle = await readFile(inputs.agentBundlePath);
+      const actual = createHash("sha256").update(bundle).digest("hex");
+      if (actual !== inputs.agentSha256) {
+        throw new Error(`agent bundle ${inputs.agentBundlePath} changed since the program read it (sha256 ${actual}, expected ${inputs.agentSha256}): run the update again`);
+      }
+      // S3 verifies the checksum on receipt, so a corrupted upload is refused rather than stored.
+      await s3.send(
+        new PutObjectCommand({
+          Bucket: inputs.agentBucket,
+          Key: inputs.agentKey,
+          Body: bundle,
+          ContentType: "text/javascript",
+          ChecksumSHA256: base64Sha256(bundle),
+        }),
+      );
+      agentUploaded = true;
+    }
+
+    const spec = Buffer.from(inputs.specJson, "utf8");
+    await s3.send(
+      new PutObjectCommand({
+        Bucket: inputs.specBucket,
+        Key: inputs.specKey,
+        Body: spec,
+        ContentType: "application/json",
+        ChecksumSHA256: base64Sha256(spec),
+      }),
+    );
+    const specUrl = `s3://${inputs.specBucket}/${inputs.specKey}`;
+    return {
+      id: specUrl,
+      outs: { ...inputs, specUrl, agentUrl: `s3://${inputs.agentBucket}/${inputs.agentKey}`, agentUploaded },
+    };
+  },
+
+  async diff(_id, olds, news) {
+    const replaces = REPLACE_ON.filter((key) => olds[key] !== news[key]);
+    const changed = replaces.length > 0 || olds.agentBundlePath !== news.agentBundlePath || olds.pathStyle !== news.pathStyle;
+    return { changes: changed, replaces, deleteBeforeReplace: false };
+  },
+
+  async update(_id, olds, news) {
+    // Only the local bundle path or addressing style changed: nothing to upload again.
+    return { outs: { ...olds, agentBundlePath: news.agentBundlePath, pathStyle: news.pathStyle } };
+  },
+
+  async delete() {
+    // Kept on purpose: spec.json and the bundle belong to the job's record in S3.
+  },
+};
+
+export interface JobStagingArgs {
+  specJson: pulumi.Input<string>;
+  spec: S3Location;
+  agent: S3Location;
+  agentSha256: string;
+  agentBundlePath: string;
+  region: string;
+}
+
+export class JobStaging extends pulumi.dynamic.Resource {
+  declare readonly specUrl: pulumi.Output<string>;
+  declare readonly agentUrl: pulumi.Output<string>;
+  declare readonly agentUploaded: pulumi.Output<boolean>;
+
+  constructor(name: string, args: JobStagingArgs, opts?: pulumi.CustomResourceOptions) {
+    super(stagingProvider, name, stagingInputs(args), {
+      ...opts,
+      // The engine would copy an input's secretness to the output of the same name; say it outright as well.
+      additionalSecretOutputs: ["specJson"],
+    });
+  }
+}
+
+/** The resource's inputs; exported so tests can check the spec stays secret when it must. */
+export function stagingInputs(args: JobStagingArgs): pulumi.Inputs {
+  return {
+    specJson: args.specJson,
+    specBucket: args.spec.bucket,
+    specKey: args.spec.key,
+    agentBucket: args.agent.bucket,
+    agentKey: args.agent.key,
+    agentSha256: args.agentSha256,
+    agentBundlePath: args.agentBundlePath,
+    region: args.region,
+    pathStyle: needsPathStyle(args.spec.bucket),
+    specUrl: undefined,
+    agentUrl: formatS3Url(args.agent),
+    agentUploaded: undefined,
+  };
+}

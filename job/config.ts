@@ -1,0 +1,214 @@
+/**
+ * Stack configuration (`cloudcompute:*` keys and `aws:region`) to a validated JobSpec.
+ *
+ * A pure function over a key lookup, so `pulumi up` (index.ts, stack config) and the driver (flags, config file)
+ * share one reading of the keys. Every problem names the config key it came from and what is expected, and all
+ * problems are reported together, before any resource is declared.
+ */
+import { makeJobId } from "./layout";
+import { formatPath, JobSpec, API_VERSION } from "./spec";
+
+type ValueKind = "string" | "integer" | "boolean" | "command" | "stringList" | "stringMap" | "inputs";
+
+export interface ConfigKey {
+  /** Full key as written in stack config, e.g. `cloudcompute:instanceType`. */
+  key: string;
+  /** Where the value goes in the JobSpec. */
+  specPath: readonly string[];
+  kind: ValueKind;
+  required?: boolean;
+  /** What a valid value looks like; used in error messages and the README reference. */
+  expected: string;
+  /** Default as documented (the JobSpec schema applies it). */
+  defaultValue?: string;
+}
+
+/** Every key `specFromConfig` reads, in the order the README documents them. */
+export const CONFIG_KEYS: readonly ConfigKey[] = [
+  { key: "cloudcompute:subject", specPath: ["subject"], kind: "string", required: true, expected: "a subject id such as NDARINVXXXXXXXX, NDAR_INVXXXXXXXX or sub-01" },
+  { key: "cloudcompute:jobId", specPath: ["jobId"], kind: "string", expected: "a Pulumi-compatible stack name", defaultValue: "job-<subject>-<UTC timestamp> (index.ts: the stack name)" },
+  { key: "cloudcompute:image", specPath: ["container", "image"], kind: "string", required: true, expected: "a container image reference such as neuronets/kwyk:latest-cpu" },
+  { key: "cloudcompute:runtime", specPath: ["container", "runtime"], kind: "string", expected: "one of docker, podman, apptainer, none", defaultValue: "docker" },
+  { key: "cloudcompute:command", specPath: ["container", "command"], kind: "command", expected: "a list of arguments, or one string split on whitespace, e.g. -m bvwn_multi_prior {input} {output}/{subject}", defaultValue: "[] (the image's default command)" },
+  { key: "cloudcompute:entrypoint", specPath: ["container", "entrypoint"], kind: "string", expected: "an executable inside the image overriding its entrypoint" },
+  { key: "cloudcompute:env", specPath: ["container", "env"], kind: "stringMap", expected: "a map of environment variable names to values", defaultValue: "{}" },
+  { key: "cloudcompute:gpus", specPath: ["container", "gpus"], kind: "integer", expected: "a whole number of GPUs (0-16)", defaultValue: "0" },
+  { key: "cloudcompute:inputs", specPath: ["inputs"], kind: "inputs", required: true, expected: "a list of inputs, each an S3 URL or an object {name, url, access, extract, select, allowMultiple, sha256}" },
+  { key: "cloudcompute:outputPrefix", specPath: ["outputs", "prefix"], kind: "string", required: true, expected: "an S3 prefix such as s3://my-lab-bucket/kwyk" },
+  { key: "cloudcompute:outputGlobs", specPath: ["outputs", "globs"], kind: "stringList", expected: "a list of globs relative to the output directory", defaultValue: '["**"]' },
+  { key: "cloudcompute:maxRuntimeMinutes", specPath: ["limits", "maxRuntimeMinutes"], kind: "integer", expected: "a whole number of minutes (1-10080)", defaultValue: "240" },
+  { key: "cloudcompute:graceMinutes", specPath: ["limits", "graceMinutes"], kind: "integer", expected: "a whole number of minutes (1-120)", defaultValue: "10" },
+  { key: "cloudcompute:heartbeatTimeoutSeconds", specPath: ["limits", "heartbeatTimeoutSeconds"], kind: "integer", expected: "a whole number of seconds (30-3600)", defaultValue: "300" },
+  { key: "cloudcompute:instanceType", specPath: ["instance", "type"], kind: "string", required: true, expected: "an EC2 instance type such as m5.4xlarge" },
+  { key: "cloudcompute:spot", specPath: ["instance", "spot"], kind: "boolean", expected: "true or false", defaultValue: "false" },
+  { key: "cloudcompute:ami", specPath: ["instance", "ami"], kind: "string", expected: "an AMI id ami-..." },
+  { key: "cloudcompute:amiParameter", specPath: ["instance", "amiParameter"], kind: "string", expected: "an SSM parameter name holding an AMI id, starting with /" },
+  { key: "cloudcompute:rootVolumeGiB", specPath: ["instance", "rootVolumeGiB"], kind: "integer", expected: "a whole number of GiB (8-16384)", defaultValue: "50 (at least 75 with the default GPU AMI)" },
+  { key: "cloudcompute:subnetId", specPath: ["instance", "subnetId"], kind: "string", expected: "a subnet id subnet-... with outbound internet access", defaultValue: "a default subnet of the default VPC" },
+  { key: "aws:region", specPath: ["instance", "region"], kind: "string", required: true, expected: "an AWS region such as us-east-1" },
+  { key: "cloudcompute:labels", specPath: ["labels"], kind: "stringMap", expected: "a map of label names to values (copied into tags)", defaultValue: "{}" },
+];
+
+/** Keys that steer how a job is deployed rather than what it is. */
+export const DEPLOY_KEYS = {
+  platform: { key: "cloudcompute:platform", expected: "aws or local", defaultValue: "aws" },
+  agentBundle: { key: "cloudcompute:agentBundle", expected: "the path of the built agent bundle", defaultValue: "dist/agent.js" },
+} as const;
+
+export class ConfigError extends Error {
+  constructor(
+    /** One line per problem, each starting with the config key. */
+    readonly problems: string[],
+    source = "configuration",
+  ) {
+    super(`invalid ${source}:\n  ${problems.join("\n  ")}`);
+    this.name = "ConfigError";
+  }
+}
+
+export type ConfigLookup = (key: string) => string | undefined;
+
+/**
+ * Build a validated JobSpec from config keys. `overrides` (same key names) win over `get`; the driver passes its
+ * flags there. `now` fixes the time in the default job id. Throws a ConfigError naming every bad or missing key.
+ */
+export function specFromConfig(get: ConfigLookup, overrides: Readonly<Record<string, string | undefined>> = {}, now: Date = new Date()): JobSpec {
+  const lookup = (key: string): string | undefined => {
+    const value = overrides[key] ?? get(key);
+    return value === undefined || value.trim() === "" ? undefined : value;
+  };
+  const problems: string[] = [];
+  const draft: Record<string, unknown> = { apiVersion: API_VERSION };
+  for (const entry of CONFIG_KEYS) {
+    const raw = lookup(entry.key);
+    if (raw === undefined) {
+      if (entry.required) problems.push(`${entry.key}: required: expected ${entry.expected}`);
+      continue;
+    }
+    try {
+      setAt(draft, entry.specPath, convert(entry.kind, raw));
+    } catch (err) {
+      problems.push(`${entry.key}: ${(err as Error).message}: expected ${entry.expected}`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  if (draft.jobId === undefined) draft.jobId = defaultJobId(draft.subject as string, now);
+  const result = JobSpec.safeParse(draft);
+  if (result.success) return result.data;
+  throw new ConfigError(result.error.issues.map((issue) => `${configKeyFor(issue.path)}: ${issue.message}`));
+}
+
+/** The default job id; a subject that does not normalise is left for the schema to report under its own key. */
+function defaultJobId(subject: string, now: Date): string {
+  const parsed = JobSpec.shape.subject.safeParse(subject);
+  return makeJobId(parsed.success ? parsed.data : "invalid", now);
+}
+
+export interface DeployConfig {
+  platform: "aws" | "local";
+  agentBundlePath?: string;
+}
+
+export function deployConfigFromConfig(get: ConfigLookup): DeployConfig {
+  const platform = get(DEPLOY_KEYS.platform.key) ?? "aws";
+  if (platform !== "aws" && platform !== "local") {
+    throw new ConfigError([`${DEPLOY_KEYS.platform.key}: got "${platform}": expected ${DEPLOY_KEYS.platform.expected}`]);
+  }
+  return { platform, agentBundlePath: get(DEPLOY_KEYS.agentBundle.key) };
+}
+
+/** Map a JobSpec field path back to the config key it came from, keeping the part below the key. */
+export function configKeyFor(path: readonly PropertyKey[]): string {
+  let best: ConfigKey | undefined;
+  for (const entry of CONFIG_KEYS) {
+    const matches = entry.specPath.every((part, i) => path[i] === part);
+    if (matches && (!best || entry.specPath.length > best.specPath.length)) best = entry;
+  }
+  // A refinement over the whole instance block is the ami/amiParameter conflict.
+  if (!best && path.length === 1 && path[0] === "instance") return "cloudcompute:ami";
+  if (!best) return formatPath(path) || "(config)";
+  const below = path.slice(best.specPath.length);
+  if (below.length === 0) return best.key;
+  const rest = formatPath(below);
+  return typeof below[0] === "number" ? `${best.key}${rest}` : `${best.key}.${rest}`;
+}
+
+function convert(kind: ValueKind, raw: string): unknown {
+  switch (kind) {
+    case "string":
+      return raw.trim();
+    case "integer": {
+      if (!/^\s*-?\d+\s*$/.test(raw)) throw new Error(`got "${raw}"`);
+      return Number(raw);
+    }
+    case "boolean": {
+      const value = raw.trim().toLowerCase();
+      if (value !== "true" && value !== "false") throw new Error(`got "${raw}"`);
+      return value === "true";
+    }
+    case "command": {
+      if (!raw.trim().startsWith("[")) return raw.trim().split(/\s+/);
+      const list = parseStructured(raw);
+      if (!Array.isArray(list) || !list.every((item) => typeof item === "string")) throw new Error("not a list of strings");
+      return list;
+    }
+    case "stringList": {
+      if (!raw.trim().startsWith("[")) return [raw.trim()];
+      const list = parseStructured(raw);
+      if (!Array.isArray(list) || !list.every((item) => typeof item === "string")) throw new Error("not a list of strings");
+      return list;
+    }
+    case "stringMap": {
+      const map = parseStructured(raw);
+      if (!isPlainObject(map)) throw new Error("not a map");
+      return Object.fromEntries(
+        Object.entries(map).map(([name, value]) => {
+          if (typeof value === "object" && value !== null) throw new Error(`the value of "${name}" is not a string`);
+          return [name, String(value)];
+        }),
+      );
+    }
+    case "inputs":
+      return inputsFromConfig(raw);
+  }
+}
+
+/**
+ * Inputs may be written as one S3 URL, one object, or a list of URLs and objects. Unnamed inputs are called
+ * `input` (a single input) or `input1`, `input2`, ... so `{input.NAME}` always has a name to refer to.
+ */
+function inputsFromConfig(raw: string): unknown[] {
+  const text = raw.trim();
+  const value: unknown = text.startsWith("[") || text.startsWith("{") ? parseStructured(text) : text;
+  const items = Array.isArray(value) ? value : [value];
+  if (items.length === 0) throw new Error("the list is empty");
+  return items.map((item, index) => {
+    const input = typeof item === "string" ? { url: item } : item;
+    if (!isPlainObject(input)) throw new Error(`item ${index} is neither a URL nor an object`);
+    if (input.name !== undefined) return input;
+    return { name: items.length === 1 ? "input" : `input${index + 1}`, ...input };
+  });
+}
+
+/** Pulumi hands structured config (YAML lists and maps) to programs as JSON text. */
+function parseStructured(raw: string): unknown {
+  try {
+    return JSON.parse(raw);
+  } catch {
+    throw new Error("not valid JSON (write it as a YAML list/map in the stack file, or as JSON)");
+  }
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function setAt(target: Record<string, unknown>, path: readonly string[], value: unknown): void {
+  let node = target;
+  for (const part of path.slice(0, -1)) {
+    node[part] ??= {};
+    node = node[part] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]] = value;
+}

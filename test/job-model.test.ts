@@ -1,0 +1,95 @@
+/**
+ * The job model the stack program stands on: subject normalisation, spec round-trip, S3 layout and stack names.
+ */
+import { expect } from "chai";
+import { agentBundleLocation, jobIdTime, jobLayout, makeJobId, markerUrl } from "../job/layout";
+import { JobSpecError, parseJobSpec, redactSpec, serialiseJobSpec, specHasSecrets } from "../job/spec";
+import { normaliseSubject, parseSubject } from "../job/subject";
+import { kwykSpec, PRESIGNED_URL } from "./support/job-specs";
+
+/** Pulumi's stack name rule. */
+const STACK_NAME = /^[A-Za-z0-9_.-]{1,100}$/;
+
+describe("job model", () => {
+  describe("subjects", () => {
+    it("normalises both NDA spellings to the file-name form", () => {
+      expect(normaliseSubject("NDAR_INV1A2B3C4D")).to.equal("NDARINV1A2B3C4D");
+      expect(normaliseSubject("NDARINV1A2B3C4D")).to.equal("NDARINV1A2B3C4D");
+      expect(normaliseSubject(" ndar_inv1a2b3c4d ")).to.equal("NDARINV1A2B3C4D");
+      expect(parseSubject("NDARINV1A2B3C4D")).to.deep.equal({ id: "NDARINV1A2B3C4D", ndaSubjectKey: "NDAR_INV1A2B3C4D" });
+    });
+
+    it("refuses malformed NDA GUIDs with what a GUID looks like", () => {
+      for (const bad of ["NDAR_INV1A2B3C4", "NDARINV1A2B3C4D5", "NDAR_INV1A2B-C4D", "NDAR__INV1A2B3C4D"]) {
+        expect(() => normaliseSubject(bad), bad).to.throw(/looks like an NDA GUID but is malformed.*NDARINVXXXXXXXX/);
+      }
+    });
+
+    it("keeps BIDS and other safe ids as given, refuses unsafe ones", () => {
+      expect(normaliseSubject("sub-01")).to.equal("sub-01");
+      expect(normaliseSubject("100307")).to.equal("100307");
+      for (const bad of ["", "_cloudcompute", "sub 01", "../etc", "sub/01"]) {
+        expect(() => normaliseSubject(bad), bad).to.throw(/not a valid subject id/);
+      }
+    });
+  });
+
+  describe("spec", () => {
+    it("round-trips: serialise then parse gives the same spec", () => {
+      for (const spec of [kwykSpec(), kwykSpec({ container: { gpus: 1, env: { A: "b" } }, instance: { type: "g5.xlarge", spot: true } })]) {
+        const text = serialiseJobSpec(spec);
+        expect(parseJobSpec(JSON.parse(text))).to.deep.equal(spec);
+        expect(serialiseJobSpec(parseJobSpec(JSON.parse(text)))).to.equal(text);
+      }
+    });
+
+    it("names every bad field in one error", () => {
+      const bad = { ...JSON.parse(serialiseJobSpec(kwykSpec())), instance: { type: "x", region: "moon" }, inputs: [] };
+      try {
+        parseJobSpec(bad);
+        expect.fail("accepted");
+      } catch (err) {
+        expect(err).to.be.instanceOf(JobSpecError);
+        const fields = (err as JobSpecError).problems.map((p) => p.split(":")[0]);
+        expect(fields).to.include.members(["inputs", "instance.type", "instance.region"]);
+      }
+    });
+
+    it("treats presigned URLs as secrets and redacts them", () => {
+      const spec = kwykSpec({ inputs: [{ name: "t1", url: PRESIGNED_URL, access: "presigned" }] });
+      expect(specHasSecrets(spec)).to.equal(true);
+      expect(specHasSecrets(kwykSpec())).to.equal(false);
+      expect(JSON.stringify(redactSpec(spec))).not.to.contain("X-Amz-Signature");
+    });
+  });
+
+  describe("layout and stack names", () => {
+    it("makes job ids that are valid stack names and sort by time", () => {
+      const early = makeJobId("NDARINV1A2B3C4D", new Date(Date.UTC(2026, 0, 2, 3, 4, 5, 6)));
+      const late = makeJobId("NDARINV1A2B3C4D", new Date(Date.UTC(2026, 10, 25, 12, 0, 0, 0)));
+      expect(early).to.equal("job-NDARINV1A2B3C4D-20260102T030405006Z");
+      expect(early).to.match(STACK_NAME);
+      expect([late, early].sort()).to.deep.equal([early, late]);
+      expect(jobIdTime(early)?.toISOString()).to.equal("2026-01-02T03:04:05.006Z");
+      expect(makeJobId("x".repeat(64))).to.match(STACK_NAME);
+    });
+
+    it("puts results under <prefix>/<subject>/ and the private area under _cloudcompute/<jobId>/", () => {
+      const spec = kwykSpec({ jobId: "job-a" });
+      const layout = jobLayout(spec);
+      expect(layout.results).to.deep.equal({ bucket: "lab-results-bucket", key: "kwyk/NDARINV1A2B3C4D/" });
+      expect(layout.control.key).to.equal("kwyk/_cloudcompute/job-a/");
+      expect([layout.spec, layout.status, layout.log, layout.provenance, layout.marker].map((l) => l.key)).to.deep.equal([
+        "kwyk/_cloudcompute/job-a/spec.json",
+        "kwyk/_cloudcompute/job-a/status.json",
+        "kwyk/_cloudcompute/job-a/agent.log",
+        "kwyk/_cloudcompute/job-a/provenance.json",
+        "kwyk/_cloudcompute/job-a/marker.json",
+      ]);
+      expect(markerUrl(spec)).to.equal("s3://lab-results-bucket/kwyk/_cloudcompute/job-a/marker.json");
+      expect(agentBundleLocation("s3://lab-results-bucket/kwyk/", "ab".repeat(32)).key).to.equal(
+        `kwyk/_cloudcompute/agent/agent-${"ab".repeat(32)}.js`,
+      );
+    });
+  });
+});
