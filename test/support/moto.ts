@@ -50,6 +50,9 @@ export async function startMoto(extraEnv: Record<string, string> = {}): Promise<
   child.stderr?.on("data", (chunk) => {
     stderr = (stderr + chunk.toString()).slice(-4000);
   });
+  // A test run that ends without calling stop() (a failed before-hook, Ctrl-C) must not leave the server behind.
+  const killOnExit = () => child.kill("SIGKILL");
+  process.once("exit", killOnExit);
   const endpoint = `http://127.0.0.1:${port}`;
   try {
     await waitForHttp(`${endpoint}/moto-api/`, child, 30_000);
@@ -70,6 +73,7 @@ export async function startMoto(extraEnv: Record<string, string> = {}): Promise<
     port,
     env,
     async stop() {
+      process.removeListener("exit", killOnExit);
       if (child.exitCode !== null) return;
       const exited = new Promise((r) => child.once("exit", r));
       child.kill("SIGTERM");

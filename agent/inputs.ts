@@ -1,0 +1,436 @@
+/**
+ * Inputs: read an object (S3 with the instance role, a presigned HTTPS URL, or a public bucket unsigned) with parallel
+ * ranged GETs, hash it and extract it in the same pass — no temporary archive on disk — then select the file(s) the
+ * container gets by glob.
+ */
+import { GetObjectCommand, HeadObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { createHash } from "node:crypto";
+import { createWriteStream, promises as fsp } from "node:fs";
+import path from "node:path";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+import picomatch from "picomatch";
+import * as tar from "tar-stream";
+import { parseS3Url } from "../job/s3url";
+import { redactUrl, type ExtractMode, type InputSpec } from "../job/spec";
+import { errorMessage, isOutOfDisk, JobFailure } from "./errors";
+import { httpStatusOf, withRetries } from "./retry";
+import { s3ClientFor } from "./s3";
+
+export interface FetchInputOptions {
+  /** Client for `role` inputs (default: the agent's client for the bucket); `public` inputs always go unsigned. */
+  client?: S3Client;
+  /** Bytes per ranged GET (default 8 MiB). */
+  partSize?: number;
+  /** Ranged GETs in flight (default 8). */
+  concurrency?: number;
+  signal?: AbortSignal;
+  onProgress?: (bytesDone: number, bytesTotal?: number) => void;
+  log?: (line: string) => void;
+}
+
+export type ArchiveKind = Exclude<ExtractMode, "auto">;
+
+export interface FetchedInput {
+  name: string;
+  /** The URL with any signature removed. */
+  url: string;
+  extract: ArchiveKind;
+  /** Bytes downloaded (the object's size). */
+  bytes: number;
+  /** SHA-256 (hex) of the downloaded object. */
+  sha256: string;
+  etag?: string;
+  /** Every regular file written, relative to the input's directory (POSIX separators, sorted). */
+  files: string[];
+  /** The files chosen by `select`; without `select`, the single file of a plain object or "." (the directory). */
+  selected: string[];
+}
+
+interface ObjectInfo {
+  size: number;
+  etag?: string;
+  /** A full-object SHA-256 checksum (base64) the server stores, if any. */
+  checksumSha256?: string;
+}
+
+/** Ranged reads of one object. `open` fails with a JobFailure naming the reason (missing, expired, ...). */
+interface RangeSource {
+  open(signal?: AbortSignal): Promise<ObjectInfo>;
+  readRange(start: number, endInclusive: number, etag: string | undefined, signal?: AbortSignal): Promise<Buffer>;
+}
+
+const MiB = 1024 * 1024;
+
+/** The archive kind an `auto` input gets from its URL's file name. */
+export function archiveKindFor(url: string, mode: ExtractMode): ArchiveKind {
+  if (mode !== "auto") return mode;
+  const name = objectFileName(url).toLowerCase();
+  if (name.endsWith(".tar.gz") || name.endsWith(".tgz")) return "tgz";
+  if (name.endsWith(".tar")) return "tar";
+  if (name.endsWith(".zip")) return "zip";
+  return "none";
+}
+
+/** The last path segment of an s3:// or https:// URL, without query string. */
+export function objectFileName(url: string): string {
+  const withoutQuery = url.split("?")[0];
+  const last = withoutQuery.split("/").filter(Boolean).pop() ?? "input";
+  try {
+    return decodeURIComponent(last);
+  } catch {
+    return last;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sources
+
+function s3Source(label: string, url: string, client: S3Client): RangeSource {
+  const { bucket, key } = parseS3Url(url);
+  const fail = (err: unknown): never => {
+    const status = httpStatusOf(err);
+    const name = (err as { name?: string }).name ?? "";
+    if (status === 404 || /NotFound|NoSuchKey|NoSuchBucket/.test(name)) {
+      throw new JobFailure("missing-input", `${label}: ${url} does not exist (${name || status})`);
+    }
+    if (status === 403 || /AccessDenied|Forbidden/.test(name)) {
+      throw new JobFailure("missing-input", `${label}: access to ${url} denied (HTTP 403)`);
+    }
+    if (status === 412) throw new JobFailure("input-integrity", `${label}: ${url} changed while it was being read`);
+    throw new JobFailure("missing-input", `${label}: ${url} could not be read: ${errorMessage(err)}`);
+  };
+  return {
+    async open(signal) {
+      try {
+        const head = await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key, ChecksumMode: "ENABLED" }), {
+          abortSignal: signal,
+        });
+        const fullObject = head.ChecksumSHA256 && !head.ChecksumSHA256.includes("-") && head.ChecksumType !== "COMPOSITE";
+        return {
+          size: head.ContentLength ?? 0,
+          etag: head.ETag,
+          checksumSha256: fullObject ? head.ChecksumSHA256 : undefined,
+        };
+      } catch (err) {
+        return fail(err);
+      }
+    },
+    async readRange(start, end, etag, signal) {
+      try {
+        const res = await client.send(
+          new GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=${start}-${end}`, IfMatch: etag }),
+          { abortSignal: signal },
+        );
+        return Buffer.from(await res.Body!.transformToByteArray());
+      } catch (err) {
+        if (isRetryableRead(err)) throw err;
+        return fail(err);
+      }
+    },
+  };
+}
+
+function isRetryableRead(err: unknown): boolean {
+  const status = httpStatusOf(err);
+  return status === undefined || status === 429 || status >= 500;
+}
+
+/** When a presigned URL stops working: `X-Amz-Date` + `X-Amz-Expires`, if the URL says. */
+export function presignedExpiry(url: string): Date | undefined {
+  try {
+    const params = new URL(url).searchParams;
+    const date = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(params.get("X-Amz-Date") ?? "");
+    const expires = Number(params.get("X-Amz-Expires"));
+    if (!date || !Number.isFinite(expires)) return undefined;
+    const [, y, mo, d, h, mi, s] = date;
+    return new Date(Date.UTC(+y, +mo - 1, +d, +h, +mi, +s) + expires * 1000);
+  } catch {
+    return undefined;
+  }
+}
+
+class HttpStatusError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function presignedSource(label: string, url: string, partSize: number): RangeSource & { first?: Buffer; whole?: Readable } {
+  const shown = redactUrl(url);
+  const failFor = async (res: Response): Promise<never> => {
+    const body = (await res.text().catch(() => "")).slice(0, 4000);
+    const code = /<Code>([^<]*)<\/Code>/.exec(body)?.[1];
+    const message = /<Message>([^<]*)<\/Message>/.exec(body)?.[1];
+    const detail = [code, message].filter(Boolean).join(": ") || res.statusText;
+    const expiry = presignedExpiry(url);
+    const expiredByClock = expiry !== undefined && expiry.getTime() <= Date.now();
+    if (
+      /Request has expired|ExpiredToken|token has expired/i.test(body) ||
+      (res.status === 403 && expiredByClock)
+    ) {
+      const when = expiry ? ` at ${expiry.toISOString()}` : "";
+      throw new JobFailure(
+        "presigned-url-expired",
+        `${label}: presigned URL expired${when} (HTTP ${res.status} ${detail}) for ${shown}; ask for a fresh URL`,
+      );
+    }
+    if (res.status === 404) throw new JobFailure("missing-input", `${label}: ${shown} does not exist (HTTP 404 ${detail})`);
+    if (res.status === 412) throw new JobFailure("input-integrity", `${label}: ${shown} changed while it was being read`);
+    if (res.status === 429 || res.status >= 500) throw new HttpStatusError(res.status, `HTTP ${res.status} ${detail}`);
+    throw new JobFailure("missing-input", `${label}: ${shown} could not be read (HTTP ${res.status} ${detail})`);
+  };
+  const source: RangeSource & { first?: Buffer; whole?: Readable } = {
+    async open(signal) {
+      // A presigned GET URL cannot be used for HEAD (the method is signed): the first range tells the size.
+      const res = await withRetries(
+        async () => {
+          const r = await fetch(url, { headers: { Range: `bytes=0-${partSize - 1}` }, signal });
+          if (r.status === 416) return r; // empty object
+          if (!r.ok) await failFor(r);
+          return r;
+        },
+        { signal },
+      ).catch((err) => {
+        if (err instanceof JobFailure) throw err;
+        throw new JobFailure("missing-input", `${label}: ${shown} could not be read: ${errorMessage(err)}`);
+      });
+      const etag = res.headers.get("etag") ?? undefined;
+      if (res.status === 416) {
+        await res.body?.cancel();
+        return { size: 0, etag };
+      }
+      if (res.status === 206) {
+        const total = /\/(\d+)$/.exec(res.headers.get("content-range") ?? "")?.[1];
+        source.first = Buffer.from(await res.arrayBuffer());
+        return { size: total ? Number(total) : source.first.length, etag };
+      }
+      // The server ignored the range: take the whole body as one stream.
+      source.whole = Readable.fromWeb(res.body as import("node:stream/web").ReadableStream<Uint8Array>);
+      return { size: Number(res.headers.get("content-length") ?? NaN), etag };
+    },
+    async readRange(start, end, etag, signal) {
+      const headers: Record<string, string> = { Range: `bytes=${start}-${end}` };
+      if (etag) headers["If-Match"] = etag;
+      const res = await fetch(url, { headers, signal });
+      if (res.status !== 206) await failFor(res);
+      return Buffer.from(await res.arrayBuffer());
+    },
+  };
+  return source;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Ordered parallel download
+
+/** The object's bytes in order, fetched as ranges with `concurrency` requests in flight. */
+async function* orderedRanges(
+  source: RangeSource,
+  info: ObjectInfo,
+  partSize: number,
+  concurrency: number,
+  outerSignal: AbortSignal | undefined,
+  firstChunk: Buffer | undefined,
+): AsyncGenerator<Buffer> {
+  const local = new AbortController();
+  const onAbort = () => local.abort(outerSignal?.reason);
+  outerSignal?.addEventListener("abort", onAbort);
+  const inflight: Promise<Buffer>[] = [];
+  let next = firstChunk ? firstChunk.length : 0;
+  const schedule = () => {
+    while (inflight.length < concurrency && next < info.size) {
+      const start = next;
+      const end = Math.min(info.size, start + partSize) - 1;
+      next = end + 1;
+      const expected = end - start + 1;
+      const request = withRetries(
+        async () => {
+          const chunk = await source.readRange(start, end, info.etag, local.signal);
+          if (chunk.length !== expected) {
+            throw Object.assign(new Error(`short read: ${chunk.length} of ${expected} bytes at ${start}`), { code: "ECONNRESET" });
+          }
+          return chunk;
+        },
+        { signal: local.signal },
+      );
+      request.catch(() => undefined); // handled when awaited in order
+      inflight.push(request);
+    }
+  };
+  try {
+    schedule();
+    if (firstChunk && firstChunk.length > 0) yield firstChunk;
+    while (inflight.length > 0) {
+      const chunk = await inflight.shift()!;
+      schedule();
+      yield chunk;
+    }
+  } finally {
+    local.abort();
+    outerSignal?.removeEventListener("abort", onAbort);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Extraction
+
+/** A relative, normalised path inside the destination, or a JobFailure for entries escaping it. */
+function safeEntryPath(name: string, label: string): string {
+  const normalised = path.posix.normalize(name.replace(/\\/g, "/")).replace(/^(\.\/)+/, "").replace(/\/+$/, "");
+  if (normalised === "." || normalised === "") return "";
+  if (path.posix.isAbsolute(normalised) || normalised === ".." || normalised.startsWith("../")) {
+    throw new JobFailure("corrupt-archive", `${label}: archive entry "${name}" points outside the extraction directory`);
+  }
+  return normalised;
+}
+
+async function extractTar(source: Readable, destDir: string, label: string): Promise<string[]> {
+  const extract = tar.extract();
+  const files: string[] = [];
+  const madeDirs = new Set<string>();
+  const mkdir = async (dir: string) => {
+    if (madeDirs.has(dir)) return;
+    await fsp.mkdir(dir, { recursive: true });
+    madeDirs.add(dir);
+  };
+  const consume = (async () => {
+    for await (const entry of extract) {
+      const header = entry.header;
+      const rel = safeEntryPath(header.name, label);
+      const target = path.join(destDir, rel);
+      if (rel && (header.type === "file" || header.type === "contiguous-file")) {
+        await mkdir(path.dirname(target));
+        const mode = 0o644 | ((header.mode ?? 0) & 0o111);
+        await pipeline(entry, createWriteStream(target, { mode, highWaterMark: MiB }));
+        files.push(rel);
+        continue;
+      }
+      if (rel && header.type === "directory") await mkdir(target);
+      else if (rel && header.type === "symlink" && header.linkname) {
+        // Only links that stay inside the input directory; anything else is dropped.
+        const resolved = path.posix.normalize(path.posix.join(path.posix.dirname(rel), header.linkname));
+        if (!path.posix.isAbsolute(header.linkname) && !resolved.startsWith("../") && resolved !== "..") {
+          await mkdir(path.dirname(target));
+          await fsp.symlink(header.linkname, target);
+        }
+      }
+      entry.resume();
+    }
+  })();
+  const feed = pipeline(source, extract as unknown as NodeJS.WritableStream);
+  const [fed, consumed] = await Promise.allSettled([feed, consume]);
+  // The root cause first: a failed write (ENOSPC) makes the feed fail with a secondary "premature close".
+  if (consumed.status === "rejected" && !(fed.status === "rejected" && fed.reason instanceof JobFailure)) {
+    throw consumed.reason;
+  }
+  if (fed.status === "rejected") throw fed.reason;
+  return files.sort();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+export function selectFiles(files: string[], pattern: string | undefined, allowMultiple: boolean, label: string): string[] {
+  if (!pattern) return files;
+  const isMatch = picomatch(pattern, { dot: true });
+  const matches = files.filter((file) => isMatch(file)).sort();
+  const sample = (list: string[]) => list.slice(0, 5).join(", ") + (list.length > 5 ? `, ... (${list.length} in all)` : "");
+  if (matches.length === 0) {
+    throw new JobFailure(
+      "no-matching-file",
+      `${label}: no file matches "${pattern}" among ${files.length} file(s)${files.length ? ` (${sample(files)})` : ""}`,
+    );
+  }
+  if (matches.length > 1 && !allowMultiple) {
+    throw new JobFailure(
+      "multiple-matching-files",
+      `${label}: ${matches.length} files match "${pattern}" (${sample(matches)}); set allowMultiple or narrow the glob`,
+    );
+  }
+  return matches;
+}
+
+/**
+ * Download `input` into `destDir` (created if needed), extracting archives on the fly, verify it and select files.
+ * Fails with a JobFailure: missing-input, presigned-url-expired, input-integrity, corrupt-archive, no-matching-file,
+ * multiple-matching-files or out-of-disk.
+ */
+export async function fetchInput(input: InputSpec, destDir: string, opts: FetchInputOptions = {}): Promise<FetchedInput> {
+  const label = `input "${input.name}"`;
+  const partSize = opts.partSize ?? 8 * MiB;
+  const concurrency = opts.concurrency ?? 8;
+  const kind = archiveKindFor(input.url, input.extract);
+  if (kind === "zip") {
+    throw new JobFailure(
+      "internal-error",
+      `${label}: zip archives cannot be extracted while downloading (only tar and tgz); use extract "none" to get the .zip file`,
+    );
+  }
+  await fsp.mkdir(destDir, { recursive: true });
+
+  let source: RangeSource & { first?: Buffer; whole?: Readable };
+  if (input.access === "presigned") source = presignedSource(label, input.url, partSize);
+  else {
+    const { bucket } = parseS3Url(input.url);
+    const client = input.access === "public" ? s3ClientFor(bucket, { anonymous: true }) : (opts.client ?? s3ClientFor(bucket));
+    source = s3Source(label, input.url, client);
+  }
+  const info = await source.open(opts.signal);
+  const shown = redactUrl(input.url);
+  opts.log?.(`${label}: ${shown} is ${Number.isFinite(info.size) ? `${info.size} bytes` : "of unknown size"}, ${kind === "none" ? "no extraction" : `extracting ${kind} while downloading`}`);
+
+  const hash = createHash("sha256");
+  let bytes = 0;
+  const chunks: AsyncIterable<Buffer> = source.whole ?? orderedRanges(source, info, partSize, concurrency, opts.signal, source.first);
+  async function* counted() {
+    for await (const chunk of chunks) {
+      hash.update(chunk);
+      bytes += chunk.length;
+      opts.onProgress?.(bytes, Number.isFinite(info.size) ? info.size : undefined);
+      yield chunk;
+    }
+  }
+  const stream = Readable.from(counted(), { objectMode: false, highWaterMark: 1 });
+
+  let files: string[];
+  try {
+    if (kind === "none") {
+      const name = objectFileName(input.url);
+      await pipeline(stream, createWriteStream(path.join(destDir, name), { highWaterMark: MiB }));
+      files = [name];
+    } else if (kind === "tar") {
+      files = await extractTar(stream, destDir, label);
+    } else {
+      // zlib runs on the thread pool, so gunzip overlaps with hashing and tar parsing on the main thread.
+      const gunzip = createGunzip({ chunkSize: 256 * 1024 });
+      const decompressed = stream.pipe(gunzip);
+      stream.on("error", (err) => gunzip.destroy(err));
+      files = await extractTar(decompressed, destDir, label);
+    }
+  } catch (err) {
+    if (err instanceof JobFailure) throw err;
+    if (isOutOfDisk(err)) throw new JobFailure("out-of-disk", `${label}: out of disk while writing to ${destDir}: ${errorMessage(err)}`);
+    if ((err as { name?: string }).name === "AbortError" || opts.signal?.aborted) throw opts.signal?.reason ?? err;
+    if (Number.isFinite(info.size) && bytes < info.size) {
+      throw new JobFailure("missing-input", `${label}: download of ${shown} broke off after ${bytes} of ${info.size} bytes: ${errorMessage(err)}`);
+    }
+    throw new JobFailure("corrupt-archive", `${label}: ${shown} is not a readable ${kind} archive: ${errorMessage(err)}`);
+  }
+
+  const sha256 = hash.digest("hex");
+  if (Number.isFinite(info.size) && bytes !== info.size) {
+    throw new JobFailure("input-integrity", `${label}: read ${bytes} bytes of ${shown} but the server announced ${info.size}`);
+  }
+  if (input.sha256 && input.sha256 !== sha256) {
+    throw new JobFailure("input-integrity", `${label}: sha256 of ${shown} is ${sha256}, the spec expects ${input.sha256}`);
+  }
+  if (info.checksumSha256 && Buffer.from(sha256, "hex").toString("base64") !== info.checksumSha256) {
+    throw new JobFailure("input-integrity", `${label}: sha256 of ${shown} does not match the checksum S3 stores (${info.checksumSha256})`);
+  }
+  const selected = input.select ? selectFiles(files, input.select, input.allowMultiple, label) : kind === "none" ? files : ["."];
+  opts.log?.(`${label}: ${bytes} bytes, sha256 ${sha256}, ${files.length} file(s); selected ${selected.join(", ")}`);
+  return { name: input.name, url: shown, extract: kind, bytes, sha256, etag: info.etag, files, selected };
+}

@@ -1,0 +1,144 @@
+/**
+ * What the agent tells the outside world while it works: the job log (a local file uploaded periodically and at the
+ * end) and the status heartbeat (job/records AgentStatus), plus small JSON writes to the job's private area.
+ */
+import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { createWriteStream, promises as fsp, WriteStream } from "node:fs";
+import { Writable } from "node:stream";
+import type { AgentStatus, Phase } from "../job/records";
+import type { S3Location } from "../job/s3url";
+import { errorMessage } from "./errors";
+import { withRetries } from "./retry";
+
+export class JobLog {
+  private readonly stream: WriteStream;
+  constructor(
+    readonly file: string,
+    private readonly echo = false,
+  ) {
+    this.stream = createWriteStream(file, { flags: "a" });
+  }
+
+  line(message: string): void {
+    const text = `${new Date().toISOString()} ${message}\n`;
+    this.stream.write(text);
+    if (this.echo) process.stderr.write(text);
+  }
+
+  /** A sink for a child's raw stdout/stderr; ending it leaves the log open. */
+  raw(): Writable {
+    return new Writable({
+      write: (chunk: Buffer, _enc, callback) => {
+        this.stream.write(chunk);
+        if (this.echo) process.stderr.write(chunk);
+        callback();
+      },
+    });
+  }
+
+  /** Resolves once everything written so far is in the file. */
+  flush(): Promise<void> {
+    return new Promise((resolve) => this.stream.write("", () => resolve()));
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.stream.end(() => resolve()));
+  }
+}
+
+export async function putObject(client: S3Client, loc: S3Location, body: string | Buffer, contentType: string): Promise<void> {
+  await withRetries(() => client.send(new PutObjectCommand({ Bucket: loc.bucket, Key: loc.key, Body: body, ContentType: contentType })), {
+    attempts: 6,
+  });
+}
+
+export function putJson(client: S3Client, loc: S3Location, value: unknown): Promise<void> {
+  return putObject(client, loc, JSON.stringify(value, null, 2) + "\n", "application/json");
+}
+
+export interface ReporterOptions {
+  /** Status heartbeat period (default 5 s). */
+  statusIntervalMs?: number;
+  /** Log upload period (default 30 s). */
+  logIntervalMs?: number;
+}
+
+/** Keeps the status object and the uploaded log fresh while the job runs. Write errors are logged, never fatal. */
+export class Reporter {
+  readonly status: AgentStatus;
+  private timers: NodeJS.Timeout[] = [];
+  private uploadedLogBytes = -1;
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly client: S3Client,
+    private readonly locations: { status: S3Location; log: S3Location },
+    jobId: string,
+    private readonly log: JobLog,
+    private readonly opts: ReporterOptions = {},
+  ) {
+    const now = new Date().toISOString();
+    this.status = { jobId, phase: "starting", updatedAt: now, startedAt: now, phases: {} };
+  }
+
+  start(): void {
+    const every = (ms: number, fn: () => Promise<void>) => {
+      const timer = setInterval(() => void fn(), ms);
+      timer.unref();
+      this.timers.push(timer);
+    };
+    every(this.opts.statusIntervalMs ?? 5000, () => this.writeStatus());
+    every(this.opts.logIntervalMs ?? 30_000, () => this.uploadLog());
+    void this.writeStatus();
+  }
+
+  stop(): void {
+    for (const timer of this.timers) clearInterval(timer);
+    this.timers = [];
+  }
+
+  beginPhase(phase: Phase, message?: string): void {
+    this.status.phase = phase;
+    if (message !== undefined) this.status.message = message;
+    const progress = (this.status.phases[phase] ??= { bytesDone: 0 });
+    progress.startedAt ??= new Date().toISOString();
+    this.log.line(`phase ${phase}${message ? `: ${message}` : ""}`);
+    void this.writeStatus();
+  }
+
+  endPhase(phase: Phase): void {
+    const progress = (this.status.phases[phase] ??= { bytesDone: 0 });
+    progress.endedAt = new Date().toISOString();
+  }
+
+  progress(phase: Phase, bytesDone: number, bytesTotal?: number): void {
+    const progress = (this.status.phases[phase] ??= { bytesDone: 0 });
+    progress.bytesDone = bytesDone;
+    if (bytesTotal !== undefined) progress.bytesTotal = bytesTotal;
+  }
+
+  /** Writes are serialised so an older status never lands after a newer one. */
+  writeStatus(): Promise<void> {
+    this.writing = this.writing.then(async () => {
+      this.status.updatedAt = new Date().toISOString();
+      try {
+        await putJson(this.client, this.locations.status, this.status);
+      } catch (err) {
+        this.log.line(`warning: status update failed: ${errorMessage(err)}`);
+      }
+    });
+    return this.writing;
+  }
+
+  async uploadLog(): Promise<void> {
+    await this.log.flush();
+    try {
+      const body = await fsp.readFile(this.log.file);
+      if (body.length === this.uploadedLogBytes) return;
+      await putObject(this.client, this.locations.log, body, "text/plain; charset=utf-8");
+      this.uploadedLogBytes = body.length;
+    } catch (err) {
+      this.log.line(`warning: log upload failed: ${errorMessage(err)}`);
+    }
+  }
+}

@@ -1,0 +1,288 @@
+/**
+ * One job, start to finish: inputs downloaded and extracted while the image is pulled, the container run under the
+ * job's time limit, outputs uploaded and verified, then provenance, final status and log, and the completion marker
+ * LAST. A failure anywhere becomes a failure marker with its phase and reason; never a success marker.
+ */
+import type { S3Client } from "@aws-sdk/client-s3";
+import { promises as fsp } from "node:fs";
+import path from "node:path";
+import { CONTAINER_PATHS, jobLayout } from "../job/layout";
+import type { CompletionMarker, OutputObject, Phase, ProvenanceRecord } from "../job/records";
+import { formatS3Url, joinKey, type S3Location } from "../job/s3url";
+import { API_VERSION, redactSpec, type JobSpec } from "../job/spec";
+import { pullImage, runContainer, expandCommand, type Mount, type PulledImage, type RunResult } from "./container";
+import { errorMessage, isOutOfDisk, JobFailure, toJobFailure } from "./errors";
+import { fetchInput, type FetchedInput, type FetchInputOptions } from "./inputs";
+import { instanceInfo } from "./instance";
+import { OutputUploadError, uploadOutputs, type UploadOptions } from "./outputs";
+import { JobLog, putJson, Reporter } from "./report";
+import { mapLimit } from "./retry";
+import { s3ClientFor } from "./s3";
+import { AGENT_VERSION } from "./version";
+
+export interface AgentOptions {
+  /** Local working directory: inputs/, outputs/ and agent.log go here. */
+  workdir: string;
+  /** S3 client for the job's own bucket (control area, outputs) and role inputs; default from the environment. */
+  client?: S3Client;
+  statusIntervalMs?: number;
+  logIntervalMs?: number;
+  /** Overrides limits.maxRuntimeMinutes (tests use seconds). */
+  maxRuntimeMs?: number;
+  download?: Pick<FetchInputOptions, "partSize" | "concurrency">;
+  upload?: Pick<UploadOptions, "partSize" | "queueSize" | "fileConcurrency" | "attempts" | "retryBaseDelayMs">;
+  /** Copy log lines to stderr. */
+  echo?: boolean;
+}
+
+export interface JobResult {
+  marker: CompletionMarker;
+  provenance: ProvenanceRecord;
+}
+
+/** Where outputs of a failed job go: the private area, so they never mix with (or replace) good results. */
+export function partialOutputsLocation(spec: Pick<JobSpec, "jobId" | "subject" | "outputs">): S3Location {
+  const { control } = jobLayout(spec);
+  return { bucket: control.bucket, key: joinKey(control.key, "partial-outputs") + "/" };
+}
+
+const seconds = (ms: number) => Math.round(ms) / 1000;
+
+export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResult> {
+  const started = Date.now();
+  const startedAt = new Date(started).toISOString();
+  const layout = jobLayout(spec);
+  const client = opts.client ?? s3ClientFor(layout.control.bucket, { region: spec.instance.region });
+  const workdir = path.resolve(opts.workdir);
+  const inputsDir = path.join(workdir, "inputs");
+  const outputsDir = path.join(workdir, "outputs");
+  await fsp.mkdir(workdir, { recursive: true });
+  // A rerun in the same directory must not see (or upload) a previous run's files.
+  await fsp.rm(inputsDir, { recursive: true, force: true });
+  await fsp.rm(outputsDir, { recursive: true, force: true });
+  await fsp.mkdir(inputsDir);
+  await fsp.mkdir(outputsDir);
+  await fsp.chmod(outputsDir, 0o777); // images often run as a non-root user
+
+  const log = new JobLog(path.join(workdir, "agent.log"), opts.echo);
+  const reporter = new Reporter(client, layout, spec.jobId, log, opts);
+  log.line(`cloudcompute agent ${AGENT_VERSION}: job ${spec.jobId}, subject ${spec.subject}`);
+  reporter.start();
+
+  const timings: Partial<Record<Phase, number>> = {};
+  const timed = async <T>(phase: Phase, fn: () => Promise<T>): Promise<T> => {
+    const t0 = Date.now();
+    try {
+      return await fn();
+    } finally {
+      timings[phase] = seconds(Date.now() - t0);
+      reporter.endPhase(phase);
+    }
+  };
+
+  // The agent enforces the runtime limit itself: the watchdog in user-data only backs it up.
+  const maxRuntimeMs = opts.maxRuntimeMs ?? spec.limits.maxRuntimeMinutes * 60_000;
+  const deadline = started + maxRuntimeMs;
+  const jobAbort = new AbortController();
+  const deadlineTimer = setTimeout(
+    () => jobAbort.abort(new JobFailure("max-runtime", `max runtime of ${seconds(maxRuntimeMs)} s reached`)),
+    maxRuntimeMs,
+  );
+
+  let phase: Phase = "starting";
+  let failure: JobFailure | undefined;
+  let fetched: FetchedInput[] = [];
+  let image: PulledImage | undefined;
+  let run: RunResult | undefined;
+  let outputs: OutputObject[] = [];
+  let outputPrefix = layout.results;
+  let ranContainer = false;
+
+  try {
+    // --- inputs and image pull, side by side -------------------------------------------------------------------
+    phase = "inputs";
+    reporter.beginPhase("inputs", `downloading ${spec.inputs.length} input(s) while pulling ${spec.container.image}`);
+    reporter.beginPhase("pull");
+    reporter.status.phase = "inputs";
+    const prep = new AbortController();
+    const onJobAbort = () => prep.abort(jobAbort.signal.reason);
+    jobAbort.signal.addEventListener("abort", onJobAbort);
+    let first: JobFailure | undefined;
+    const failFirst = (failedPhase: Phase) => (err: unknown) => {
+      first ??= toJobFailure(err, failedPhase, failedPhase === "pull" ? "image-pull-failed" : "missing-input");
+      prep.abort(first);
+      throw err;
+    };
+    const inputBytes = new Map<string, { done: number; total?: number }>();
+    const inputsTask = timed("inputs", () =>
+      mapLimit(spec.inputs, 2, (input) =>
+        fetchInput(input, path.join(inputsDir, input.name), {
+          ...opts.download,
+          client: opts.client,
+          signal: prep.signal,
+          log: (line) => log.line(line),
+          onProgress: (done, total) => {
+            inputBytes.set(input.name, { done, total });
+            const all = [...inputBytes.values()];
+            reporter.progress("inputs", all.reduce((s, v) => s + v.done, 0), all.reduce((s, v) => s + (v.total ?? 0), 0));
+          },
+        }),
+      ),
+    ).catch(failFirst("inputs"));
+    const pullTask = timed("pull", () =>
+      pullImage({ runtime: spec.container.runtime, image: spec.container.image, workdir, signal: prep.signal, output: log.raw() }),
+    ).catch(failFirst("pull"));
+    await Promise.allSettled([inputsTask, pullTask]);
+    jobAbort.signal.removeEventListener("abort", onJobAbort);
+    if (jobAbort.signal.aborted) throw toJobFailure(jobAbort.signal.reason, first?.phase ?? "inputs");
+    if (first) throw first;
+    fetched = await inputsTask;
+    image = await pullTask;
+    log.line(`image ${image.reference}${image.digest ? ` (${image.digest})` : ""} ready`);
+
+    // --- run ------------------------------------------------------------------------------------------------------
+    phase = "run";
+    reporter.beginPhase("run");
+    const inContainer = spec.container.runtime !== "none";
+    const inputPath = (input: FetchedInput, file: string) =>
+      inContainer ? path.posix.join(CONTAINER_PATHS.inputs, input.name, file) : path.join(inputsDir, input.name, file);
+    const command = expandCommand(spec.container.command, {
+      inputs: fetched.map((input) => ({ name: input.name, files: input.selected.map((file) => inputPath(input, file)) })),
+      output: inContainer ? CONTAINER_PATHS.output : outputsDir,
+      subject: spec.subject,
+      jobId: spec.jobId,
+    });
+    const mounts: Mount[] = [
+      ...fetched.map((input) => ({
+        host: path.join(inputsDir, input.name),
+        container: path.posix.join(CONTAINER_PATHS.inputs, input.name),
+        readOnly: true,
+      })),
+      { host: outputsDir, container: CONTAINER_PATHS.output },
+    ];
+    log.line(`running ${JSON.stringify(command)} with ${spec.container.runtime}`);
+    ranContainer = true;
+    run = await timed("run", () =>
+      runContainer({
+        runtime: spec.container.runtime,
+        image: image!.runRef,
+        command,
+        entrypoint: spec.container.entrypoint,
+        env: spec.container.env,
+        gpus: spec.container.gpus,
+        mounts,
+        workdir: inContainer ? CONTAINER_PATHS.workdir : workdir,
+        name: `cloudcompute-${spec.jobId}-${process.pid}`.replace(/[^A-Za-z0-9_.-]/g, "-"),
+        output: log.raw(),
+        deadline,
+        signal: jobAbort.signal,
+      }),
+    );
+    log.line(`exit code ${run.exitCode ?? "none"}${run.signal ? ` (signal ${run.signal})` : ""} after ${run.seconds} s`);
+    if (run.timedOut) {
+      failure = new JobFailure("max-runtime", `max runtime of ${seconds(maxRuntimeMs)} s reached: the container was killed`, "run");
+    } else if (run.exitCode !== 0) {
+      const last = run.tail.trim().split("\n").slice(-2).join(" | ");
+      const reason = isOutOfDisk({ message: run.tail }) ? "out-of-disk" : "container-failed";
+      failure = new JobFailure(reason, `the container exited with ${run.exitCode ?? `signal ${run.signal}`}: ${last}`, "run");
+    }
+
+    // --- outputs ----------------------------------------------------------------------------------------------------
+    phase = "outputs";
+    // A failed run's files are kept for diagnosis, but apart from the results.
+    if (failure) outputPrefix = partialOutputsLocation(spec);
+    reporter.beginPhase("outputs", `uploading to ${formatS3Url(outputPrefix)}`);
+    try {
+      outputs = await timed("outputs", () =>
+        uploadOutputs(outputsDir, spec.outputs.globs, outputPrefix, {
+          ...opts.upload,
+          client: opts.client,
+          signal: jobAbort.signal,
+          log: (line) => log.line(line),
+          onProgress: (done, total) => reporter.progress("outputs", done, total),
+        }),
+      );
+    } catch (err) {
+      if (err instanceof OutputUploadError) outputs = err.uploaded;
+      if (jobAbort.signal.aborted) throw toJobFailure(jobAbort.signal.reason, "outputs");
+      if (!failure) throw err;
+      log.line(`warning: partial outputs of the failed job could not all be uploaded: ${errorMessage(err)}`);
+    }
+    if (!failure && outputs.length === 0) {
+      failure = new JobFailure(
+        "container-failed",
+        `the container exited 0 but wrote no file matching ${JSON.stringify(spec.outputs.globs)} in ${CONTAINER_PATHS.output}`,
+        "outputs",
+      );
+    }
+  } catch (err) {
+    failure = toJobFailure(err, phase);
+    if (err instanceof OutputUploadError) outputs = err.uploaded;
+  } finally {
+    clearTimeout(deadlineTimer);
+  }
+
+  // --- finishing: provenance, final status and log, then the marker ------------------------------------------------
+  reporter.beginPhase("finishing");
+  const partial = failure !== undefined && outputs.length > 0;
+  if (failure) log.line(`job failed in phase ${failure.phase ?? phase}: ${failure.reason}: ${failure.message}`);
+  const bytes = outputs.reduce((sum, o) => sum + o.size, 0);
+  const exitCode = ranContainer && run ? (run.exitCode ?? undefined) : undefined;
+  const provenance: ProvenanceRecord = {
+    apiVersion: API_VERSION,
+    agentVersion: AGENT_VERSION,
+    spec: redactSpec(spec),
+    image: spec.container.runtime === "none" ? undefined : { reference: spec.container.image, digest: image?.digest },
+    inputs: fetched.map((input) => ({
+      name: input.name,
+      url: input.url,
+      bytes: input.bytes,
+      sha256: input.sha256,
+      etag: input.etag,
+      files: input.files,
+    })),
+    outputs,
+    partialOutputs: partial,
+    exitCode,
+    timings,
+    instance: await instanceInfo(),
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    outcome: failure ? "failed" : "succeeded",
+    reason: failure?.reason,
+  };
+  try {
+    await putJson(client, layout.provenance, provenance);
+  } catch (err) {
+    log.line(`provenance could not be written: ${errorMessage(err)}`);
+    if (!failure) failure = new JobFailure("output-upload-failed", `provenance record could not be written: ${errorMessage(err)}`, "finishing");
+  }
+  timings.finishing = seconds(Date.now() - started) - Object.values(timings).reduce((a, b) => a + (b ?? 0), 0);
+  const summary = failure
+    ? failure.message
+    : `succeeded: ${outputs.length} output(s), ${bytes} bytes in ${formatS3Url(outputPrefix)} after ${seconds(Date.now() - started)} s`;
+  reporter.stop();
+  reporter.status.message = summary;
+  reporter.beginPhase("done", summary);
+  await reporter.writeStatus();
+  log.line(failure ? "writing failure marker" : "writing success marker");
+  await reporter.uploadLog();
+  const marker: CompletionMarker = {
+    apiVersion: API_VERSION,
+    jobId: spec.jobId,
+    subject: spec.subject,
+    outcome: failure ? "failed" : "succeeded",
+    phase: failure ? (failure.phase ?? phase) : undefined,
+    reason: failure?.reason,
+    message: summary,
+    exitCode,
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    outputs: { prefix: formatS3Url(outputPrefix), count: outputs.length, bytes, partial },
+    timings,
+  };
+  await putJson(client, layout.marker, marker);
+  log.line(`marker written to ${formatS3Url(layout.marker)}`);
+  await log.close();
+  return { marker, provenance: { ...provenance, outcome: marker.outcome, reason: marker.reason } };
+}

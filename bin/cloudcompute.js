@@ -1,0 +1,6 @@
+#!/usr/bin/env node
+// The `cloudcompute` command: runs the TypeScript driver through tsx's require hook (no build step).
+"use strict";
+require("tsx/cjs");
+const { main } = require("../driver/cli.ts");
+main().then((code) => process.stdout.write("", () => process.exit(code)));

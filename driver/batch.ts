@@ -1,0 +1,222 @@
+/**
+ * Batch: one job per subject, each in its own worker process (the Pulumi Node SDK keeps global state: one inline
+ * program per process), at most `concurrency` at a time. Subjects that already have a success marker are skipped
+ * unless `rerun`. One failure does not stop the others; an interrupt interrupts every worker, and each destroys its
+ * own job's resources before the batch exits.
+ */
+import { spawn } from "node:child_process";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { ListObjectsV2Command } from "@aws-sdk/client-s3";
+import { s3ClientFor } from "../agent/s3";
+import { CONTROL_DIR } from "../job/layout";
+import type { CompletionMarker } from "../job/records";
+import { joinKey, parseS3Url } from "../job/s3url";
+import { normaliseSubject } from "../job/subject";
+import { BadInputError, ExitCode } from "./errors";
+import { cloudcomputeHome, PACKAGE_ROOT } from "./paths";
+import { readJson } from "./s3";
+import type { JobResult } from "./run";
+import { formatCost, table } from "./summary";
+
+export interface BatchOptions {
+  subjects: string[];
+  concurrency: number;
+  rerun: boolean;
+  /** The output prefix shared by the batch's jobs (where success markers are looked for). */
+  outputPrefix: string;
+  /** Arguments for each worker besides `--subject` (config file, overrides, platform, ...). */
+  workerArgs: string[];
+  signal: AbortSignal;
+  stream?: NodeJS.WriteStream;
+}
+
+export interface BatchEntry {
+  subject: string;
+  outcome: JobResult["outcome"] | "skipped";
+  exitCode: number;
+  jobId?: string;
+  reason?: string;
+  message?: string;
+  /** The earlier successful job, for skipped subjects. */
+  succeededBefore?: string;
+  costUsd?: number;
+  seconds?: number;
+  logPath?: string;
+}
+
+export interface BatchResult {
+  batchId: string;
+  entries: BatchEntry[];
+  exitCode: number;
+  summaryPath: string;
+}
+
+/** Subjects from a file: one per line (or the first column of a CSV/TSV), `#` comments and blank lines ignored. */
+export function readSubjectsFile(file: string): string[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (err) {
+    throw new BadInputError(`subjects file ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+  }
+  const subjects: string[] = [];
+  const problems: string[] = [];
+  text.split(/\r?\n/).forEach((line, index) => {
+    const value = line.replace(/#.*/, "").split(/[,\t]/)[0].trim().replace(/^"|"$/g, "");
+    if (!value || /^(subject|subjectkey|participant_id)$/i.test(value)) return;
+    try {
+      subjects.push(normaliseSubject(value));
+    } catch (err) {
+      problems.push(`line ${index + 1}: ${(err as Error).message}`);
+    }
+  });
+  if (problems.length > 0) throw new BadInputError(`subjects file ${file}:\n  ${problems.join("\n  ")}`);
+  if (subjects.length === 0) throw new BadInputError(`subjects file ${file} lists no subjects`);
+  return [...new Set(subjects)];
+}
+
+/** The id of a job of `subject` whose marker says it succeeded, if any (the newest). */
+export async function findSuccess(outputPrefix: string, subject: string): Promise<string | undefined> {
+  const prefix = parseS3Url(outputPrefix);
+  const listPrefix = joinKey(prefix.key, CONTROL_DIR, `job-${subject}-`);
+  const pattern = new RegExp(`/(job-${subject.replace(/[.]/g, "\\.")}-\\d{8}T\\d{9}Z)/marker\\.json$`);
+  const client = s3ClientFor(prefix.bucket);
+  const jobIds: string[] = [];
+  let token: string | undefined;
+  do {
+    const res = await client.send(new ListObjectsV2Command({ Bucket: prefix.bucket, Prefix: listPrefix, ContinuationToken: token }));
+    for (const object of res.Contents ?? []) {
+      const match = object.Key ? pattern.exec(object.Key) : null;
+      if (match) jobIds.push(match[1]);
+    }
+    token = res.IsTruncated ? res.NextContinuationToken : undefined;
+  } while (token);
+  for (const jobId of jobIds.sort().reverse()) {
+    const marker = await readJson<CompletionMarker>({ bucket: prefix.bucket, key: joinKey(prefix.key, CONTROL_DIR, jobId, "marker.json") });
+    if (marker?.outcome === "succeeded") return jobId;
+  }
+  return undefined;
+}
+
+/** The CLI entry a worker runs: bin/cloudcompute.js registers tsx and loads driver/cli.ts. */
+export const CLI_ENTRY = path.join(PACKAGE_ROOT, "bin", "cloudcompute.js");
+
+interface Worker {
+  subject: string;
+  kill(signal: NodeJS.Signals): void;
+  done: Promise<BatchEntry>;
+}
+
+function startWorker(subject: string, options: BatchOptions, logDir: string): Worker {
+  const stream = options.stream ?? process.stderr;
+  const logPath = path.join(logDir, `${subject}.log`);
+  const log = fs.createWriteStream(logPath);
+  const started = Date.now();
+  const child = spawn(process.execPath, [CLI_ENTRY, "run", "--subject", subject, "--json", ...options.workerArgs], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, CLOUDCOMPUTE_WORKER: "1" },
+    // Its own process group: a terminal's Ctrl-C reaches only the batch, which forwards exactly one SIGINT (a
+    // second one would make a worker leave without cleaning up).
+    detached: true,
+  });
+  let stdout = "";
+  child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
+  let partial = "";
+  child.stderr.on("data", (chunk: Buffer) => {
+    log.write(chunk);
+    partial += chunk.toString();
+    const lines = partial.split("\n");
+    partial = lines.pop() ?? "";
+    for (const line of lines) if (line.trim()) stream.write(`${line}\n`);
+  });
+  const done = new Promise<BatchEntry>((resolve) => {
+    child.on("close", (code, signal) => {
+      log.end();
+      const exitCode = code ?? (signal === "SIGINT" ? ExitCode.interrupted : ExitCode.infra);
+      const seconds = Math.round((Date.now() - started) / 100) / 10;
+      const result = parseResult(stdout);
+      if (result) {
+        resolve({ subject, outcome: result.outcome, exitCode, jobId: result.jobId, reason: result.reason, message: result.message, costUsd: result.costUsd, seconds, logPath });
+      } else {
+        resolve({ subject, outcome: exitCode === ExitCode.interrupted ? "interrupted" : "error", exitCode, message: `worker exited with ${code ?? signal} without a result; see ${logPath}`, seconds, logPath });
+      }
+    });
+  });
+  return { subject, kill: (signal) => child.exitCode === null && child.kill(signal), done };
+}
+
+function parseResult(stdout: string): JobResult | undefined {
+  const line = stdout.trim().split("\n").pop();
+  if (!line) return undefined;
+  try {
+    return JSON.parse(line) as JobResult;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function runBatch(options: BatchOptions): Promise<BatchResult> {
+  const stream = options.stream ?? process.stderr;
+  const batchId = `batch-${new Date().toISOString().replace(/[-:.]/g, "")}`;
+  const logDir = path.join(cloudcomputeHome(), "batches", batchId);
+  fs.mkdirSync(logDir, { recursive: true });
+  const entries = new Map<string, BatchEntry>();
+
+  const pending: string[] = [];
+  for (const subject of options.subjects) {
+    const previous = options.rerun ? undefined : await findSuccess(options.outputPrefix, subject);
+    if (previous) {
+      entries.set(subject, { subject, outcome: "skipped", exitCode: 0, succeededBefore: previous, message: `already succeeded as ${previous}` });
+      stream.write(`[batch] ${subject}: skipped, already succeeded as ${previous} (--rerun runs it again)\n`);
+    } else pending.push(subject);
+  }
+  stream.write(`[batch] ${batchId}: ${pending.length} job(s) to run, ${options.subjects.length - pending.length} skipped, concurrency ${options.concurrency}; logs in ${logDir}\n`);
+
+  const running = new Set<Worker>();
+  const onAbort = () => running.forEach((worker) => worker.kill("SIGINT"));
+  options.signal.addEventListener("abort", onAbort);
+  try {
+    const queue = [...pending];
+    const lanes = Array.from({ length: Math.max(1, Math.min(options.concurrency, queue.length)) }, async () => {
+      for (let subject = queue.shift(); subject !== undefined && !options.signal.aborted; subject = queue.shift()) {
+        const worker = startWorker(subject, options, logDir);
+        running.add(worker);
+        const entry = await worker.done;
+        running.delete(worker);
+        entries.set(subject, entry);
+      }
+    });
+    await Promise.all(lanes);
+  } finally {
+    options.signal.removeEventListener("abort", onAbort);
+  }
+  for (const subject of pending) {
+    if (!entries.has(subject)) entries.set(subject, { subject, outcome: "interrupted", exitCode: ExitCode.interrupted, message: "not started: the batch was interrupted" });
+  }
+
+  const ordered = options.subjects.map((subject) => entries.get(subject)!);
+  const summaryPath = path.join(logDir, "summary.json");
+  const result: BatchResult = { batchId, entries: ordered, exitCode: batchExitCode(ordered, options.signal.aborted), summaryPath };
+  fs.writeFileSync(summaryPath, JSON.stringify(result, null, 2) + "\n");
+  return result;
+}
+
+/** 130 if interrupted, else 3 if any infrastructure error, else 1 if any job failed, else 0. */
+export function batchExitCode(entries: BatchEntry[], interrupted: boolean): number {
+  if (interrupted || entries.some((e) => e.exitCode === ExitCode.interrupted)) return ExitCode.interrupted;
+  if (entries.some((e) => e.exitCode === ExitCode.infra || e.exitCode === ExitCode.badInput)) return ExitCode.infra;
+  if (entries.some((e) => e.exitCode !== 0)) return ExitCode.jobFailed;
+  return ExitCode.ok;
+}
+
+export function batchTable(result: BatchResult): string {
+  const counts = new Map<string, number>();
+  for (const e of result.entries) counts.set(e.outcome, (counts.get(e.outcome) ?? 0) + 1);
+  return (
+    table(
+      ["SUBJECT", "OUTCOME", "JOB", "REASON", "SECONDS", "COST"],
+      result.entries.map((e) => [e.subject, e.outcome, e.jobId ?? e.succeededBefore ?? "", e.reason ?? "", e.seconds === undefined ? "" : String(e.seconds), e.costUsd === undefined ? "" : formatCost(e.costUsd)]),
+    ) + `${[...counts].map(([k, v]) => `${v} ${k}`).join(", ")}; summary ${result.summaryPath}\n`
+  );
+}

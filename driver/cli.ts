@@ -1,0 +1,229 @@
+/**
+ * `npm run job -- ...` / `cloudcompute ...`: a thin yargs layer over the driver's modules. Progress and summaries go
+ * to stderr; `--json` puts exactly one JSON document on stdout. Exit codes: see errors.ts (0/1/2/3/130).
+ */
+import yargs, { Argv, Options } from "yargs";
+import { hideBin } from "yargs/helpers";
+import { batchTable, readSubjectsFile, runBatch } from "./batch";
+import { backendStacks, cancelJob, formatStatus, gc, jobListTable, jobStatus, listJobs, printLogs } from "./commands";
+import { BadInputError, DriverError, errorMessage, ExitCode } from "./errors";
+import { resolveJob, SpecFlags } from "./options";
+import { activeJobs, dryRun, runJobWithRetries } from "./run";
+import { jobSummary } from "./summary";
+
+/** Flags describing a job; also rebuilt into each batch worker's command line. */
+const SPEC_OPTIONS = {
+  config: { type: "string", describe: "Pulumi.<stack>.yaml-style config file with cloudcompute:* keys (default Pulumi.dev.yaml if present)" },
+  subject: { type: "string", describe: "Subject id (NDARINVXXXXXXXX, NDAR_INVXXXXXXXX, sub-01, ...)" },
+  "job-id": { type: "string", describe: "Job id / stack name (default job-<subject>-<UTC timestamp>)" },
+  image: { type: "string", describe: "Container image" },
+  runtime: { type: "string", choices: ["docker", "podman", "apptainer", "none"], describe: "Container runtime on the compute" },
+  command: { type: "string", describe: 'Container command: a string split on whitespace or a JSON list; placeholders {input} {input.NAME} {inputs} {output} {subject} {jobId}' },
+  entrypoint: { type: "string", describe: "Override the image's entrypoint" },
+  input: { type: "string", array: true, describe: "Input: an S3 URL or a JSON object {name,url,access,extract,select,...}; repeat for several" },
+  output: { type: "string", describe: "S3 output prefix; results go to <prefix>/<subject>/" },
+  "output-glob": { type: "string", array: true, describe: "Glob of output files to upload (repeatable; default **)" },
+  env: { type: "string", array: true, describe: "Container environment NAME=VALUE (repeatable)" },
+  gpus: { type: "number", describe: "GPUs to pass through" },
+  "instance-type": { type: "string", describe: "EC2 instance type, e.g. m5.4xlarge" },
+  spot: { type: "boolean", describe: "Use a spot instance (--no-spot for on-demand)" },
+  region: { type: "string", describe: "AWS region" },
+  "root-volume": { type: "number", describe: "Root volume size in GiB" },
+  "max-runtime": { type: "number", describe: "Max runtime in minutes (the job fails, and the instance powers off after a grace)" },
+  "heartbeat-timeout": { type: "number", describe: "Fail the job when the agent's status is older than this many seconds" },
+  label: { type: "string", array: true, describe: "Label NAME=VALUE copied into tags and provenance (repeatable)" },
+  platform: { type: "string", choices: ["aws", "local"], describe: "Where the job runs: aws (EC2) or local (a local agent process)" },
+  "agent-bundle": { type: "string", describe: "Built agent bundle (default dist/agent.js)" },
+  backend: { type: "string", describe: "Pulumi backend URL (default: PULUMI_BACKEND_URL, else cloudcompute:backend, else file://~/.cloudcompute/state)" },
+} as const satisfies Record<string, Options>;
+
+const RUN_OPTIONS = {
+  "dry-run": { type: "boolean", default: false, describe: "Validate and render the spec, stack name and user-data; create nothing" },
+  json: { type: "boolean", default: false, describe: "Print one JSON result on stdout (progress stays on stderr)" },
+  retries: { type: "number", default: 0, describe: "Retry a job whose compute ended without a marker (spot interruption); the last retry is on-demand" },
+  "price-per-hour": { type: "number", describe: "USD/hour for the cost estimate instead of the built-in on-demand/spot price" },
+  verbose: { type: "boolean", default: false, describe: "Show the Pulumi engine's output" },
+  "subjects-file": { type: "string", describe: "Batch: run one job per subject listed in this file (one per line or first CSV column)" },
+  concurrency: { type: "number", default: 4, describe: "Batch: jobs running at once (each in its own worker process)" },
+  rerun: { type: "boolean", default: false, describe: "Batch: also run subjects that already have a success marker" },
+} as const satisfies Record<string, Options>;
+
+/** Flags forwarded to batch workers: every job-describing flag the user gave, plus run flags that apply per job. */
+function workerArgs(argv: Record<string, unknown>): string[] {
+  const args: string[] = [];
+  for (const name of [...Object.keys(SPEC_OPTIONS), "retries", "price-per-hour", "verbose"]) {
+    if (name === "subject" || name === "job-id") continue;
+    const value = argv[name];
+    if (value === undefined) continue;
+    if (typeof value === "boolean") args.push(value ? `--${name}` : `--no-${name}`);
+    else if (Array.isArray(value)) for (const item of value) args.push(`--${name}`, String(item));
+    else args.push(`--${name}`, String(value));
+  }
+  return args;
+}
+
+function specFlags(argv: Record<string, unknown>): SpecFlags {
+  return argv as SpecFlags;
+}
+
+/** SIGINT/SIGTERM: the first aborts (cancel, destroy, exit 130); the second leaves at once with the cleanup command. */
+function interruptController(): AbortController {
+  const controller = new AbortController();
+  let count = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    count++;
+    if (count === 1) {
+      process.stderr.write(`\n${signal}: stopping — cancelling the update if one runs and destroying the job's resources (again to leave at once)\n`);
+      controller.abort();
+      return;
+    }
+    const jobs = [...activeJobs];
+    process.stderr.write(
+      `\nleaving now. ${jobs.length > 0 ? `Resources may remain; clean up with:\n${jobs.map((j) => `  npm run job -- cancel ${j}`).join("\n")}\n` : ""}`,
+    );
+    process.exit(ExitCode.interrupted);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  return controller;
+}
+
+function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, process.stdout.isTTY ? 2 : undefined) + "\n");
+}
+
+async function runCommand(argv: Record<string, unknown>): Promise<number> {
+  const flags = specFlags(argv);
+  const json = Boolean(argv.json);
+  if (argv["subjects-file"]) {
+    if (flags.subject) throw new BadInputError("give either --subject or --subjects-file, not both");
+    const subjects = readSubjectsFile(String(argv["subjects-file"]));
+    const concurrency = Number(argv.concurrency);
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw new BadInputError(`--concurrency ${argv.concurrency}: expected a whole number >= 1`);
+    // Validate the shared part once, with the first subject, before any worker starts.
+    const first = resolveJob({ ...flags, subject: subjects[0] });
+    if (argv["dry-run"]) {
+      printJson({ dryRun: true, subjects, jobs: subjects.map((subject) => dryRun(resolveJob({ ...flags, subject }))) });
+      return ExitCode.ok;
+    }
+    const result = await runBatch({
+      subjects,
+      concurrency,
+      rerun: Boolean(argv.rerun),
+      outputPrefix: first.spec.outputs.prefix,
+      workerArgs: workerArgs(argv),
+      signal: interruptController().signal,
+    });
+    process.stderr.write(batchTable(result));
+    if (json) printJson(result);
+    return result.exitCode;
+  }
+
+  const resolved = resolveJob(flags);
+  if (argv["dry-run"]) {
+    const rendered = dryRun(resolved);
+    if (json) printJson(rendered);
+    else {
+      const { userData, ...rest } = rendered;
+      process.stdout.write(JSON.stringify(rest, null, 2) + "\n");
+      if (typeof userData === "string") process.stdout.write(`--- user-data ---\n${userData}`);
+    }
+    return ExitCode.ok;
+  }
+  const result = await runJobWithRetries(resolved, {
+    retries: Number(argv.retries ?? 0),
+    pricePerHour: argv["price-per-hour"] as number | undefined,
+    verbose: Boolean(argv.verbose),
+    signal: interruptController().signal,
+  });
+  process.stderr.write(jobSummary(result));
+  if (json) printJson(result);
+  return result.exitCode;
+}
+
+export function buildParser(args: string[]): Argv {
+  let exitCode: number = ExitCode.ok;
+  const parser = yargs(args)
+    .scriptName("cloudcompute")
+    .usage(
+      "$0 [run] --subject ID [options]     run one job and wait for it\n" +
+        "$0 --subjects-file FILE [options]   run a batch\n" +
+        "$0 <status|logs|list|cancel|gc>     inspect and clean up\n\n" +
+        "The job comes from a Pulumi.<stack>.yaml-style config file (--config, default Pulumi.dev.yaml), overridden by flags.",
+    )
+    .command(["run", "$0"], "Run one job (or a batch with --subjects-file) to the end and destroy its resources", (y) => y.options({ ...SPEC_OPTIONS, ...RUN_OPTIONS }), async (argv) => {
+      exitCode = await runCommand(argv as Record<string, unknown>);
+    })
+    .command("status [job]", "Show a job's state and the agent's latest status (default: the latest job)", (y) => y.positional("job", { type: "string" }).option("json", { type: "boolean", default: false }), async (argv) => {
+      const report = await jobStatus(argv.job);
+      if (argv.json) printJson(report);
+      else process.stdout.write(formatStatus(report));
+    })
+    .command("logs [job]", "Print the agent's log from S3 (default: the latest job)", (y) => y.positional("job", { type: "string" }).option("follow", { alias: "f", type: "boolean", default: false, describe: "Keep printing until the job ends" }), async (argv) => {
+      await printLogs(argv.job, Boolean(argv.follow), process.stdout, interruptController().signal);
+    })
+    .command("list", "List jobs: subject, start, end, outcome, cost", (y) => y.options({ json: { type: "boolean", default: false }, stacks: { type: "boolean", default: false, describe: "Also list the backend's stacks (slow on big backends)" }, backend: SPEC_OPTIONS.backend }), async (argv) => {
+      const jobs = listJobs();
+      const stacks = argv.stacks ? await backendStacks(argv.backend) : undefined;
+      if (argv.json) printJson(stacks ? { jobs, stacks } : jobs);
+      else {
+        process.stdout.write(jobListTable(jobs));
+        if (stacks) process.stdout.write(stacks.map((s) => `stack ${s.name}: ${s.resourceCount ?? "?"} resources, updated ${s.lastUpdate ?? "?"}`).join("\n") + "\n");
+      }
+    })
+    .command("cancel <job>", "Stop a job: interrupt its driver, or clear the stack's lock and destroy its resources", (y) => y.positional("job", { type: "string", demandOption: true }).option("backend", SPEC_OPTIONS.backend), async (argv) => {
+      await cancelJob(argv.job, (line) => process.stderr.write(`${line}\n`), argv.backend);
+    })
+    .command("gc", "Destroy stacks holding resources whose driver is gone; report cloudcompute instances no stack owns", (y) => y.options({ "dry-run": { type: "boolean", default: false }, aws: { type: "boolean", default: false, describe: "Also look for orphaned EC2 instances (needs AWS credentials)" }, json: { type: "boolean", default: false }, backend: SPEC_OPTIONS.backend }), async (argv) => {
+      const report = await gc({ dryRun: Boolean(argv["dry-run"]), aws: Boolean(argv.aws), backend: argv.backend, log: (line) => process.stderr.write(`${line}\n`) });
+      if (argv.json) printJson(report);
+      else process.stderr.write(`gc: ${report.destroyed.length} stack(s) ${argv["dry-run"] ? "to destroy" : "destroyed"}, ${report.failed.length} failed, ${report.orphans.length} orphaned instance(s)\n`);
+      if (report.failed.length > 0) exitCode = ExitCode.infra;
+    })
+    .epilogue(
+      "Exit codes: 0 succeeded, 1 job failed, 2 bad input (nothing created), 3 infrastructure error, 130 interrupted.\n" +
+        "Environment: PULUMI_BACKEND_URL, PULUMI_CONFIG_PASSPHRASE (default empty), CLOUDCOMPUTE_HOME (default ~/.cloudcompute), AWS_ENDPOINT_URL.\n" +
+        "The Pulumi CLI >= 3.248 must be on PATH or built by scripts/pulumi-cli.sh.",
+    )
+    .strict()
+    .help()
+    .alias("h", "help")
+    .version(false)
+    .wrap(Math.min(120, process.stdout.columns || 100))
+    .fail((message, err) => {
+      throw err ?? new BadInputError(message);
+    });
+  return Object.assign(parser, { exitCode: () => exitCode });
+}
+
+/**
+ * The AWS SDK warns on every start that future versions need Node 22; on Node 20 (which @pulumi/pulumi 3.248 needs)
+ * that says nothing about the run. Other warnings are still printed.
+ */
+function quietSdkNodeWarning(): void {
+  process.removeAllListeners("warning");
+  process.on("warning", (warning) => {
+    if (warning.name !== "NodeVersionSupportWarning") process.stderr.write(`${warning.name}: ${warning.message}\n`);
+  });
+}
+
+export async function main(args: string[] = hideBin(process.argv)): Promise<number> {
+  quietSdkNodeWarning();
+  const parser = buildParser(args) as Argv & { exitCode(): number };
+  try {
+    await parser.parseAsync();
+    return parser.exitCode();
+  } catch (err) {
+    const code = err instanceof DriverError ? err.exitCode : ExitCode.infra;
+    process.stderr.write(`error: ${errorMessage(err)}\n`);
+    if (!(err instanceof DriverError) && process.env.CLOUDCOMPUTE_DEBUG) process.stderr.write(`${(err as Error).stack}\n`);
+    return code;
+  }
+}
+
+if (require.main === module) {
+  main().then((code) => {
+    // Open sockets (S3 keep-alive) must not hold the process; flush stdout first.
+    process.stdout.write("", () => process.exit(code));
+  });
+}

@@ -1,0 +1,171 @@
+/** The commands besides running jobs: status, logs, list, cancel, gc. */
+import { LocalWorkspace } from "@pulumi/pulumi/automation";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { parseS3Url } from "../job/s3url";
+import type { AgentStatus, CompletionMarker } from "../job/records";
+import { BadInputError, errorMessage } from "./errors";
+import { engineEnv, findPulumi, openJobStack, PROJECT_NAME, resourceCount } from "./engine";
+import { isProcessAlive, JobRecord, latestJob, listJobRecords, readJobRecord, updateJobRecord } from "./jobindex";
+import { cloudcomputeHome } from "./paths";
+import { awsPlatform, Orphan } from "./platform";
+import { formatBytes } from "./progress";
+import { readJson, readText } from "./s3";
+import { teardown } from "./run";
+import { jobListTable, table } from "./summary";
+import { sleep } from "./wait";
+
+/** The job a command is about: the given id, else the latest job in the index. */
+export function jobRecordFor(jobId: string | undefined): JobRecord {
+  const record = jobId ? readJobRecord(jobId) : latestJob();
+  if (!record) throw new BadInputError(jobId ? `no job "${jobId}" in the local job index (${cloudcomputeHome()}/jobs)` : "no jobs yet");
+  return record;
+}
+
+export interface JobStatusReport {
+  record: JobRecord;
+  driverAlive: boolean;
+  status?: AgentStatus;
+  marker?: CompletionMarker;
+}
+
+export async function jobStatus(jobId?: string): Promise<JobStatusReport> {
+  const record = jobRecordFor(jobId);
+  const [status, marker] = await Promise.all([
+    readJson<AgentStatus>(parseS3Url(record.statusUrl)).catch(() => undefined),
+    readJson<CompletionMarker>(parseS3Url(record.markerUrl)).catch(() => undefined),
+  ]);
+  return { record, driverAlive: isProcessAlive(record.driverPid), status, marker };
+}
+
+export function formatStatus(report: JobStatusReport): string {
+  const { record, status, marker } = report;
+  const lines = [`job ${record.jobId} (${record.subject}, ${record.platform}): ${record.state}${record.reason ? ` [${record.reason}]` : ""}`];
+  lines.push(`  started ${record.createdAt}${record.endedAt ? `, ended ${record.endedAt}` : ""}`);
+  if (status) {
+    const p = status.phases[status.phase];
+    lines.push(`  agent phase ${status.phase} (updated ${status.updatedAt})${p ? `: ${formatBytes(p.bytesDone)}${p.bytesTotal ? ` of ${formatBytes(p.bytesTotal)}` : ""}` : ""}`);
+  }
+  if (marker) lines.push(`  marker: ${marker.outcome}${marker.reason ? ` (${marker.reason})` : ""}: ${marker.message}`);
+  if (!report.driverAlive && ["creating", "running", "destroying"].includes(record.state)) {
+    lines.push(`  its driver (pid ${record.driverPid}) is gone: clean up with  npm run job -- cancel ${record.jobId}`);
+  }
+  lines.push(`  results ${record.resultsUrl}`);
+  return lines.join("\n") + "\n";
+}
+
+/** Print the agent's log; with `follow`, keep printing what is appended until the job has ended. */
+export async function printLogs(jobId: string | undefined, follow: boolean, out: NodeJS.WritableStream, signal: AbortSignal): Promise<void> {
+  const record = jobRecordFor(jobId);
+  const log = parseS3Url(record.logUrl);
+  let offset = 0;
+  for (;;) {
+    const text = await readText(log, offset);
+    if (text) {
+      out.write(text);
+      offset += Buffer.byteLength(text);
+    }
+    if (!follow) {
+      if (text === undefined) process.stderr.write(`no log yet at ${record.logUrl}\n`);
+      return;
+    }
+    const current = readJobRecord(record.jobId);
+    const ended = current && !["creating", "running"].includes(current.state);
+    // The agent uploads its log once more after the marker: one last read once the job is over.
+    if (ended) {
+      const rest = await readText(log, offset);
+      if (rest) out.write(rest);
+      return;
+    }
+    await sleep(2000, signal).catch(() => undefined);
+    if (signal.aborted) return;
+  }
+}
+
+export function listJobs(): JobRecord[] {
+  return listJobRecords();
+}
+
+export { jobListTable };
+
+/** The stacks in the backend with their resource counts (`list --stacks`, `gc`). Slow on big S3 backends. */
+export async function backendStacks(backend?: string): Promise<Array<{ name: string; resourceCount?: number; lastUpdate?: string }>> {
+  const workDir = path.join(cloudcomputeHome(), "work", "_list");
+  fs.mkdirSync(workDir, { recursive: true });
+  const env = engineEnv({ backend });
+  const ws = await LocalWorkspace.create({
+    workDir,
+    envVars: env,
+    pulumiCommand: await findPulumi(),
+    projectSettings: { name: PROJECT_NAME, runtime: "nodejs", backend: { url: env.PULUMI_BACKEND_URL } },
+  });
+  const stacks = await ws.listStacks();
+  return stacks.map((s) => ({ name: s.name, resourceCount: s.resourceCount, lastUpdate: s.lastUpdate }));
+}
+
+/**
+ * Cancel a job: a driver still working on it is interrupted (it destroys and exits 130); otherwise the stack's
+ * lock is cleared and the stack refreshed and destroyed here.
+ */
+export async function cancelJob(jobId: string, log: (line: string) => void, backend?: string): Promise<void> {
+  const record = readJobRecord(jobId);
+  if (record?.driverPid && isProcessAlive(record.driverPid) && record.driverPid !== process.pid) {
+    log(`interrupting driver pid ${record.driverPid} of ${jobId}; it destroys the job's resources`);
+    process.kill(record.driverPid, "SIGINT");
+    const deadline = Date.now() + 10 * 60_000;
+    while (isProcessAlive(record.driverPid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+    if (!isProcessAlive(record.driverPid)) {
+      log(`driver finished: ${readJobRecord(jobId)?.state ?? "unknown"}`);
+      return;
+    }
+    log("the driver did not finish within 10 minutes: destroying from here");
+  }
+  const stack = await openJobStack({ jobId, backend: backend ?? record?.backend, mustExist: true });
+  try {
+    await stack.cancel(); // clears a lock left by a killed driver; harmless when there is none
+  } catch {
+    /* no update in progress */
+  }
+  await teardown(stack, jobId, "cloudcompute job: cancelled");
+  updateJobRecord(jobId, { state: record && ["succeeded", "failed"].includes(record.state) ? record.state : "interrupted", driverPid: undefined, endedAt: record?.endedAt ?? new Date().toISOString(), reason: record?.reason ?? "cancelled" });
+  log(`${jobId}: resources destroyed (${await resourceCount(stack)} left), history kept`);
+}
+
+export interface GcReport {
+  destroyed: string[];
+  failed: Array<{ jobId: string; error: string }>;
+  orphans: Orphan[];
+}
+
+/**
+ * Destroy stacks that still hold resources while no driver works on them, and report cloudcompute instances that no
+ * stack owns (not terminated here: their job id tag tells the user which job to look at).
+ */
+export async function gc(options: { dryRun: boolean; backend?: string; aws: boolean; log: (line: string) => void }): Promise<GcReport> {
+  const report: GcReport = { destroyed: [], failed: [], orphans: [] };
+  const stacks = await backendStacks(options.backend);
+  for (const stack of stacks) {
+    if (!stack.resourceCount) continue;
+    const record = readJobRecord(stack.name);
+    if (record && record.driverPid && isProcessAlive(record.driverPid)) continue; // still being worked on
+    if (options.dryRun) {
+      options.log(`would destroy ${stack.name} (${stack.resourceCount} resources)`);
+      report.destroyed.push(stack.name);
+      continue;
+    }
+    try {
+      await cancelJob(stack.name, options.log, options.backend);
+      report.destroyed.push(stack.name);
+    } catch (err) {
+      report.failed.push({ jobId: stack.name, error: errorMessage(err) });
+    }
+  }
+  if (options.aws) {
+    const owned = new Set(listJobRecords().filter((r) => r.instanceId && ["creating", "running", "destroying"].includes(r.state) && isProcessAlive(r.driverPid)).map((r) => r.instanceId!));
+    report.orphans = await awsPlatform.findOrphans(owned);
+    if (report.orphans.length > 0) {
+      options.log(`instances tagged by cloudcompute with no live stack:\n${table(["INSTANCE", "JOB", "STATE", "LAUNCHED"], report.orphans.map((o) => [o.instanceId, o.jobId ?? "", o.state ?? "", o.launchedAt ?? ""]))}`);
+    }
+  }
+  return report;
+}

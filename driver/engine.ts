@@ -1,0 +1,164 @@
+/**
+ * The Pulumi engine through the Automation API: finding the CLI, the environment every stack operation gets, and
+ * opening a job's stack in its own workspace.
+ */
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import {
+  ConcurrentUpdateError,
+  LocalWorkspace,
+  PulumiCommand,
+  PulumiFn,
+  Stack,
+  StackNotFoundError,
+} from "@pulumi/pulumi/automation";
+import { BadInputError, errorMessage, InfraError } from "./errors";
+import { backendUrl, cloudcomputeHome, jobWorkspaceDir, PACKAGE_ROOT } from "./paths";
+
+export const PROJECT_NAME = "cloudcompute";
+/** The CLI version scripts/pulumi-cli.sh builds, and the lowest the driver accepts. */
+export const PULUMI_CLI_VERSION = "3.248.0";
+
+/** Where scripts/pulumi-cli.sh caches the CLI it builds: `<root>/bin/pulumi`. */
+export function pulumiCacheRoot(): string {
+  const cache = process.env.CLOUDCOMPUTE_CACHE || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache"), "cloudcompute");
+  return path.join(cache, `pulumi-v${PULUMI_CLI_VERSION}`);
+}
+
+let pulumiCommand: Promise<PulumiCommand> | undefined;
+
+/** The Pulumi CLI: `pulumi` >= PULUMI_CLI_VERSION on PATH, else the one scripts/pulumi-cli.sh built. */
+export function findPulumi(): Promise<PulumiCommand> {
+  pulumiCommand ??= (async () => {
+    const problems: string[] = [];
+    const recentEnough = async (root?: string) => {
+      const command = await PulumiCommand.get({ root });
+      if (command.version && command.version.compare(PULUMI_CLI_VERSION) < 0) {
+        throw new Error(`version ${command.version.version} is older than ${PULUMI_CLI_VERSION}`);
+      }
+      return command;
+    };
+    try {
+      return await recentEnough();
+    } catch (err) {
+      problems.push(`on PATH: ${firstLine(errorMessage(err))}`);
+    }
+    const root = pulumiCacheRoot();
+    if (fs.existsSync(path.join(root, "bin", "pulumi"))) {
+      try {
+        return await recentEnough(root);
+      } catch (err) {
+        problems.push(`in ${root}/bin: ${firstLine(errorMessage(err))}`);
+      }
+    } else {
+      problems.push(`not built in ${root}/bin`);
+    }
+    throw new InfraError(
+      `the Pulumi CLI >= ${PULUMI_CLI_VERSION} was not found (${problems.join("; ")}).\n` +
+        `  Build it (needs Go >= 1.25; cached for later runs):  bash scripts/pulumi-cli.sh\n` +
+        `  or install it: https://www.pulumi.com/docs/install/ and put it on PATH.`,
+    );
+  })();
+  pulumiCommand.catch(() => (pulumiCommand = undefined));
+  return pulumiCommand;
+}
+
+function firstLine(text: string): string {
+  return text.split("\n").find((line) => line.trim())?.trim() ?? text;
+}
+
+/** The node_modules that holds our @pulumi/pulumi: the dynamic-provider plugin resolves it from NODE_PATH. */
+function nodeModulesDir(): string {
+  const pkg = require.resolve("@pulumi/pulumi/package.json", { paths: [PACKAGE_ROOT] });
+  return path.resolve(path.dirname(pkg), "..", "..");
+}
+
+export interface EngineSettings {
+  backend?: string;
+}
+
+/**
+ * Environment for every Pulumi operation. The passphrase secrets provider needs PULUMI_CONFIG_PASSPHRASE even when
+ * empty (an unset one fails with "passphrase must be set"): we pass the user's, else "" explicitly.
+ */
+export function engineEnv(settings: EngineSettings = {}): Record<string, string> {
+  const env: Record<string, string> = {
+    PULUMI_BACKEND_URL: backendUrl(settings.backend),
+    PULUMI_SKIP_UPDATE_CHECK: "true",
+    // Inline programs report no required plugins; nothing may be fetched behind our back (and parallel installs
+    // into one PULUMI_HOME collide).
+    PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
+    NODE_PATH: [nodeModulesDir(), process.env.NODE_PATH].filter(Boolean).join(path.delimiter),
+    CLOUDCOMPUTE_HOME: cloudcomputeHome(),
+  };
+  if (!process.env.PULUMI_CONFIG_PASSPHRASE_FILE) env.PULUMI_CONFIG_PASSPHRASE = process.env.PULUMI_CONFIG_PASSPHRASE ?? "";
+  const backend = env.PULUMI_BACKEND_URL;
+  if (backend.startsWith("file://")) fs.mkdirSync(new URL(backend), { recursive: true });
+  return env;
+}
+
+const noProgram: PulumiFn = async () => {};
+
+export interface OpenStackOptions extends EngineSettings {
+  jobId: string;
+  /** The inline program; omit for operations that never run it (destroy, refresh, history, cancel). */
+  program?: PulumiFn;
+  /** Only select: fail with a clear message when the job's stack does not exist. */
+  mustExist?: boolean;
+}
+
+/** Open (create or select) a job's stack in the job's own workspace directory. */
+export async function openJobStack(options: OpenStackOptions): Promise<Stack> {
+  const workDir = jobWorkspaceDir(options.jobId);
+  fs.mkdirSync(workDir, { recursive: true });
+  const envVars = engineEnv(options);
+  const args = { stackName: options.jobId, projectName: PROJECT_NAME, program: options.program ?? noProgram };
+  const wsOptions = {
+    workDir,
+    envVars,
+    pulumiCommand: await findPulumi(),
+    projectSettings: { name: PROJECT_NAME, runtime: "nodejs" as const, backend: { url: envVars.PULUMI_BACKEND_URL } },
+  };
+  try {
+    return options.mustExist
+      ? await LocalWorkspace.selectStack(args, wsOptions)
+      : await LocalWorkspace.createOrSelectStack(args, wsOptions);
+  } catch (err) {
+    if (err instanceof StackNotFoundError) throw new BadInputError(`no job "${options.jobId}" in backend ${envVars.PULUMI_BACKEND_URL}`);
+    throw explainEngineError(err, options.jobId);
+  }
+}
+
+/** Turn engine errors users can act on into messages that say what to do. */
+export function explainEngineError(err: unknown, jobId: string): Error {
+  if (err instanceof ConcurrentUpdateError) {
+    return new InfraError(
+      `the stack of job ${jobId} is locked: another update is running, or a killed driver left its lock behind.\n` +
+        `  If no driver is working on this job any more, clear the lock and clean up with:\n` +
+        `    npm run job -- cancel ${jobId}\n` +
+        `  (that runs 'pulumi cancel' on the stack, then refreshes and destroys it).`,
+    );
+  }
+  if (err instanceof InfraError || err instanceof BadInputError) return err;
+  const message = errorMessage(err);
+  if (/passphrase/i.test(message)) {
+    return new InfraError(
+      `the stack's secrets could not be decrypted: set PULUMI_CONFIG_PASSPHRASE (or _FILE) to the passphrase the ` +
+        `stack was created with (the driver's default is the empty passphrase).\n${tail(message)}`,
+    );
+  }
+  return new InfraError(`Pulumi failed for job ${jobId}:\n${tail(message)}`);
+}
+
+/** The end of a long engine message, where the diagnostics are. */
+function tail(message: string, lines = 25): string {
+  return message.split("\n").slice(-lines).join("\n");
+}
+
+/** How many resources the stack still holds (0 after a complete destroy). */
+export async function resourceCount(stack: Stack): Promise<number> {
+  const state = await stack.exportStack();
+  const deployment = state.deployment as { resources?: unknown[] } | undefined;
+  return deployment?.resources?.length ?? 0;
+}

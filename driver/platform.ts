@@ -1,0 +1,209 @@
+/**
+ * Where a job's compute runs. The stack lifecycle (stage, up, wait, refresh, destroy) is the same for every
+ * platform — `declareJob` declares the platform's compute — so a platform only answers what differs: checks before
+ * anything is created, whether the compute still lives, what it costs, what `--dry-run` shows, and which compute
+ * no stack owns (`gc`).
+ */
+import * as fs from "node:fs";
+import { execFileSync } from "node:child_process";
+import type { EC2Client } from "@aws-sdk/client-ec2";
+import type { JobSpec } from "../job/spec";
+import { encodeUserData, renderUserData, USER_DATA_LIMIT_BYTES } from "../infra/userdata";
+import { localJobAlive } from "../infra/local";
+import { BadInputError } from "./errors";
+
+export type PlatformName = "aws" | "local";
+
+export interface ComputeState {
+  alive: boolean;
+  /** Why it ended, when it ended without a marker. */
+  reason?: "spot-interrupted" | "instance-lost";
+  detail?: string;
+}
+
+export interface Orphan {
+  instanceId: string;
+  jobId?: string;
+  state?: string;
+  launchedAt?: string;
+}
+
+export interface Platform {
+  readonly name: PlatformName;
+  /** How often to look at the marker and status while a job runs. */
+  readonly pollIntervalMs: number;
+  /** How long after `up` the first heartbeat may take (boot, package installs, agent download). */
+  readonly bootGraceSeconds: number;
+  /**
+   * Refresh before destroy: an EC2 instance may have terminated itself (the provider then treats it as gone). A
+   * local process needs none: its delete copes with a process that has already exited.
+   */
+  readonly refreshBeforeDestroy: boolean;
+  /** Resource plugins the engine needs for this platform's stack (installed before any stack is touched). */
+  readonly requiredPlugins: ReadonlyArray<{ name: string; version: string }>;
+  /** Checks that need no cloud resource. Throws BadInputError. */
+  preflight(spec: JobSpec, agentBundlePath: string): Promise<void>;
+  computeState(instanceId: string, spec: JobSpec): Promise<ComputeState>;
+  /** USD per hour of the compute (and its volume), or undefined when unknown. */
+  pricePerHour(spec: JobSpec): Promise<number | undefined>;
+  /** What `--dry-run` shows about the compute besides the spec and stack name. */
+  render(spec: JobSpec, agentBundlePath: string): Record<string, unknown>;
+  /** Compute started by cloudcompute that no live stack owns. */
+  findOrphans(ownedInstanceIds: ReadonlySet<string>): Promise<Orphan[]>;
+}
+
+function commandExists(command: string): boolean {
+  try {
+    execFileSync(command, ["--version"], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export const localPlatform: Platform = {
+  name: "local",
+  pollIntervalMs: Number(process.env.CLOUDCOMPUTE_POLL_MS ?? 1000),
+  bootGraceSeconds: 60,
+  refreshBeforeDestroy: false,
+  requiredPlugins: [],
+  async preflight(spec, agentBundlePath) {
+    if (!fs.existsSync(agentBundlePath)) {
+      throw new BadInputError(`the agent bundle ${agentBundlePath} does not exist: build it with 'npm run build:agent'`);
+    }
+    const runtime = spec.container.runtime;
+    if (runtime !== "none" && !commandExists(runtime === "apptainer" ? "apptainer" : runtime)) {
+      throw new BadInputError(
+        `container.runtime is "${runtime}" but '${runtime}' is not installed here: install it, or use --runtime ` +
+          `with one that exists (docker, podman, apptainer, or none to run the command as a host process)`,
+      );
+    }
+  },
+  async computeState(instanceId) {
+    return localJobAlive(instanceId) ? { alive: true } : { alive: false, reason: "instance-lost", detail: "the agent process has exited" };
+  },
+  async pricePerHour() {
+    return 0;
+  },
+  render(spec, agentBundlePath) {
+    return { agentCommand: ["node", agentBundlePath, "--spec", "<spec.json URL>", "--no-poweroff", "--workdir", `<CLOUDCOMPUTE_HOME>/local/${spec.jobId}`] };
+  },
+  async findOrphans() {
+    return []; // a local agent is only ever started by a stack's LocalJob and stopped by its destroy
+  },
+};
+
+/** On-demand Linux prices in us-east-1 (USD/hour), for the estimate in summaries; `--price-per-hour` overrides. */
+const ON_DEMAND_USD_PER_HOUR: Record<string, number> = {
+  "t3.medium": 0.0416, "t3.large": 0.0832, "t3.xlarge": 0.1664,
+  "m5.large": 0.096, "m5.xlarge": 0.192, "m5.2xlarge": 0.384, "m5.4xlarge": 0.768, "m5.8xlarge": 1.536,
+  "m6i.large": 0.096, "m6i.xlarge": 0.192, "m6i.2xlarge": 0.384, "m6i.4xlarge": 0.768, "m6i.8xlarge": 1.536,
+  "c5.xlarge": 0.17, "c5.2xlarge": 0.34, "c5.4xlarge": 0.68, "c5.9xlarge": 1.53,
+  "r5.xlarge": 0.252, "r5.2xlarge": 0.504, "r5.4xlarge": 1.008,
+  "g4dn.xlarge": 0.526, "g4dn.2xlarge": 0.752, "g5.xlarge": 1.006, "p3.2xlarge": 3.06,
+};
+/** gp3 storage, USD per GiB-month. */
+const GP3_USD_PER_GIB_MONTH = 0.08;
+
+/** The tag every cloudcompute instance carries (infra/aws.ts): its job id. */
+export const JOB_TAG = "cloudcompute:job";
+
+/** The EC2 SDK, loaded only for the aws platform: it is large, and local jobs never need it. */
+function ec2Sdk(): typeof import("@aws-sdk/client-ec2") {
+  return require("@aws-sdk/client-ec2") as typeof import("@aws-sdk/client-ec2");
+}
+
+const ec2Clients = new Map<string, EC2Client>();
+function ec2(region: string): EC2Client {
+  let client = ec2Clients.get(region);
+  if (!client) ec2Clients.set(region, (client = new (ec2Sdk().EC2Client)({ region, maxAttempts: 5 })));
+  return client;
+}
+
+export const awsPlatform: Platform = {
+  name: "aws",
+  pollIntervalMs: Number(process.env.CLOUDCOMPUTE_POLL_MS ?? 10_000),
+  bootGraceSeconds: 15 * 60,
+  refreshBeforeDestroy: true,
+  requiredPlugins: [{ name: "aws", version: "v7.48.0" }],
+  async preflight() {
+    // Credentials and quotas are checked by the engine at `up`; a failing `up` destroys what it created.
+  },
+  async computeState(instanceId, spec) {
+    try {
+      const res = await ec2(spec.instance.region).send(new (ec2Sdk().DescribeInstancesCommand)({ InstanceIds: [instanceId] }));
+      const instance = res.Reservations?.[0]?.Instances?.[0];
+      const state = instance?.State?.Name;
+      if (!instance || state === "terminated" || state === "shutting-down" || state === "stopped" || state === "stopping") {
+        const code = instance?.StateReason?.Code ?? "";
+        const spot = /Spot/i.test(code) || instance?.InstanceLifecycle === "spot" && /Server\./.test(code);
+        return { alive: false, reason: spot ? "spot-interrupted" : "instance-lost", detail: `${state ?? "gone"}${code ? ` (${code}: ${instance?.StateReason?.Message ?? ""})` : ""}` };
+      }
+      return { alive: true };
+    } catch (err) {
+      if ((err as { name?: string }).name === "InvalidInstanceID.NotFound") return { alive: false, reason: "instance-lost", detail: "instance not found" };
+      throw err;
+    }
+  },
+  async pricePerHour(spec) {
+    const volume = (spec.instance.rootVolumeGiB * GP3_USD_PER_GIB_MONTH) / (30 * 24);
+    if (spec.instance.spot) {
+      try {
+        const res = await ec2(spec.instance.region).send(
+          new (ec2Sdk().DescribeSpotPriceHistoryCommand)({ InstanceTypes: [spec.instance.type as never], ProductDescriptions: ["Linux/UNIX"], StartTime: new Date(), MaxResults: 10 }),
+        );
+        const prices = (res.SpotPriceHistory ?? []).map((p) => Number(p.SpotPrice)).filter((p) => p > 0);
+        if (prices.length > 0) return Math.max(...prices) + volume;
+      } catch {
+        /* fall back to on-demand: an upper bound */
+      }
+    }
+    const onDemand = ON_DEMAND_USD_PER_HOUR[spec.instance.type];
+    return onDemand === undefined ? undefined : onDemand + volume;
+  },
+  render(spec) {
+    const script = renderUserData(spec);
+    const encoded = encodeUserData(script);
+    return {
+      userData: script,
+      userDataBytes: Buffer.byteLength(script),
+      userDataEncoding: encoded.userDataBase64 ? "gzip+base64" : "plain",
+      userDataLimitBytes: USER_DATA_LIMIT_BYTES,
+    };
+  },
+  async findOrphans(owned) {
+    const regions = new Set([process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || "us-east-1"]);
+    const orphans: Orphan[] = [];
+    for (const region of regions) {
+      let token: string | undefined;
+      do {
+        const res = await ec2(region).send(
+          new (ec2Sdk().DescribeInstancesCommand)({
+            Filters: [
+              { Name: "tag-key", Values: [JOB_TAG] },
+              { Name: "instance-state-name", Values: ["pending", "running", "stopping", "stopped"] },
+            ],
+            NextToken: token,
+          }),
+        );
+        for (const instance of (res.Reservations ?? []).flatMap((r) => r.Instances ?? [])) {
+          if (!instance.InstanceId || owned.has(instance.InstanceId)) continue;
+          orphans.push({
+            instanceId: instance.InstanceId,
+            jobId: instance.Tags?.find((t) => t.Key === JOB_TAG)?.Value,
+            state: instance.State?.Name,
+            launchedAt: instance.LaunchTime?.toISOString(),
+          });
+        }
+        token = res.NextToken;
+      } while (token);
+    }
+    return orphans;
+  },
+};
+
+export function platformNamed(name: string): Platform {
+  if (name === "aws") return awsPlatform;
+  if (name === "local") return localPlatform;
+  throw new BadInputError(`unknown platform "${name}": expected aws or local`);
+}

@@ -1,0 +1,341 @@
+/**
+ * One job, start to end: validate → create the job's stack (inline program = declareJob) → up → wait for the marker
+ * → refresh → destroy (the stack and its history stay: the audit trail) → confirm nothing is left → summary.
+ * Whatever happens after the stack exists — a failed `up`, a lost instance, Ctrl-C — ends in the same teardown.
+ */
+import type { Stack } from "@pulumi/pulumi/automation";
+import { ConcurrentUpdateError } from "@pulumi/pulumi/automation";
+import { jobLayout, makeJobId } from "../job/layout";
+import type { CompletionMarker } from "../job/records";
+import { formatS3Url } from "../job/s3url";
+import { JobSpec, redactSpec } from "../job/spec";
+import { declareJob, readAgentBundle, withAgent } from "../infra/index";
+import { BadInputError, errorMessage, ExitCode, InfraError, InterruptedError } from "./errors";
+import { explainEngineError, findPulumi, openJobStack, resourceCount } from "./engine";
+import { JobRecord, readJobRecord, writeJobRecord } from "./jobindex";
+import { backendUrl } from "./paths";
+import { Platform, platformNamed } from "./platform";
+import { createProgress, Progress } from "./progress";
+import type { ResolvedJob } from "./options";
+import { waitForCompletion, WaitResult } from "./wait";
+
+export type Outcome = "succeeded" | "failed" | "interrupted" | "error" | "dry-run";
+
+export interface JobResult {
+  jobId: string;
+  subject: string;
+  platform: string;
+  outcome: Outcome;
+  exitCode: ExitCode;
+  /** Why it failed: the marker's reason, or the driver's (instance-lost, spot-interrupted, heartbeat-lost, max-runtime, up-failed, interrupted). */
+  reason?: string;
+  message: string;
+  resultsUrl: string;
+  markerUrl: string;
+  logUrl: string;
+  /** Seconds per step: the driver's (create, up, wait, destroy, total) and the agent's phases. */
+  timings: { driver: Record<string, number>; agent: Partial<Record<string, number>> };
+  outputs?: { count: number; bytes: number; partial: boolean };
+  /** From compute start (up finished) to compute gone (destroy finished); AWS bills at least 60 s. */
+  instanceSeconds?: number;
+  billedSeconds?: number;
+  costUsd?: number;
+  /** Every attempt's job id, first to last (retries after lost instances add more). */
+  attempts: string[];
+}
+
+export interface RunOptions {
+  /** Retries after the compute ended without a marker (spot interruption, lost instance). */
+  retries?: number;
+  /** USD/hour for the estimate, instead of the platform's price. */
+  pricePerHour?: number;
+  /** Where progress and engine output go. */
+  stream?: NodeJS.WriteStream;
+  /** Show the engine's own output (pulumi up/destroy) as it comes. */
+  verbose?: boolean;
+  /** Aborting it interrupts the job: cancel the update if one runs, destroy, result "interrupted". */
+  signal: AbortSignal;
+  /** Retry attempt bookkeeping (used by the retry loop). */
+  attempt?: number;
+  retryOf?: string;
+}
+
+/** Jobs of this process whose stack may hold resources: a second Ctrl-C names them in the cleanup hint. */
+export const activeJobs = new Set<string>();
+
+const seconds = (ms: number) => Math.round(ms / 100) / 10;
+
+/** Run a job, retrying lost compute up to `retries` times; spot falls back to on-demand on the last attempt. */
+export async function runJobWithRetries(resolved: ResolvedJob, options: RunOptions): Promise<JobResult> {
+  const retries = options.retries ?? 0;
+  const attempts: string[] = [];
+  let spec = resolved.spec;
+  for (let attempt = 1; ; attempt++) {
+    const isLast = attempt > retries;
+    const attemptSpec: JobSpec = {
+      ...spec,
+      jobId: attempt === 1 ? spec.jobId : makeJobId(spec.subject),
+      instance: { ...spec.instance, spot: resolved.spec.instance.spot && !(isLast && attempt > 1) },
+    };
+    const result = await runJob({ ...resolved, spec: attemptSpec }, { ...options, attempt, retryOf: attempts[0] });
+    attempts.push(result.jobId);
+    result.attempts = [...attempts];
+    const lost = result.reason === "spot-interrupted" || result.reason === "instance-lost";
+    if (!lost || isLast || options.signal.aborted) return result;
+    (options.stream ?? process.stderr).write(`[${result.jobId}] ${result.reason}: retrying (${attempt}/${retries})\n`);
+    spec = attemptSpec;
+  }
+}
+
+export async function runJob(resolved: ResolvedJob, options: RunOptions): Promise<JobResult> {
+  const platform = platformNamed(resolved.platform);
+  const stream = options.stream ?? process.stderr;
+  const spec = stagedSpec(resolved);
+  const layout = jobLayout(spec);
+  const progress = createProgress(`[${spec.jobId}]`, stream);
+  const t0 = Date.now();
+  const driverTimings: Record<string, number> = {};
+  const base = {
+    jobId: spec.jobId,
+    subject: spec.subject,
+    platform: platform.name,
+    resultsUrl: formatS3Url(layout.results),
+    markerUrl: formatS3Url(layout.marker),
+    logUrl: formatS3Url(layout.log),
+    attempts: [spec.jobId],
+  };
+
+  await platform.preflight(spec, resolved.agentBundlePath);
+  await findPulumi(); // before anything is created: a missing CLI is reported with how to get it
+
+  const record: JobRecord = {
+    jobId: spec.jobId,
+    subject: spec.subject,
+    platform: platform.name,
+    backend: backendUrl(resolved.backend),
+    state: "creating",
+    createdAt: new Date(t0).toISOString(),
+    driverPid: process.pid,
+    markerUrl: base.markerUrl,
+    resultsUrl: base.resultsUrl,
+    statusUrl: formatS3Url(layout.status),
+    logUrl: base.logUrl,
+    attempt: options.attempt ?? 1,
+    retryOf: options.retryOf,
+  };
+  writeJobRecord(record);
+  const engineOutput = (text: string) => {
+    if (options.verbose) stream.write(text);
+  };
+
+  let stack: Stack | undefined;
+  let computeStartedAt: number | undefined;
+  let wait: WaitResult | undefined;
+  let failure: { outcome: Outcome; exitCode: ExitCode; reason: string; message: string } | undefined;
+  try {
+    if (options.signal.aborted) throw new InterruptedError();
+    progress.note(`creating stack (${platform.name})`);
+    activeJobs.add(spec.jobId);
+    stack = await openJobStack({
+      jobId: spec.jobId,
+      backend: resolved.backend,
+      program: async () => {
+        const out = declareJob(spec, { platform: platform.name, agentBundlePath: resolved.agentBundlePath });
+        return { ...out, subject: spec.subject };
+      },
+    });
+    await installPlugins(stack, platform);
+    // The AWS provider reads its region from stack config; the local platform declares no AWS provider resource.
+    if (platform.name === "aws") await stack.setConfig("aws:region", { value: spec.instance.region });
+    driverTimings.create = seconds(Date.now() - t0);
+    if (options.signal.aborted) throw new InterruptedError();
+
+    const tUp = Date.now();
+    const up = await stack.up({ onOutput: engineOutput, signal: options.signal, message: `cloudcompute job ${spec.jobId}: start` });
+    computeStartedAt = Date.now();
+    driverTimings.up = seconds(computeStartedAt - tUp);
+    const instanceId = String(up.outputs.instanceId?.value ?? "");
+    writeJobRecord({ ...record, state: "running", instanceId });
+    progress.note(`running on ${instanceId}; results will go to ${base.resultsUrl}`);
+
+    const tWait = Date.now();
+    wait = await waitForCompletion({ spec, platform, instanceId, startedAt: computeStartedAt, signal: options.signal, progress });
+    driverTimings.wait = seconds(Date.now() - tWait);
+    progress.end();
+    failure = failureOf(wait);
+  } catch (err) {
+    progress.end();
+    if (options.signal.aborted || err instanceof InterruptedError) {
+      failure = { outcome: "interrupted", exitCode: ExitCode.interrupted, reason: "interrupted", message: "interrupted: the job's resources were destroyed" };
+    } else if (stack) {
+      const explained = explainEngineError(err, spec.jobId);
+      failure = { outcome: "error", exitCode: ExitCode.infra, reason: computeStartedAt ? "driver-error" : "up-failed", message: explained.message };
+    } else {
+      writeJobRecord({ ...record, state: "error", endedAt: new Date().toISOString(), message: errorMessage(err) });
+      throw err;
+    }
+  }
+
+  // Teardown: always, once the stack exists. A second Ctrl-C during it leaves at once (see cli.ts).
+  if (stack) {
+    writeJobRecord({ ...record, state: "destroying" });
+    progress.note(options.signal.aborted ? "interrupted: destroying the job's resources (Ctrl-C again to leave at once)" : "destroying the job's resources");
+    const tDestroy = Date.now();
+    try {
+      // After an interrupted update, refresh anyway: it drops pending creates the cut-off update left.
+      const refresh = platform.refreshBeforeDestroy || options.signal.aborted || !computeStartedAt;
+      await teardown(stack, spec.jobId, describe(failure, wait), { onOutput: engineOutput, refresh });
+    } catch (err) {
+      const explained = explainEngineError(err, spec.jobId);
+      failure = {
+        outcome: "error",
+        exitCode: ExitCode.infra,
+        reason: "destroy-failed",
+        message: `${explained.message}\nThe job's resources may still exist: clean up with  npm run job -- cancel ${spec.jobId}`,
+      };
+    }
+    driverTimings.destroy = seconds(Date.now() - tDestroy);
+    if (failure?.reason !== "destroy-failed") activeJobs.delete(spec.jobId);
+  }
+  const computeEndedAt = Date.now();
+  driverTimings.total = seconds(computeEndedAt - t0);
+
+  const marker = wait?.kind === "marker" ? wait.marker : undefined;
+  const instanceSeconds = computeStartedAt ? seconds(computeEndedAt - computeStartedAt) : undefined;
+  const billedSeconds = instanceSeconds === undefined ? undefined : platform.name === "aws" ? Math.max(60, Math.ceil(instanceSeconds)) : instanceSeconds;
+  const price = options.pricePerHour ?? (await platform.pricePerHour(spec).catch(() => undefined));
+  const costUsd = billedSeconds !== undefined && price !== undefined ? Math.round(((billedSeconds * price) / 3600) * 10000) / 10000 : undefined;
+
+  const result: JobResult = {
+    ...base,
+    outcome: failure?.outcome ?? "succeeded",
+    exitCode: failure?.exitCode ?? ExitCode.ok,
+    reason: failure?.reason,
+    message: failure?.message ?? marker?.message ?? "succeeded",
+    timings: { driver: driverTimings, agent: marker?.timings ?? {} },
+    outputs: marker ? { count: marker.outputs.count, bytes: marker.outputs.bytes, partial: marker.outputs.partial } : undefined,
+    instanceSeconds,
+    billedSeconds,
+    costUsd,
+  };
+  writeJobRecord({
+    ...(readJobRecord(spec.jobId) ?? record),
+    state: result.outcome === "succeeded" ? "succeeded" : result.outcome === "interrupted" ? "interrupted" : result.outcome === "failed" ? "failed" : "error",
+    endedAt: new Date(computeEndedAt).toISOString(),
+    driverPid: undefined,
+    reason: result.reason,
+    message: result.message,
+    exitCode: result.exitCode,
+    instanceSeconds,
+    costUsd,
+    timings: { ...driverTimings, ...Object.fromEntries(Object.entries(result.timings.agent).map(([k, v]) => [`agent.${k}`, v ?? 0])) },
+  });
+  return result;
+}
+
+function failureOf(wait: WaitResult): { outcome: Outcome; exitCode: ExitCode; reason: string; message: string } | undefined {
+  switch (wait.kind) {
+    case "marker":
+      return markerFailure(wait.marker);
+    case "lost":
+      return { outcome: "failed", exitCode: ExitCode.jobFailed, reason: wait.reason, message: `the compute ended without a completion marker: ${wait.detail}` };
+    case "heartbeat-lost":
+      return { outcome: "failed", exitCode: ExitCode.jobFailed, reason: "heartbeat-lost", message: wait.detail };
+    case "max-runtime":
+      return { outcome: "failed", exitCode: ExitCode.jobFailed, reason: "max-runtime", message: wait.detail };
+  }
+}
+
+function markerFailure(marker: CompletionMarker) {
+  if (marker.outcome === "succeeded") return undefined;
+  return {
+    outcome: "failed" as const,
+    exitCode: ExitCode.jobFailed,
+    reason: marker.reason ?? "failed",
+    message: `failed in phase ${marker.phase ?? "?"}${marker.reason ? ` (${marker.reason})` : ""}: ${marker.message}`,
+  };
+}
+
+/** The history message of the destroy: the job's outcome, so `pulumi stack history` tells the story. */
+function describe(failure: ReturnType<typeof failureOf> | { reason: string } | undefined, wait: WaitResult | undefined): string {
+  if (!failure) return "cloudcompute job: succeeded";
+  const detail = wait?.kind === "marker" ? wait.marker.message : "";
+  return `cloudcompute job: ${failure.reason}${detail ? ` — ${detail}` : ""}`.slice(0, 500);
+}
+
+async function installPlugins(stack: Stack, platform: Platform): Promise<void> {
+  if (platform.requiredPlugins.length === 0) return;
+  const installed = await stack.workspace.listPlugins();
+  for (const plugin of platform.requiredPlugins) {
+    const have = installed.some((p) => p.name === plugin.name && p.kind === "resource" && `v${p.version}` === plugin.version.replace(/^v?/, "v"));
+    if (have) continue;
+    try {
+      await stack.workspace.installPlugin(plugin.name, plugin.version);
+    } catch (err) {
+      throw new InfraError(
+        `the Pulumi ${plugin.name} provider ${plugin.version} is not installed and could not be installed: ` +
+          `run  pulumi plugin install resource ${plugin.name} ${plugin.version.replace(/^v/, "")}\n${errorMessage(err)}`,
+      );
+    }
+  }
+}
+
+/**
+ * Refresh (a compute that ended by itself is gone, and a cut-off update's pending creates are dropped), destroy
+ * keeping the stack and its history, then confirm the stack holds nothing. A lock left by our own interrupted
+ * update is cleared once.
+ */
+export async function teardown(stack: Stack, jobId: string, message: string, opts: { onOutput?: (text: string) => void; refresh?: boolean } = {}): Promise<void> {
+  const { onOutput, refresh = true } = opts;
+  const withLockRetry = async <T>(operation: () => Promise<T>): Promise<T> => {
+    try {
+      return await operation();
+    } catch (err) {
+      if (!(err instanceof ConcurrentUpdateError)) throw err;
+      await stack.cancel();
+      return operation();
+    }
+  };
+  if (refresh) {
+    try {
+      await withLockRetry(() => stack.refresh({ onOutput, clearPendingCreates: true, message: `cloudcompute job ${jobId}: refresh before destroy` }));
+    } catch {
+      // Destroy works from the recorded state; a failed refresh must not keep resources alive.
+    }
+  }
+  await withLockRetry(() => stack.destroy({ onOutput, message }));
+  const left = await resourceCount(stack);
+  if (left > 0) throw new InfraError(`the stack of job ${jobId} still holds ${left} resource(s) after destroy`);
+}
+
+/** The spec as the agent will read it (pointing at the content-addressed bundle); a missing bundle is bad input. */
+function stagedSpec(resolved: ResolvedJob): JobSpec {
+  let bundle;
+  try {
+    bundle = readAgentBundle(resolved.agentBundlePath);
+  } catch (err) {
+    throw new BadInputError(errorMessage(err));
+  }
+  return withAgent(resolved.spec, bundle);
+}
+
+/** `--dry-run`: everything the job would be, nothing created. */
+export function dryRun(resolved: ResolvedJob): Record<string, unknown> {
+  const platform = platformNamed(resolved.platform);
+  const spec = stagedSpec(resolved);
+  const layout = jobLayout(spec);
+  return {
+    dryRun: true,
+    stack: spec.jobId,
+    project: "cloudcompute",
+    backend: backendUrl(resolved.backend),
+    platform: platform.name,
+    spec: redactSpec(spec),
+    specUrl: formatS3Url(layout.spec),
+    resultsUrl: formatS3Url(layout.results),
+    markerUrl: formatS3Url(layout.marker),
+    ...platform.render(spec, resolved.agentBundlePath),
+  };
+}
+
+export { createProgress, Progress };

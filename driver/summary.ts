@@ -1,0 +1,41 @@
+/** Human-readable summaries of job results and job lists (stderr), beside the JSON forms (stdout). */
+import { formatBytes, formatDuration } from "./progress";
+import type { JobRecord } from "./jobindex";
+import type { JobResult } from "./run";
+
+export function formatCost(usd: number | undefined): string {
+  if (usd === undefined) return "unknown";
+  return usd < 0.01 && usd > 0 ? `$${usd.toFixed(4)}` : `$${usd.toFixed(2)}`;
+}
+
+export function jobSummary(result: JobResult): string {
+  const lines = [
+    `job ${result.jobId} (${result.subject}, ${result.platform}): ${result.outcome.toUpperCase()}${result.reason ? ` [${result.reason}]` : ""}`,
+  ];
+  if (result.outcome !== "succeeded") lines.push(`  ${result.message.split("\n").join("\n  ")}`);
+  lines.push(`  results:  ${result.resultsUrl}${result.outputs ? ` (${result.outputs.count} objects, ${formatBytes(result.outputs.bytes)}${result.outputs.partial ? ", PARTIAL" : ""})` : ""}`);
+  lines.push(`  log:      ${result.logUrl}`);
+  const agent = Object.entries(result.timings.agent).filter(([, v]) => v !== undefined);
+  if (agent.length > 0) lines.push(`  phases:   ${agent.map(([phase, s]) => `${phase} ${formatDuration(s ?? 0)}`).join(", ")}`);
+  const d = result.timings.driver;
+  lines.push(`  driver:   ${["create", "up", "wait", "destroy", "total"].filter((k) => d[k] !== undefined).map((k) => `${k} ${d[k]}s`).join(", ")}`);
+  if (result.instanceSeconds !== undefined) {
+    lines.push(`  instance: ${result.instanceSeconds}s (billed ${result.billedSeconds}s), estimated cost ${formatCost(result.costUsd)}`);
+  }
+  if (result.attempts.length > 1) lines.push(`  attempts: ${result.attempts.join(", ")}`);
+  return lines.join("\n") + "\n";
+}
+
+/** A fixed-width text table. */
+export function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) => cells.map((c, i) => (c ?? "").padEnd(widths[i])).join("  ").trimEnd();
+  return [line(headers), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)].join("\n") + "\n";
+}
+
+export function jobListTable(records: JobRecord[]): string {
+  return table(
+    ["JOB", "SUBJECT", "PLATFORM", "STATE", "REASON", "STARTED", "ENDED", "COST"],
+    records.map((r) => [r.jobId, r.subject, r.platform, r.state, r.reason ?? "", r.createdAt.replace(/\.\d+Z$/, "Z"), r.endedAt?.replace(/\.\d+Z$/, "Z") ?? "", r.costUsd === undefined ? "" : formatCost(r.costUsd)]),
+  );
+}

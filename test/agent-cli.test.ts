@@ -1,0 +1,126 @@
+/**
+ * The bundle as it runs on an instance: built by scripts/build-agent.js, started as `node agent.js --spec s3://...`
+ * against moto + podman; plus the command building that the runtimes share.
+ */
+import { expect } from "chai";
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { containerInvocation, expandCommand, isLoopbackRegistry } from "../agent/container";
+import { jobLayout } from "../job/layout";
+import type { CompletionMarker } from "../job/records";
+import { parseJobSpec, serialiseJobSpec } from "../job/spec";
+import { getJson, makeAbcdArchive, newBucket, put, sharedMoto, testS3 } from "./support/fixtures";
+import { podmanAvailable, podmanTestEnv } from "./support/podman";
+
+const execFileAsync = promisify(execFile);
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { buildAgent } = require("../scripts/build-agent.js") as {
+  buildAgent(o: { outfile: string }): Promise<{ outfile: string; sha256: string; version: string }>;
+};
+
+describe("agent command building", () => {
+  const values = {
+    inputs: [
+      { name: "t1", files: ["/data/inputs/t1/a.nii"] },
+      { name: "t2", files: ["/data/inputs/t2/b.nii", "/data/inputs/t2/c.nii"] },
+    ],
+    output: "/data/outputs",
+    subject: "NDARINVAAAA1111",
+    jobId: "job-1",
+  };
+  it("fills placeholders; whole-argument input placeholders expand to one argument per file", () => {
+    expect(expandCommand(["-m", "bvwn_multi_prior", "{input}", "{output}/{subject}"], values)).to.deep.equal([
+      "-m",
+      "bvwn_multi_prior",
+      "/data/inputs/t1/a.nii",
+      "/data/outputs/NDARINVAAAA1111",
+    ]);
+    expect(expandCommand(["{inputs}"], values)).to.have.length(3);
+    expect(expandCommand(["{input.t2}", "--in={input.t2}", "{jobId}"], values)).to.deep.equal([
+      "/data/inputs/t2/b.nii",
+      "/data/inputs/t2/c.nii",
+      "--in=/data/inputs/t2/b.nii",
+      "job-1",
+    ]);
+  });
+  it("passes GPUs the way each runtime wants and keeps env values out of argv", () => {
+    const base = { image: "img", command: ["x"], workdir: "/data", name: "n", env: { TOKEN: "s3cret" }, gpus: 2 };
+    const docker = containerInvocation({ ...base, runtime: "docker" });
+    expect(docker.args.join(" ")).to.include("--gpus 2");
+    expect(docker.args.join(" ")).to.not.include("s3cret");
+    expect(docker.env.TOKEN).to.equal("s3cret");
+    const podman = containerInvocation({ ...base, runtime: "podman" });
+    expect(podman.args.filter((a) => a.startsWith("nvidia.com/gpu="))).to.deep.equal(["nvidia.com/gpu=0", "nvidia.com/gpu=1"]);
+    const apptainer = containerInvocation({ ...base, runtime: "apptainer" });
+    expect(apptainer.args).to.include("--nv");
+    expect(apptainer.env.APPTAINERENV_TOKEN).to.equal("s3cret");
+  });
+  it("treats only loopback registries as plain-HTTP", () => {
+    expect(isLoopbackRegistry("127.0.0.1:5000/x/y:1")).to.equal(true);
+    expect(isLoopbackRegistry("localhost:5000/x")).to.equal(true);
+    expect(isLoopbackRegistry("neuronets/kwyk:latest-cpu")).to.equal(false);
+    expect(isLoopbackRegistry("ghcr.io/x/y")).to.equal(false);
+  });
+});
+
+describe("agent bundle (dist/agent.js) end to end", function () {
+  this.timeout(120_000);
+  let dir: string;
+  let bundle: string;
+
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "cc-bundle-"));
+    bundle = (await buildAgent({ outfile: path.join(dir, "agent.js") })).outfile;
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("prints its usage with --help", async () => {
+    const { stdout } = await execFileAsync(process.execPath, [bundle, "--help"]);
+    expect(stdout).to.include("--spec");
+    expect(stdout).to.include("--no-poweroff");
+  });
+
+  it("runs a job from a spec in S3, exits 0 with a success marker; a bad job exits 1 with a failure marker", async function () {
+    if (!podmanAvailable()) {
+      console.warn("    podman is not installed: skipping the bundle job run");
+      this.skip();
+    }
+    const moto = await sharedMoto();
+    const podman = await podmanTestEnv();
+    const s3 = testS3();
+    const bucket = await newBucket(s3, "cc-cli");
+    const archive = await makeAbcdArchive("NDARINVCLI00001");
+    await put(s3, bucket, `in/${archive.name}`, archive.tgz);
+    const env = { ...process.env, ...moto.env, ...podman.env, CLOUDCOMPUTE_POWEROFF: "1" };
+    for (const [n, url, expectCode] of [
+      [1, `s3://${bucket}/in/${archive.name}`, 0],
+      [2, `s3://${bucket}/in/missing.tgz`, 1],
+    ] as const) {
+      const spec = parseJobSpec({
+        apiVersion: "cloudcompute/v1",
+        jobId: `job-cli-${process.pid}-${n}`,
+        subject: "NDARINVCLI00001",
+        inputs: [{ name: "t1", url, select: "**/*_T1w.nii" }],
+        container: { image: podman.registryImage, runtime: "podman", command: ["sh", "-c", 'wc -c "$0" > "$1/size.txt"', "{input}", "{output}"] },
+        outputs: { prefix: `s3://${bucket}/out-${n}` },
+        instance: { type: "m5.large", region: "us-east-1" },
+      });
+      const layout = jobLayout(spec);
+      await put(s3, bucket, layout.spec.key, serialiseJobSpec(spec));
+      const workdir = path.join(dir, `work-${n}`);
+      const code = await new Promise<number>((resolve) => {
+        execFile(process.execPath, [bundle, "--spec", `s3://${bucket}/${layout.spec.key}`, "--workdir", workdir, "--no-poweroff"], { env }, (err) =>
+          resolve(err ? ((err as { code?: number }).code ?? -1) : 0),
+        );
+      });
+      const marker = await getJson<CompletionMarker>(s3, bucket, layout.marker.key);
+      expect(code, marker.message).to.equal(expectCode);
+      expect(marker.outcome).to.equal(expectCode === 0 ? "succeeded" : "failed");
+      if (expectCode === 1) expect(marker.reason).to.equal("missing-input");
+      else expect(marker.outputs.count).to.equal(1);
+    }
+  });
+});
