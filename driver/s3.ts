@@ -1,5 +1,5 @@
-/** The few S3 reads the driver makes: the agent's status, marker and log, and success markers for batch skips. */
-import { GetObjectCommand, HeadObjectCommand } from "@aws-sdk/client-s3";
+/** The few S3 reads the driver makes: the agent's status, marker and log. */
+import { GetObjectCommand } from "@aws-sdk/client-s3";
 import { s3ClientFor } from "../agent/s3";
 import type { S3Location } from "../job/s3url";
 
@@ -29,15 +29,5 @@ export async function readJson<T>(loc: S3Location): Promise<T | undefined> {
     return JSON.parse(text) as T;
   } catch {
     return undefined; // caught mid-write by a non-atomic server: read again next poll
-  }
-}
-
-export async function objectExists(loc: S3Location): Promise<boolean> {
-  try {
-    await s3ClientFor(loc.bucket).send(new HeadObjectCommand({ Bucket: loc.bucket, Key: loc.key }));
-    return true;
-  } catch (err) {
-    if (isMissing(err)) return false;
-    throw err;
   }
 }

@@ -170,9 +170,9 @@ describe("agent inputs (moto S3)", function () {
     ["garbage bytes", Buffer.from("this is not gzip at all, just text pretending to be an archive")],
     ["a truncated gzip stream", null],
     ["gzip of something that is not a tar", gzipSync(Buffer.alloc(5000, 0x41))],
-  ] as const) {
+  ] as Array<[string, Buffer | null]>) {
     it(`fails ${what} named .tgz with corrupt-archive`, async () => {
-      let bytes = body;
+      let bytes: Buffer | null = body;
       if (!bytes) {
         const full = (await makeAbcdArchive(GUID, { dims: [32, 32, 32], voxel: () => Math.floor(Math.random() * 256) })).tgz;
         bytes = full.subarray(0, Math.floor(full.length / 2));

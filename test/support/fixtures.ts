@@ -97,10 +97,17 @@ let motoOnce: Promise<MotoServer> | undefined;
 export function sharedMoto(): Promise<MotoServer> {
   motoOnce ??= startMoto().then((moto) => {
     Object.assign(process.env, moto.env);
-    process.once("exit", () => void moto.stop());
     return moto;
   });
   return motoOnce;
+}
+
+// A root-level hook (this module is loaded once, while mocha collects tests): stop the server after the whole run,
+// or its child process keeps mocha alive.
+if (typeof after === "function") {
+  after(async () => {
+    if (motoOnce) await (await motoOnce).stop();
+  });
 }
 
 export function testS3(): S3Client {
