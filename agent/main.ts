@@ -11,12 +11,13 @@ import yargs from "yargs";
 import type { CompletionMarker } from "../job/records";
 import { joinKey, parseS3Url } from "../job/s3url";
 import { API_VERSION, parseJobSpec, type JobSpec } from "../job/spec";
-import { errorMessage } from "./errors";
+import { errorMessage, JobFailure } from "./errors";
 import { runJob } from "./run";
 import { putJson } from "./report";
 import { withRetries } from "./retry";
 import { s3ClientFor } from "./s3";
 import { AGENT_VERSION } from "./version";
+import { silenceAwsSdkNodeNotice } from "../job/node-support";
 
 export function poweroffEnabled(flag: boolean): boolean {
   return flag && process.env.CLOUDCOMPUTE_POWEROFF !== "0";
@@ -74,6 +75,7 @@ async function writeBootstrapFailure(specUrl: string, raw: unknown, message: str
 }
 
 export async function main(argv: string[]): Promise<number> {
+  silenceAwsSdkNodeNotice();
   const args = await yargs(argv)
     .scriptName("agent.js")
     .usage("$0 --spec s3://bucket/.../spec.json [--workdir DIR] [--no-poweroff]\n\ncloudcompute on-instance agent " + AGENT_VERSION)
@@ -102,7 +104,14 @@ export async function main(argv: string[]): Promise<number> {
       const ms = (spec.limits.maxRuntimeMinutes + spec.limits.graceMinutes) * 60_000;
       setTimeout(powerOff, ms).unref();
     }
+    // A shutdown (spot interruption, watchdog, operator) sends SIGTERM: stop the container and still write a marker.
+    const stop = new AbortController();
+    const onSignal = (signal: NodeJS.Signals) =>
+      stop.abort(new JobFailure("internal-error", `the agent received ${signal}: the machine is shutting down or the job was cancelled`));
+    process.once("SIGTERM", onSignal);
+    process.once("SIGINT", onSignal);
     const { marker } = await runJob(spec, {
+      signal: stop.signal,
       workdir: args.workdir ?? defaultWorkdir(spec.jobId),
       statusIntervalMs: args["status-interval"] * 1000,
       logIntervalMs: args["log-interval"] * 1000,

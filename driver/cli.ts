@@ -10,6 +10,7 @@ import { BadInputError, DriverError, errorMessage, ExitCode } from "./errors";
 import { resolveJob, SpecFlags } from "./options";
 import { activeJobs, dryRun, runJobWithRetries } from "./run";
 import { jobSummary } from "./summary";
+import { silenceAwsSdkNodeNotice } from "../job/node-support";
 
 /** Flags describing a job; also rebuilt into each batch worker's command line. */
 const SPEC_OPTIONS = {
@@ -208,6 +209,7 @@ function quietSdkNodeWarning(): void {
 }
 
 export async function main(args: string[] = hideBin(process.argv)): Promise<number> {
+  silenceAwsSdkNodeNotice();
   quietSdkNodeWarning();
   const parser = buildParser(args) as Argv & { exitCode(): number };
   try {

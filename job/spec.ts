@@ -70,6 +70,15 @@ export const InputSpec = z
         message: `an input with access "${input.access}" needs an s3:// URL (use access "presigned" for https)`,
       });
     }
+    // Extraction happens while the bytes stream in; a zip's directory sits at its end, so zips can't be streamed.
+    const path = input.url.split("?")[0].toLowerCase();
+    if (input.extract === "zip" || (input.extract === "auto" && path.endsWith(".zip"))) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["extract"],
+        message: 'zip archives cannot be extracted while downloading (only tar and tgz); use extract "none" to pass the .zip file itself',
+      });
+    }
     if (scheme === "s3") {
       try {
         const { key } = parseS3Url(input.url);

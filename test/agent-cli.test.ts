@@ -123,4 +123,45 @@ describe("agent bundle (dist/agent.js) end to end", function () {
       else expect(marker.outputs.count).to.equal(1);
     }
   });
+  it("on SIGTERM (shutdown, spot interruption) kills the container, writes a failure marker and exits 1", async function () {
+    if (!podmanAvailable()) {
+      console.warn("    podman is not installed: skipping the SIGTERM run");
+      this.skip();
+    }
+    const moto = await sharedMoto();
+    const podman = await podmanTestEnv();
+    const s3 = testS3();
+    const bucket = await newBucket(s3, "cc-term");
+    const archive = await makeAbcdArchive("NDARINVTERM0001");
+    await put(s3, bucket, `in/${archive.name}`, archive.tgz);
+    const spec = parseJobSpec({
+      apiVersion: "cloudcompute/v1",
+      jobId: `job-term-${process.pid}`,
+      subject: "NDARINVTERM0001",
+      inputs: [{ name: "t1", url: `s3://${bucket}/in/${archive.name}`, select: "**/*_T1w.nii" }],
+      container: { image: podman.registryImage, runtime: "podman", command: ["sh", "-c", "echo started; sleep 300"] },
+      outputs: { prefix: `s3://${bucket}/out` },
+      instance: { type: "m5.large", region: "us-east-1" },
+    });
+    const layout = jobLayout(spec);
+    await put(s3, bucket, layout.spec.key, serialiseJobSpec(spec));
+    const env = { ...process.env, ...moto.env, ...podman.env };
+    const child = execFile(process.execPath, [bundle, "--spec", `s3://${bucket}/${layout.spec.key}`, "--workdir", path.join(dir, "work-term"), "--no-poweroff", "--status-interval", "1"], { env });
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    // Wait until the container is really running, then stop the agent the way a shutting-down machine does.
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const { stdout } = await execFileAsync("podman", ["ps", "--filter", `name=cloudcompute-${spec.jobId}`, "--format", "{{.Names}}"], { env });
+      if (stdout.trim()) break;
+      if (Date.now() > deadline) throw new Error("the container never started");
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    child.kill("SIGTERM");
+    expect(await exited).to.equal(1);
+    const marker = await getJson<CompletionMarker>(s3, bucket, layout.marker.key);
+    expect(marker.outcome).to.equal("failed");
+    expect(marker.message).to.match(/SIGTERM/);
+    const { stdout } = await execFileAsync("podman", ["ps", "-a", "--filter", `name=cloudcompute-${spec.jobId}`, "--format", "{{.Names}}"], { env });
+    expect(stdout.trim(), "container left behind").to.equal("");
+  });
 });

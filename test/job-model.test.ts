@@ -55,6 +55,18 @@ describe("job model", () => {
       }
     });
 
+    it("refuses zip extraction (not streamable) before anything runs, but passes a .zip through with extract none", () => {
+      const base = JSON.parse(serialiseJobSpec(kwykSpec()));
+      for (const input of [
+        { name: "t1", url: "s3://bucket/subject.zip" },
+        { name: "t1", url: "s3://bucket/subject.bin", extract: "zip" },
+      ]) {
+        expect(() => parseJobSpec({ ...base, inputs: [input] })).to.throw(/inputs\[0\]\.extract: zip archives cannot be extracted/);
+      }
+      const passed = parseJobSpec({ ...base, inputs: [{ name: "t1", url: "s3://bucket/subject.zip", extract: "none" }] });
+      expect(passed.inputs[0].extract).to.equal("none");
+    });
+
     it("treats presigned URLs as secrets and redacts them", () => {
       const spec = kwykSpec({ inputs: [{ name: "t1", url: PRESIGNED_URL, access: "presigned" }] });
       expect(specHasSecrets(spec)).to.equal(true);
