@@ -33,6 +33,8 @@ export interface AgentOptions {
   upload?: Pick<UploadOptions, "partSize" | "queueSize" | "fileConcurrency" | "attempts" | "retryBaseDelayMs">;
   /** Copy log lines to stderr. */
   echo?: boolean;
+  /** Aborting it (SIGTERM: the machine is shutting down) stops the job: container killed, failure marker written. */
+  signal?: AbortSignal;
 }
 
 export interface JobResult {
@@ -88,6 +90,9 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
     () => jobAbort.abort(new JobFailure("max-runtime", `max runtime of ${seconds(maxRuntimeMs)} s reached`)),
     maxRuntimeMs,
   );
+  const onStop = () => jobAbort.abort(opts.signal?.reason);
+  if (opts.signal?.aborted) onStop();
+  else opts.signal?.addEventListener("abort", onStop, { once: true });
 
   let phase: Phase = "starting";
   let failure: JobFailure | undefined;
@@ -179,7 +184,11 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
       }),
     );
     log.line(`exit code ${run.exitCode ?? "none"}${run.signal ? ` (signal ${run.signal})` : ""} after ${run.seconds} s`);
-    if (run.timedOut) {
+    if (jobAbort.signal.aborted && !run.timedOut) {
+      // Stopped from outside (SIGTERM): say why, not just the kill's exit code.
+      const stopped = toJobFailure(jobAbort.signal.reason, "run");
+      failure = new JobFailure(stopped.reason, `${stopped.message} (the container was stopped)`, "run");
+    } else if (run.timedOut) {
       failure = new JobFailure("max-runtime", `max runtime of ${seconds(maxRuntimeMs)} s reached: the container was killed`, "run");
     } else if (run.exitCode !== 0) {
       const last = run.tail.trim().split("\n").slice(-2).join(" | ");
