@@ -20,6 +20,7 @@ import type { BatchResult } from "../driver/batch";
 import { findPulumi } from "../driver/engine";
 import { descendantsOf } from "../infra/local";
 import { DriverSandbox, localJobConfig, startDriverSandbox } from "../test/support/driver-env";
+import { silenceAwsSdkNodeNotice } from "../job/node-support";
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -142,6 +143,7 @@ async function throughput(sandbox: DriverSandbox, config: string, concurrency: n
 }
 
 async function main() {
+  silenceAwsSdkNodeNotice();
   await findPulumi();
   const sandbox = await startDriverSandbox();
   try {

@@ -18,6 +18,7 @@ import type { BenchContext, CaseResult } from "./context";
 import { CACHE_DIR, startS3Server, type S3Server } from "./s3-server";
 import { measureServerThroughput, type ServerThroughput } from "./throughput";
 import { createBucket, machineInfo, type MachineInfo } from "./util";
+import { silenceAwsSdkNodeNotice } from "../job/node-support";
 
 interface Report {
   date: string;
@@ -33,6 +34,7 @@ interface Report {
 }
 
 async function main(): Promise<number> {
+  silenceAwsSdkNodeNotice();
   const argv = await yargs(hideBin(process.argv))
     .scriptName("npm run bench --")
     .option("json", { type: "boolean", default: false, describe: "print one JSON document on stdout" })

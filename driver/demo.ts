@@ -11,6 +11,7 @@ import { errorMessage } from "./errors";
 import type { JobResult } from "./run";
 import { podmanAvailable, podmanTestEnv } from "../test/support/podman";
 import { localJobConfig, startDriverSandbox } from "../test/support/driver-env";
+import { silenceAwsSdkNodeNotice } from "../job/node-support";
 
 const SUBJECT = "NDARINVDEMO0001";
 
@@ -30,6 +31,7 @@ async function containerSetup(): Promise<{ image: string; runtime: string; env: 
 }
 
 async function main(): Promise<number> {
+  silenceAwsSdkNodeNotice();
   await findPulumi(); // say how to get the CLI before starting anything
   const container = await containerSetup();
   process.stderr.write(`demo: starting a local S3 endpoint (moto) and building the agent; container runtime: ${container.runtime}\n`);
