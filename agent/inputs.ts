@@ -7,8 +7,8 @@ import { GetObjectCommand, HeadObjectCommand, S3Client } from "@aws-sdk/client-s
 import { createHash } from "node:crypto";
 import { createWriteStream, promises as fsp } from "node:fs";
 import path from "node:path";
-import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import { Readable, type Writable } from "node:stream";
+import { finished, pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import picomatch from "picomatch";
 import * as tar from "tar-stream";
@@ -58,7 +58,8 @@ interface ObjectInfo {
 /** Ranged reads of one object. `open` fails with a JobFailure naming the reason (missing, expired, ...). */
 interface RangeSource {
   open(signal?: AbortSignal): Promise<ObjectInfo>;
-  readRange(start: number, endInclusive: number, etag: string | undefined, signal?: AbortSignal): Promise<Buffer>;
+  /** The bytes, in `into` (its length is the range's) where the source can fill it in place. */
+  readRange(start: number, endInclusive: number, etag: string | undefined, signal: AbortSignal | undefined, into: Buffer): Promise<Buffer>;
 }
 
 const MiB = 1024 * 1024;
@@ -117,19 +118,44 @@ function s3Source(label: string, url: string, client: S3Client): RangeSource {
         return fail(err);
       }
     },
-    async readRange(start, end, etag, signal) {
+    async readRange(start, end, etag, signal, into) {
       try {
         const res = await client.send(
           new GetObjectCommand({ Bucket: bucket, Key: key, Range: `bytes=${start}-${end}`, IfMatch: etag }),
           { abortSignal: signal },
         );
-        return Buffer.from(await res.Body!.transformToByteArray());
+        if (res.Body instanceof Readable) return await collectInto(res.Body, into);
+        const bytes = await res.Body!.transformToByteArray();
+        return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
       } catch (err) {
         if (isRetryableRead(err)) throw err;
         return fail(err);
       }
     },
   };
+}
+
+/**
+ * A response body copied straight into one buffer of the expected size (shorter if the body is): the SDK's
+ * `transformToByteArray` copies every byte twice more, and the garbage of those copies slows the whole download.
+ */
+function collectInto(body: Readable, buffer: Buffer): Promise<Buffer> {
+  const length = buffer.length;
+  let filled = 0;
+  return new Promise((resolve, reject) => {
+    body.on("data", (chunk: Buffer) => {
+      if (filled + chunk.length > length) {
+        body.destroy(Object.assign(new Error(`body longer than the ${length} bytes asked for`), { code: "ECONNRESET" }));
+        return;
+      }
+      chunk.copy(buffer, filled);
+      filled += chunk.length;
+    });
+    body.once("error", reject);
+    body.once("end", () => resolve(filled === length ? buffer : buffer.subarray(0, filled)));
+    // An aborted request may close the body without an error; after "end" this rejects nothing.
+    body.once("close", () => reject(Object.assign(new Error("response body closed early"), { code: "ECONNRESET" })));
+  });
 }
 
 function isRetryableRead(err: unknown): boolean {
@@ -227,6 +253,26 @@ function presignedSource(label: string, url: string, partSize: number): RangeSou
 // ---------------------------------------------------------------------------------------------------------------
 // Ordered parallel download
 
+/**
+ * Range buffers handed back once their bytes are written: a fresh buffer per range means gigabytes of short-lived
+ * external memory, and V8 answers that with a full garbage collection every few dozen megabytes.
+ */
+class RangeBuffers {
+  private readonly spare: Buffer[] = [];
+  private readonly owned = new WeakSet<Buffer>();
+  constructor(private readonly size: number) {}
+  take(length: number): Buffer {
+    if (length !== this.size) return Buffer.allocUnsafe(length);
+    const buffer = this.spare.pop() ?? Buffer.allocUnsafeSlow(length);
+    this.owned.add(buffer);
+    return buffer;
+  }
+  /** Only for a buffer nothing reads any more. */
+  release(buffer: Buffer): void {
+    if (this.owned.has(buffer)) this.spare.push(buffer);
+  }
+}
+
 /** The object's bytes in order, fetched as ranges with `concurrency` requests in flight. */
 async function* orderedRanges(
   source: RangeSource,
@@ -235,6 +281,7 @@ async function* orderedRanges(
   concurrency: number,
   outerSignal: AbortSignal | undefined,
   firstChunk: Buffer | undefined,
+  buffers: RangeBuffers,
 ): AsyncGenerator<Buffer> {
   const local = new AbortController();
   const onAbort = () => local.abort(outerSignal?.reason);
@@ -247,9 +294,10 @@ async function* orderedRanges(
       const end = Math.min(info.size, start + partSize) - 1;
       next = end + 1;
       const expected = end - start + 1;
+      const into = buffers.take(expected);
       const request = withRetries(
         async () => {
-          const chunk = await source.readRange(start, end, info.etag, local.signal);
+          const chunk = await source.readRange(start, end, info.etag, local.signal, into);
           if (chunk.length !== expected) {
             throw Object.assign(new Error(`short read: ${chunk.length} of ${expected} bytes at ${start}`), { code: "ECONNRESET" });
           }
@@ -272,6 +320,49 @@ async function* orderedRanges(
   } finally {
     local.abort();
     outerSignal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/**
+ * Write `chunks` into `sink` and end it, handing each chunk to `release` once the sink is done with it. A failed
+ * source destroys the sink with its error; a failed sink stops the source.
+ */
+async function writeAll(chunks: AsyncIterable<Buffer>, sink: Writable, release: (chunk: Buffer) => void): Promise<void> {
+  let sinkError: Error | undefined;
+  let wake: (() => void) | undefined;
+  const onError = (err: Error) => {
+    sinkError ??= err;
+    wake?.();
+  };
+  const onReady = () => wake?.();
+  const stopped = () => sinkError !== undefined || sink.destroyed;
+  sink.on("error", onError);
+  sink.on("drain", onReady);
+  sink.on("close", onReady);
+  try {
+    for await (const chunk of chunks) {
+      if (stopped()) break;
+      const more = sink.write(chunk, (err) => {
+        if (!err) release(chunk);
+      });
+      if (!more) {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          if (stopped() || !sink.writableNeedDrain) resolve();
+        });
+        wake = undefined;
+      }
+    }
+    if (sinkError) throw sinkError;
+    if (sink.destroyed) throw Object.assign(new Error("the output closed before the input ended"), { code: "ERR_STREAM_PREMATURE_CLOSE" });
+    sink.end();
+  } catch (err) {
+    sink.destroy(err as Error);
+    throw err;
+  } finally {
+    sink.off("drain", onReady);
+    sink.off("close", onReady);
+    // The error listener stays: a later error (after end) must not crash the process as unhandled.
   }
 }
 
@@ -384,7 +475,9 @@ export async function fetchInput(input: InputSpec, destDir: string, opts: FetchI
 
   const hash = createHash("sha256");
   let bytes = 0;
-  const chunks: AsyncIterable<Buffer> = source.whole ?? orderedRanges(source, info, partSize, concurrency, opts.signal, source.first);
+  const buffers = new RangeBuffers(partSize);
+  const chunks: AsyncIterable<Buffer> =
+    source.whole ?? orderedRanges(source, info, partSize, concurrency, opts.signal, source.first, buffers);
   async function* counted() {
     for await (const chunk of chunks) {
       hash.update(chunk);
@@ -393,22 +486,28 @@ export async function fetchInput(input: InputSpec, destDir: string, opts: FetchI
       yield chunk;
     }
   }
-  const stream = Readable.from(counted(), { objectMode: false, highWaterMark: 1 });
+  const release = (chunk: Buffer) => buffers.release(chunk);
 
   let files: string[];
   try {
     if (kind === "none") {
       const name = objectFileName(input.url);
-      await pipeline(stream, createWriteStream(path.join(destDir, name), { highWaterMark: MiB }));
+      const file = createWriteStream(path.join(destDir, name), { highWaterMark: MiB });
+      const closed = finished(file);
+      closed.catch(() => undefined); // awaited below, after the writes
+      await writeAll(counted(), file, release);
+      await closed;
       files = [name];
     } else if (kind === "tar") {
-      files = await extractTar(stream, destDir, label);
+      // tar-stream hands out slices of its input as file data: those buffers are not reused.
+      files = await extractTar(Readable.from(counted(), { objectMode: false, highWaterMark: 1 }), destDir, label);
     } else {
       // zlib runs on the thread pool, so gunzip overlaps with hashing and tar parsing on the main thread.
-      const gunzip = createGunzip({ chunkSize: 256 * 1024 });
-      const decompressed = stream.pipe(gunzip);
-      stream.on("error", (err) => gunzip.destroy(err));
-      files = await extractTar(decompressed, destDir, label);
+      const gunzip = createGunzip({ chunkSize: MiB });
+      const fed = writeAll(counted(), gunzip, release);
+      fed.catch(() => undefined); // a failed download also fails the extraction, which reports it
+      files = await extractTar(gunzip, destDir, label);
+      await fed;
     }
   } catch (err) {
     if (err instanceof JobFailure) throw err;

@@ -1,35 +1,48 @@
 /**
- * Outputs: upload the files of the output directory that match the spec's globs with parallel multipart uploads
- * (@aws-sdk/lib-storage), retried with backoff, and verify each object after upload: its size, and its SHA-256
- * checksum as S3 stores it (full-object for one part, the checksum of part checksums for multipart) against the
- * hashes computed while the file was read.
+ * Outputs: upload the files of the output directory that match the spec's globs — one PutObject for a file up to a
+ * part, multipart (parts in parallel) above — through one pool of requests shared by all files, so small files and a
+ * big file's parts interleave. Each file is read once: its SHA-256 (for the manifest) and each part's SHA-256 (sent as
+ * the part's checksum, which S3 verifies against the bytes it receives) come from the same buffers. The object is then
+ * verified from the checksum S3 returns for it (full-object for one part, the checksum of part checksums for
+ * multipart) — no read-back: the instance role may only write its results (HeadObject is the fallback for
+ * S3-compatible servers that return no checksum; S3 itself always does).
  */
-import { HeadObjectCommand, S3Client } from "@aws-sdk/client-s3";
-import { Upload } from "@aws-sdk/lib-storage";
-import { createHash, Hash } from "node:crypto";
-import { createReadStream, promises as fsp } from "node:fs";
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  HeadObjectCommand,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+  type CompletedPart,
+} from "@aws-sdk/client-s3";
+import { createHash, type Hash } from "node:crypto";
+import { promises as fsp, type Stats } from "node:fs";
 import path from "node:path";
-import { Transform } from "node:stream";
 import picomatch from "picomatch";
 import type { OutputObject } from "../job/records";
 import { joinKey, type S3Location } from "../job/s3url";
-import { errorMessage, isOutOfDisk, JobFailure } from "./errors";
+import { errorMessage, JobFailure } from "./errors";
 import { isTransientError, mapLimit, withRetries } from "./retry";
 import { s3ClientFor } from "./s3";
 
 const MiB = 1024 * 1024;
+const HASH_SLICE = 256 * 1024;
 
 export interface UploadOptions {
   client?: S3Client;
   /** Multipart part size (default 16 MiB; S3's minimum is 5 MiB). Files up to this size go in one PutObject. */
   partSize?: number;
-  /** Parts in flight per file (default 4). */
+  /** Parts of one file in flight (default 10). */
   queueSize?: number;
-  /** Files uploaded at once (default 8). */
+  /** Files in progress at once (default 16); they share the request pool. */
   fileConcurrency?: number;
-  /** Attempts per file, on top of the SDK's per-request retries (default 4). */
+  /** Requests in flight across all files (default 10, as the AWS CLI). Bounds memory: one part buffer per request. */
+  concurrency?: number;
+  /** Attempts per request, on top of the SDK's own retries (default 4). */
   attempts?: number;
-  /** First backoff delay between file attempts (default 500 ms). */
+  /** First backoff delay between attempts (default 500 ms). */
   retryBaseDelayMs?: number;
   signal?: AbortSignal;
   onProgress?: (bytesDone: number, bytesTotal: number) => void;
@@ -83,96 +96,257 @@ export function expectedS3Sha256(partHashes: Buffer[]): string {
   return createHash("sha256").update(Buffer.concat(partHashes)).digest("base64");
 }
 
-/** Hashes a stream as it passes: the whole (hex) and per part, with the part boundaries lib-storage uses. */
-class PartHasher extends Transform {
-  readonly whole = createHash("sha256");
-  readonly parts: Buffer[] = [];
-  bytes = 0;
-  private part: Hash = createHash("sha256");
-  private filled = 0;
-  constructor(
-    private readonly partSize: number,
-    private readonly onBytes: (n: number) => void,
-  ) {
-    super();
-  }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: (err?: Error | null, data?: Buffer) => void): void {
-    this.whole.update(chunk);
-    this.bytes += chunk.length;
-    for (let offset = 0; offset < chunk.length; ) {
-      const take = Math.min(this.partSize - this.filled, chunk.length - offset);
-      this.part.update(chunk.subarray(offset, offset + take));
-      this.filled += take;
-      offset += take;
-      if (this.filled === this.partSize) {
-        this.parts.push(this.part.digest());
-        this.part = createHash("sha256");
-        this.filled = 0;
-      }
+/** Request slots handed out first come, first served. */
+class RequestPool {
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+  constructor(private readonly size: number) {}
+  acquire(): Promise<void> {
+    if (this.active < this.size) {
+      this.active++;
+      return Promise.resolve();
     }
-    this.onBytes(chunk.length);
-    callback(null, chunk);
+    return new Promise((resolve) => this.waiting.push(resolve));
   }
-  override _flush(callback: (err?: Error | null) => void): void {
-    if (this.filled > 0 || this.parts.length === 0) this.parts.push(this.part.digest());
-    callback();
+  release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.active--;
   }
 }
 
-/** Upload one file to `dest` (bucket + full key) and verify it; retried as a whole on transient errors. */
-export async function uploadFile(
-  localPath: string,
-  dest: S3Location,
-  opts: UploadOptions & { /** Bytes read since the last call; negative when a failed attempt's bytes are resent. */ onBytes?: (delta: number) => void } = {},
-): Promise<OutputObject> {
-  const client = opts.client ?? s3ClientFor(dest.bucket);
-  const partSize = Math.max(5 * MiB, opts.partSize ?? 16 * MiB);
+/**
+ * Send the payload unsigned (`x-amz-content-sha256: UNSIGNED-PAYLOAD`): the request still carries the SHA-256 checksum
+ * header, which S3 verifies, so signing would only hash every byte once more.
+ */
+function unsignedPayload<C extends PutObjectCommand | UploadPartCommand>(command: C): C {
+  // Both commands have the same stack; one of their types is enough to add a build step.
+  (command.middlewareStack as PutObjectCommand["middlewareStack"]).add(
+    (next) => async (args) => {
+      const request = args.request as { headers?: Record<string, string> };
+      if (request.headers) request.headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD";
+      return next(args);
+    },
+    { step: "build", name: "cloudcomputeUnsignedPayload" },
+  );
+  return command;
+}
+
+const sha256Of = (data: Buffer) => createHash("sha256").update(data).digest();
+
+interface FileUploadContext {
+  client: S3Client;
+  pool: RequestPool;
+  /** Part buffers no request uses any more. */
+  spareBuffers: Buffer[];
+  partSize: number;
+  queueSize: number;
+  attempts: number;
+  retryBaseDelayMs: number;
+  signal?: AbortSignal;
+  log?: (line: string) => void;
+  /** Bytes confirmed by S3 since the last call; negative when a failed attempt's bytes are sent again. */
+  onBytes: (delta: number) => void;
+}
+
+async function readAt(file: fsp.FileHandle, position: number, buffer: Buffer, localPath: string): Promise<Buffer> {
+  for (let done = 0; done < buffer.length; ) {
+    const { bytesRead } = await file.read(buffer, done, buffer.length - done, position + done);
+    if (bytesRead === 0) throw new IntegrityError(`${localPath} shrank while it was being uploaded`);
+    done += bytesRead;
+  }
+  return buffer;
+}
+
+/** SHA-256 of the whole file and of one part in one pass over `data`: each slice is hashed twice while in cache. */
+function hashBoth(whole: Hash, data: Buffer): Buffer {
+  const part = createHash("sha256");
+  for (let offset = 0; offset < data.length; offset += HASH_SLICE) {
+    const slice = data.subarray(offset, offset + HASH_SLICE);
+    whole.update(slice);
+    part.update(slice);
+  }
+  return part.digest();
+}
+
+/** Upload one file to `dest` (bucket + full key) and verify it against the checksum S3 returns. */
+async function uploadFile(localPath: string, dest: S3Location, ctx: FileUploadContext): Promise<OutputObject> {
+  const object = `s3://${dest.bucket}/${dest.key}`;
+  const retried = <T>(what: string, send: () => Promise<T>) =>
+    withRetries(send, {
+      attempts: ctx.attempts,
+      baseDelayMs: ctx.retryBaseDelayMs,
+      signal: ctx.signal,
+      isRetryable: isTransientError,
+      onRetry: (err, attempt, delay) =>
+        ctx.log?.(`${what} of ${dest.key} failed (attempt ${attempt}: ${errorMessage(err)}); retrying in ${delay} ms`),
+    });
+
+  const uploadOnce = async (file: fsp.FileHandle, stat: Stats, counted: { bytes: number }): Promise<OutputObject> => {
+    const size = stat.size;
+    const confirm = (n: number) => {
+      counted.bytes += n;
+      ctx.onBytes(n);
+    };
+    if (size <= ctx.partSize) {
+      await ctx.pool.acquire();
+      try {
+        ctx.signal?.throwIfAborted();
+        const body = await readAt(file, 0, Buffer.allocUnsafe(size), localPath);
+        const digest = sha256Of(body);
+        const sent = digest.toString("base64");
+        const res = await retried("upload", () =>
+          ctx.client.send(
+            unsignedPayload(
+              new PutObjectCommand({ Bucket: dest.bucket, Key: dest.key, Body: body, ContentLength: size, ChecksumAlgorithm: "SHA256", ChecksumSHA256: sent }),
+            ),
+            { abortSignal: ctx.signal },
+          ),
+        );
+        await verifyStored(res.ChecksumSHA256, sent, size);
+        confirm(size);
+        return { key: dest.key, size, sha256: digest.toString("hex") };
+      } finally {
+        ctx.pool.release();
+      }
+    }
+
+    const created = await retried("CreateMultipartUpload", () =>
+      ctx.client.send(new CreateMultipartUploadCommand({ Bucket: dest.bucket, Key: dest.key, ChecksumAlgorithm: "SHA256" }), {
+        abortSignal: ctx.signal,
+      }),
+    );
+    const uploadId = created.UploadId!;
+    const whole = createHash("sha256");
+    const partHashes: Buffer[] = [];
+    const parts: CompletedPart[] = [];
+    const inflight = new Set<Promise<void>>();
+    let failed: { error: unknown } | undefined;
+    try {
+      for (let partNumber = 1, offset = 0; offset < size && !failed; partNumber++, offset += ctx.partSize) {
+        while (inflight.size >= ctx.queueSize) await Promise.race(inflight);
+        if (failed) break;
+        // The slot is taken before the part is read: buffers in memory stay within the pool's size.
+        await ctx.pool.acquire();
+        const length = Math.min(ctx.partSize, size - offset);
+        // Full-size part buffers are reused: allocating 16 MiB per part costs page faults and garbage collections.
+        const buffer = length === ctx.partSize ? (ctx.spareBuffers.pop() ?? Buffer.allocUnsafeSlow(length)) : Buffer.allocUnsafe(length);
+        const recycle = () => void (buffer.length === ctx.partSize && ctx.spareBuffers.push(buffer));
+        let body: Buffer;
+        try {
+          ctx.signal?.throwIfAborted();
+          body = await readAt(file, offset, buffer, localPath);
+        } catch (err) {
+          recycle();
+          ctx.pool.release();
+          throw err;
+        }
+        const digest = hashBoth(whole, body);
+        partHashes.push(digest);
+        const number = partNumber;
+        const checksum = digest.toString("base64");
+        const task = retried(`part ${number}`, () =>
+          ctx.client.send(
+            unsignedPayload(
+              new UploadPartCommand({
+                Bucket: dest.bucket,
+                Key: dest.key,
+                UploadId: uploadId,
+                PartNumber: number,
+                Body: body,
+                ContentLength: body.length,
+                ChecksumAlgorithm: "SHA256",
+                ChecksumSHA256: checksum,
+              }),
+            ),
+            { abortSignal: ctx.signal },
+          ),
+        )
+          .then((res) => {
+            if (res.ChecksumSHA256 !== undefined && res.ChecksumSHA256 !== checksum) {
+              throw new IntegrityError(`${object} part ${number}: S3 computed SHA-256 ${res.ChecksumSHA256}, ${checksum} was sent`);
+            }
+            parts[number - 1] = { PartNumber: number, ETag: res.ETag, ChecksumSHA256: checksum };
+            confirm(body.length);
+          })
+          .finally(() => {
+            recycle();
+            ctx.pool.release();
+          });
+        const tracked: Promise<void> = task
+          .catch((error) => {
+            failed ??= { error };
+          })
+          .finally(() => inflight.delete(tracked));
+        inflight.add(tracked);
+      }
+      await Promise.all(inflight);
+      if (failed) throw failed.error;
+      if (parts.length !== partHashes.length) throw new IntegrityError(`${localPath} changed size while it was being uploaded`);
+      const completed = await retried("CompleteMultipartUpload", () =>
+        ctx.client.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: dest.bucket,
+            Key: dest.key,
+            UploadId: uploadId,
+            MultipartUpload: { Parts: parts },
+            // S3 refuses to complete an object of another size.
+            MpuObjectSize: size,
+          }),
+          { abortSignal: ctx.signal },
+        ),
+      );
+      // S3 appends "-<parts>" to multipart checksums; some S3-compatible servers do not.
+      await verifyStored(completed.ChecksumSHA256?.replace(/-\d+$/, ""), expectedS3Sha256(partHashes), size);
+      return { key: dest.key, size, sha256: whole.digest("hex") };
+    } catch (err) {
+      await Promise.allSettled(inflight);
+      // Without this, S3 keeps (and bills) the uploaded parts.
+      await ctx.client
+        .send(new AbortMultipartUploadCommand({ Bucket: dest.bucket, Key: dest.key, UploadId: uploadId }))
+        .catch((abortErr) => ctx.log?.(`warning: could not abort the multipart upload of ${dest.key}: ${errorMessage(abortErr)}`));
+      throw err;
+    }
+  };
+
+  /** `stored` is what S3 returned; a server that returns nothing is asked once more with HeadObject. */
+  const verifyStored = async (stored: string | undefined, expected: string, size: number): Promise<void> => {
+    if (stored === undefined) {
+      const head = await retried("HeadObject", () =>
+        ctx.client.send(new HeadObjectCommand({ Bucket: dest.bucket, Key: dest.key, ChecksumMode: "ENABLED" }), { abortSignal: ctx.signal }),
+      );
+      if (head.ContentLength !== size) throw new IntegrityError(`${object} has ${head.ContentLength} bytes, ${size} were sent`);
+      stored = head.ChecksumSHA256?.replace(/-\d+$/, "");
+      if (stored === undefined) {
+        ctx.log?.(`warning: the server keeps no SHA-256 for ${dest.key}; checked its size only`);
+        return;
+      }
+    }
+    if (stored !== expected) throw new IntegrityError(`${object}: stored SHA-256 checksum ${stored} differs from the data sent (${expected})`);
+  };
+
+  // An integrity failure means the object is not what was read: upload the whole file again.
   return withRetries(
     async (attempt) => {
-      let counted = 0;
-      const hasher = new PartHasher(partSize, (n) => {
-        counted += n;
-        opts.onBytes?.(n);
-      });
-      const body = createReadStream(localPath, { highWaterMark: MiB }).on("error", (err) => hasher.destroy(err));
-      const upload = new Upload({
-        client,
-        params: { Bucket: dest.bucket, Key: dest.key, Body: body.pipe(hasher), ChecksumAlgorithm: "SHA256" },
-        partSize,
-        queueSize: opts.queueSize ?? 4,
-        leavePartsOnError: false,
-      });
-      const onAbort = () => void upload.abort().catch(() => undefined);
-      opts.signal?.addEventListener("abort", onAbort);
+      const file = await fsp.open(localPath, "r");
+      const counted = { bytes: 0 };
       try {
-        await upload.done();
+        const result = await uploadOnce(file, await file.stat(), counted);
+        if (attempt > 1) ctx.log?.(`uploaded ${dest.key} on attempt ${attempt}`);
+        return result;
       } catch (err) {
-        opts.onBytes?.(-counted); // this attempt's bytes will be sent again
+        ctx.onBytes(-counted.bytes); // this attempt's bytes will be sent again
         throw err;
       } finally {
-        opts.signal?.removeEventListener("abort", onAbort);
+        await file.close();
       }
-      const sha256 = hasher.whole.digest("hex");
-      const head = await client.send(new HeadObjectCommand({ Bucket: dest.bucket, Key: dest.key, ChecksumMode: "ENABLED" }));
-      if (head.ContentLength !== hasher.bytes) {
-        throw new IntegrityError(`s3://${dest.bucket}/${dest.key} has ${head.ContentLength} bytes, ${hasher.bytes} were sent`);
-      }
-      // S3 appends "-<parts>" to multipart checksums; some S3-compatible servers do not.
-      const stored = head.ChecksumSHA256?.replace(/-\d+$/, "");
-      if (stored !== undefined && stored !== expectedS3Sha256(hasher.parts)) {
-        throw new IntegrityError(`s3://${dest.bucket}/${dest.key}: stored SHA-256 checksum ${head.ChecksumSHA256} differs from the data sent`);
-      }
-      if (stored === undefined) opts.log?.(`warning: the server keeps no SHA-256 for ${dest.key}; checked its size only`);
-      if (attempt > 1) opts.log?.(`uploaded ${dest.key} on attempt ${attempt}`);
-      return { key: dest.key, size: hasher.bytes, sha256 };
     },
     {
-      attempts: opts.attempts ?? 4,
-      baseDelayMs: opts.retryBaseDelayMs ?? 500,
-      signal: opts.signal,
-      isRetryable: (err) => !isOutOfDisk(err) && (err instanceof IntegrityError || isTransientError(err)),
-      onRetry: (err, attempt, delay) =>
-        opts.log?.(`upload of ${dest.key} failed (attempt ${attempt}: ${errorMessage(err)}); retrying in ${delay} ms`),
+      attempts: ctx.attempts,
+      baseDelayMs: ctx.retryBaseDelayMs,
+      signal: ctx.signal,
+      isRetryable: (err) => err instanceof IntegrityError,
+      onRetry: (err, attempt, delay) => ctx.log?.(`upload of ${dest.key} failed (attempt ${attempt}: ${errorMessage(err)}); retrying in ${delay} ms`),
     },
   );
 }
@@ -185,10 +359,22 @@ export async function uploadOutputs(dir: string, globs: string[], dest: S3Locati
   const files = await listOutputFiles(dir, globs);
   const total = files.reduce((sum, file) => sum + file.size, 0);
   let done = 0;
-  const fileOpts = {
-    ...opts,
-    onProgress: undefined,
-    onBytes: (n: number) => {
+  const concurrency = Math.max(1, opts.concurrency ?? 10);
+  // Only an abort while uploading stops the upload: a job already past its deadline still gets its partial outputs up.
+  const aborter = new AbortController();
+  const onAbort = () => aborter.abort(opts.signal?.reason);
+  opts.signal?.addEventListener("abort", onAbort);
+  const ctx: FileUploadContext = {
+    client: opts.client ?? s3ClientFor(dest.bucket),
+    pool: new RequestPool(concurrency),
+    spareBuffers: [],
+    partSize: Math.max(5 * MiB, opts.partSize ?? 16 * MiB),
+    queueSize: Math.max(1, opts.queueSize ?? concurrency),
+    attempts: opts.attempts ?? 4,
+    retryBaseDelayMs: opts.retryBaseDelayMs ?? 500,
+    signal: aborter.signal,
+    log: opts.log,
+    onBytes: (n) => {
       done += n;
       opts.onProgress?.(done, total);
     },
@@ -199,8 +385,8 @@ export async function uploadOutputs(dir: string, globs: string[], dest: S3Locati
   try {
     await mapLimit(
       ordered,
-      opts.fileConcurrency ?? 8,
-      (file) => uploadFile(path.join(dir, file.path), { bucket: dest.bucket, key: joinKey(dest.key, file.path) }, fileOpts),
+      opts.fileConcurrency ?? 16,
+      (file) => uploadFile(path.join(dir, file.path), { bucket: dest.bucket, key: joinKey(dest.key, file.path) }, ctx),
       (object) => uploaded.push(object),
     );
   } catch (err) {
@@ -210,6 +396,8 @@ export async function uploadOutputs(dir: string, globs: string[], dest: S3Locati
       `output upload to s3://${dest.bucket}/${dest.key} failed after ${sorted.length} of ${files.length} file(s): ${errorMessage(err)}`,
       sorted,
     );
+  } finally {
+    opts.signal?.removeEventListener("abort", onAbort);
   }
   opts.log?.(`uploaded ${files.length} file(s), ${total} bytes, to s3://${dest.bucket}/${dest.key}`);
   return uploaded.sort((a, b) => a.key.localeCompare(b.key));

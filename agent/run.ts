@@ -233,6 +233,7 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
 
   // --- finishing: provenance, final status and log, then the marker ------------------------------------------------
   reporter.beginPhase("finishing");
+  const finishingStarted = Date.now();
   const partial = failure !== undefined && outputs.length > 0;
   if (failure) log.line(`job failed in phase ${failure.phase ?? phase}: ${failure.reason}: ${failure.message}`);
   const bytes = outputs.reduce((sum, o) => sum + o.size, 0);
@@ -266,7 +267,6 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
     log.line(`provenance could not be written: ${errorMessage(err)}`);
     if (!failure) failure = new JobFailure("output-upload-failed", `provenance record could not be written: ${errorMessage(err)}`, "finishing");
   }
-  timings.finishing = seconds(Date.now() - started) - Object.values(timings).reduce((a, b) => a + (b ?? 0), 0);
   const summary = failure
     ? failure.message
     : `succeeded: ${outputs.length} output(s), ${bytes} bytes in ${formatS3Url(outputPrefix)} after ${seconds(Date.now() - started)} s`;
@@ -276,6 +276,8 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
   await reporter.writeStatus();
   log.line(failure ? "writing failure marker" : "writing success marker");
   await reporter.uploadLog();
+  // Measured, not derived from the total: inputs and pull overlap, so the phases do not add up to the wall time.
+  timings.finishing = seconds(Date.now() - finishingStarted);
   const marker: CompletionMarker = {
     apiVersion: API_VERSION,
     jobId: spec.jobId,

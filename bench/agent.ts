@@ -248,27 +248,8 @@ async function checkAndRemove(ctx: BenchContext, prefix: string, files: number, 
   }
 }
 
-/**
- * A what-if for the report, not the agent's configuration: the agent's upload with a client that sends
- * `x-amz-content-sha256: UNSIGNED-PAYLOAD` (allowed by S3; integrity still comes from the SHA-256 checksum header the
- * SDK adds to each part), so the SDK does not hash every part once more just to sign it.
- */
-function unsignedPayloadClient(): S3Client {
-  const client = new S3Client({ forcePathStyle: true, maxAttempts: 6, retryMode: "adaptive" });
-  client.middlewareStack.add(
-    (next) => async (args) => {
-      const request = args.request as { headers?: Record<string, string> };
-      if (request.headers) request.headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD";
-      return next(args);
-    },
-    { step: "build", name: "benchUnsignedPayload" },
-  );
-  return client;
-}
-
 async function uploadCase(ctx: BenchContext): Promise<CaseResult> {
   const tree = await outputTree(ctx.cacheDir, ctx.log);
-  const whatIfClient = unsignedPayloadClient();
   const steps: Steps = {
     async peer(round) {
       const prefix = `upload/peer-${round}/`;
@@ -282,15 +263,8 @@ async function uploadCase(ctx: BenchContext): Promise<CaseResult> {
       await checkAndRemove(ctx, prefix, tree.files, tree.bytes);
       return { ours_s: m.seconds, ours_cpu_s: m.cpu, server_cpu_s: m.serverCpu ?? NaN };
     },
-    async ours_unsigned_payload(round) {
-      const prefix = `upload/ours-unsigned-${round}/`;
-      const m = await measured(ctx, () => uploadOutputs(tree.dir, ["**"], { bucket: ctx.bucket, key: prefix }, { client: whatIfClient }));
-      await checkAndRemove(ctx, prefix, tree.files, tree.bytes);
-      return { what_if_unsigned_payload_s: m.seconds, what_if_unsigned_payload_cpu_s: m.cpu };
-    },
   };
   const m = await runRounds(ctx, "upload", steps);
-  whatIfClient.destroy();
   const ratio = r2(m.peer_s / m.ours_s);
   return {
     case: "upload",
@@ -304,7 +278,6 @@ async function uploadCase(ctx: BenchContext): Promise<CaseResult> {
       files: tree.files,
       bytes: tree.bytes,
       ...m,
-      what_if_unsigned_payload_ratio: r2(m.peer_s / m.what_if_unsigned_payload_s),
       ours_mib_s: Math.round(tree.bytes / MiB / m.ours_s), rounds: ctx.rounds,
     },
   };

@@ -200,6 +200,9 @@ describe("agent jobs (moto S3 + podman)", function () {
     expect(provenance.partialOutputs).to.equal(false);
     expect(provenance.agentVersion).to.be.a("string");
     expect(Object.keys(provenance.timings)).to.include.members(["inputs", "pull", "run", "outputs"]);
+    // Phases overlap (pull with inputs), so each is measured on its own clock: none may come out negative.
+    for (const [phase, secs] of Object.entries(marker.timings)) expect(secs, phase).to.be.at.least(0);
+    expect(marker.timings.finishing, "finishing is measured").to.be.a("number");
 
     const status = await getJson<AgentStatus>(s3, bucket, layout.status.key);
     expect(status.phase).to.equal("done");
