@@ -26,6 +26,7 @@ import { joinKey, type S3Location } from "../job/s3url";
 import { errorMessage, JobFailure } from "./errors";
 import { isTransientError, mapLimit, withRetries } from "./retry";
 import { s3ClientFor } from "./s3";
+import { setMaxListeners } from "node:events";
 
 const MiB = 1024 * 1024;
 const HASH_SLICE = 256 * 1024;
@@ -362,6 +363,8 @@ export async function uploadOutputs(dir: string, globs: string[], dest: S3Locati
   const concurrency = Math.max(1, opts.concurrency ?? 10);
   // Only an abort while uploading stops the upload: a job already past its deadline still gets its partial outputs up.
   const aborter = new AbortController();
+  // Every request in flight listens on the signal; more than Node's default 10 is expected, not a leak.
+  setMaxListeners(4 * concurrency + 16, aborter.signal);
   const onAbort = () => aborter.abort(opts.signal?.reason);
   opts.signal?.addEventListener("abort", onAbort);
   const ctx: FileUploadContext = {
