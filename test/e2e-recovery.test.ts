@@ -115,13 +115,24 @@ describe("driver recovery end to end (real Pulumi engine, moto, real agent)", fu
     let driver = 0;
     const running = sandbox.run(["--config", config, "--subject", "sub-locked"], { onSpawn: (c) => (driver = c.pid!) });
     const rec = await waitForRecord((r) => r.subject === "sub-locked", "sub-locked to be indexed");
+    // Freeze the driver and its engine while the engine holds the lock. A lock seen between two operations (the engine
+    // already gone) would make this a race, so then let them go on and catch the next moment.
     const deadline = Date.now() + 60_000;
-    while (locksOf(rec.jobId).length === 0 && Date.now() < deadline) await sleep(20);
-    expect(locksOf(rec.jobId), "lock during up").to.have.length(1);
-    // Kill the driver and the engine it started, as a power cut would.
-    const engine = descendantsMatching(driver, /pulumi/);
-    process.kill(driver, "SIGKILL");
+    let engine: number[] = [];
+    for (;;) {
+      while (locksOf(rec.jobId).length === 0 && Date.now() < deadline) await sleep(20);
+      expect(Date.now(), "lock during up").to.be.below(deadline);
+      process.kill(driver, "SIGSTOP");
+      engine = descendantsMatching(driver, /pulumi/);
+      for (const pid of engine) process.kill(pid, "SIGSTOP");
+      if (engine.length > 0 && locksOf(rec.jobId).length === 1) break;
+      for (const pid of engine) process.kill(pid, "SIGCONT");
+      process.kill(driver, "SIGCONT");
+      await sleep(20);
+    }
+    // Then kill the engine and the driver, as a power cut would: engine first, so it cannot see its program go away.
     for (const pid of engine) process.kill(pid, "SIGKILL");
+    process.kill(driver, "SIGKILL");
     await running;
     await sleep(500);
     expect(locksOf(rec.jobId), "stale lock").to.have.length(1);
