@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # podman + runc run containers (crun fails on these machines), awscli is the old scripts' peer tool in benchmarks,
-# shellcheck checks the user-data, docker-registry serves images locally, busybox-static builds the test image.
+# the user-data tests run shellcheck, docker-registry serves images locally, busybox-static builds the test image.
 apt_packages=(podman runc awscli shellcheck docker-registry busybox-static)
 missing=()
 for pkg in "${apt_packages[@]}"; do
