@@ -43,6 +43,5 @@ export class InterruptedError extends DriverError {
   }
 }
 
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
+// One definition for the agent and the driver; re-exported so driver modules keep importing from here.
+export { errorMessage } from "../agent/errors";

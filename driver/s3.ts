@@ -1,11 +1,12 @@
 /** The few S3 reads the driver makes: the agent's status, marker and log. */
 import { GetObjectCommand } from "@aws-sdk/client-s3";
+import { httpStatusOf } from "../agent/retry";
 import { s3ClientFor } from "../agent/s3";
 import type { S3Location } from "../job/s3url";
 
 function isMissing(err: unknown): boolean {
-  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
-  return e?.name === "NoSuchKey" || e?.name === "NotFound" || e?.$metadata?.httpStatusCode === 404;
+  const name = (err as { name?: string } | undefined)?.name;
+  return name === "NoSuchKey" || name === "NotFound" || httpStatusOf(err) === 404;
 }
 
 /** The object's text, or undefined when it does not exist (yet). `fromByte` reads only the rest of it. */
@@ -17,7 +18,7 @@ export async function readText(loc: S3Location, fromByte = 0): Promise<string | 
     return (await res.Body?.transformToString("utf8")) ?? "";
   } catch (err) {
     if (isMissing(err)) return undefined;
-    if ((err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 416) return ""; // nothing new
+    if (httpStatusOf(err) === 416) return ""; // nothing new
     throw err;
   }
 }

@@ -83,70 +83,76 @@ describe("agent bundle (dist/agent.js) end to end", function () {
     expect(stdout).to.include("--no-poweroff");
   });
 
-  it("runs a job from a spec in S3, exits 0 with a success marker; a bad job exits 1 with a failure marker", async function () {
+  /** A bucket holding one synthetic ABCD archive, and an env reaching moto and podman. Skips the test without podman. */
+  async function seededBucket(ctx: Mocha.Context, tag: string, subject: string) {
     if (!podmanAvailable()) {
-      console.warn("    podman is not installed: skipping the bundle job run");
-      this.skip();
+      console.warn(`    podman is not installed: skipping "${ctx.test?.title}"`);
+      ctx.skip();
     }
     const moto = await sharedMoto();
     const podman = await podmanTestEnv();
     const s3 = testS3();
-    const bucket = await newBucket(s3, "cc-cli");
-    const archive = await makeAbcdArchive("NDARINVCLI00001");
+    const bucket = await newBucket(s3, tag);
+    const archive = await makeAbcdArchive(subject);
     await put(s3, bucket, `in/${archive.name}`, archive.tgz);
-    const env = { ...process.env, ...moto.env, ...podman.env, CLOUDCOMPUTE_POWEROFF: "1" };
+    return { s3, bucket, image: podman.registryImage, archiveUrl: `s3://${bucket}/in/${archive.name}`, env: { ...process.env, ...moto.env, ...podman.env } };
+  }
+
+  /** A podman job over input `url`, its spec written where the agent reads it; returns the spec and its S3 URL. */
+  async function stagedSpec(seed: Awaited<ReturnType<typeof seededBucket>>, job: { jobId: string; subject: string; url: string; command: string[]; prefix: string }) {
+    const spec = parseJobSpec({
+      apiVersion: "cloudcompute/v1",
+      jobId: job.jobId,
+      subject: job.subject,
+      inputs: [{ name: "t1", url: job.url, select: "**/*_T1w.nii" }],
+      container: { image: seed.image, runtime: "podman", command: job.command },
+      outputs: { prefix: job.prefix },
+      instance: { type: "m5.large", region: "us-east-1" },
+    });
+    const layout = jobLayout(spec);
+    await put(seed.s3, seed.bucket, layout.spec.key, serialiseJobSpec(spec));
+    return { spec, layout, specUrl: `s3://${seed.bucket}/${layout.spec.key}` };
+  }
+
+  it("runs a job from a spec in S3, exits 0 with a success marker; a bad job exits 1 with a failure marker", async function () {
+    const seed = await seededBucket(this, "cc-cli", "NDARINVCLI00001");
+    const env = { ...seed.env, CLOUDCOMPUTE_POWEROFF: "1" };
     for (const [n, url, expectCode] of [
-      [1, `s3://${bucket}/in/${archive.name}`, 0],
-      [2, `s3://${bucket}/in/missing.tgz`, 1],
+      [1, seed.archiveUrl, 0],
+      [2, `s3://${seed.bucket}/in/missing.tgz`, 1],
     ] as const) {
-      const spec = parseJobSpec({
-        apiVersion: "cloudcompute/v1",
+      const { layout, specUrl } = await stagedSpec(seed, {
         jobId: `job-cli-${process.pid}-${n}`,
         subject: "NDARINVCLI00001",
-        inputs: [{ name: "t1", url, select: "**/*_T1w.nii" }],
-        container: { image: podman.registryImage, runtime: "podman", command: ["sh", "-c", 'wc -c "$0" > "$1/size.txt"', "{input}", "{output}"] },
-        outputs: { prefix: `s3://${bucket}/out-${n}` },
-        instance: { type: "m5.large", region: "us-east-1" },
+        url,
+        command: ["sh", "-c", 'wc -c "$0" > "$1/size.txt"', "{input}", "{output}"],
+        prefix: `s3://${seed.bucket}/out-${n}`,
       });
-      const layout = jobLayout(spec);
-      await put(s3, bucket, layout.spec.key, serialiseJobSpec(spec));
       const workdir = path.join(dir, `work-${n}`);
       const code = await new Promise<number>((resolve) => {
-        execFile(process.execPath, [bundle, "--spec", `s3://${bucket}/${layout.spec.key}`, "--workdir", workdir, "--no-poweroff"], { env }, (err) =>
+        execFile(process.execPath, [bundle, "--spec", specUrl, "--workdir", workdir, "--no-poweroff"], { env }, (err) =>
           resolve(err ? ((err as { code?: number }).code ?? -1) : 0),
         );
       });
-      const marker = await getJson<CompletionMarker>(s3, bucket, layout.marker.key);
+      const marker = await getJson<CompletionMarker>(seed.s3, seed.bucket, layout.marker.key);
       expect(code, marker.message).to.equal(expectCode);
       expect(marker.outcome).to.equal(expectCode === 0 ? "succeeded" : "failed");
       if (expectCode === 1) expect(marker.reason).to.equal("missing-input");
       else expect(marker.outputs.count).to.equal(1);
     }
   });
+
   it("on SIGTERM (shutdown, spot interruption) kills the container, writes a failure marker and exits 1", async function () {
-    if (!podmanAvailable()) {
-      console.warn("    podman is not installed: skipping the SIGTERM run");
-      this.skip();
-    }
-    const moto = await sharedMoto();
-    const podman = await podmanTestEnv();
-    const s3 = testS3();
-    const bucket = await newBucket(s3, "cc-term");
-    const archive = await makeAbcdArchive("NDARINVTERM0001");
-    await put(s3, bucket, `in/${archive.name}`, archive.tgz);
-    const spec = parseJobSpec({
-      apiVersion: "cloudcompute/v1",
+    const seed = await seededBucket(this, "cc-term", "NDARINVTERM0001");
+    const { env } = seed;
+    const { spec, layout, specUrl } = await stagedSpec(seed, {
       jobId: `job-term-${process.pid}`,
       subject: "NDARINVTERM0001",
-      inputs: [{ name: "t1", url: `s3://${bucket}/in/${archive.name}`, select: "**/*_T1w.nii" }],
-      container: { image: podman.registryImage, runtime: "podman", command: ["sh", "-c", "echo started; sleep 300"] },
-      outputs: { prefix: `s3://${bucket}/out` },
-      instance: { type: "m5.large", region: "us-east-1" },
+      url: seed.archiveUrl,
+      command: ["sh", "-c", "echo started; sleep 300"],
+      prefix: `s3://${seed.bucket}/out`,
     });
-    const layout = jobLayout(spec);
-    await put(s3, bucket, layout.spec.key, serialiseJobSpec(spec));
-    const env = { ...process.env, ...moto.env, ...podman.env };
-    const child = execFile(process.execPath, [bundle, "--spec", `s3://${bucket}/${layout.spec.key}`, "--workdir", path.join(dir, "work-term"), "--no-poweroff", "--status-interval", "1"], { env });
+    const child = execFile(process.execPath, [bundle, "--spec", specUrl, "--workdir", path.join(dir, "work-term"), "--no-poweroff", "--status-interval", "1"], { env });
     const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
     // Wait until the container is really running, then stop the agent the way a shutting-down machine does.
     const deadline = Date.now() + 60_000;
@@ -158,7 +164,7 @@ describe("agent bundle (dist/agent.js) end to end", function () {
     }
     child.kill("SIGTERM");
     expect(await exited).to.equal(1);
-    const marker = await getJson<CompletionMarker>(s3, bucket, layout.marker.key);
+    const marker = await getJson<CompletionMarker>(seed.s3, seed.bucket, layout.marker.key);
     expect(marker.outcome).to.equal("failed");
     expect(marker.message).to.match(/SIGTERM/);
     const { stdout } = await execFileAsync("podman", ["ps", "-a", "--filter", `name=cloudcompute-${spec.jobId}`, "--format", "{{.Names}}"], { env });
