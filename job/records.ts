@@ -1,73 +1,97 @@
 /**
  * What the agent writes to the job's private area and the driver reads: status (a heartbeat with progress),
  * the completion marker (written last) and the provenance record. Shared types so both sides agree.
+ *
+ * Status and marker are read back from S3, where anything with write access to the job's area could have put them:
+ * readers parse them with the schemas below (`parseCompletionMarker`, `parseAgentStatus`), never cast.
  */
+import { z } from "zod";
 
-export type Phase = "starting" | "inputs" | "pull" | "run" | "outputs" | "finishing" | "done";
+export const PHASES = ["starting", "inputs", "pull", "run", "outputs", "finishing", "done"] as const;
+export const Phase = z.enum(PHASES);
+export type Phase = z.infer<typeof Phase>;
 
-export interface PhaseProgress {
-  bytesDone: number;
-  bytesTotal?: number;
-  startedAt?: string;
-  endedAt?: string;
-}
+export const PhaseProgress = z.object({
+  bytesDone: z.number().nonnegative(),
+  bytesTotal: z.number().nonnegative().optional(),
+  startedAt: z.string().optional(),
+  endedAt: z.string().optional(),
+});
+export type PhaseProgress = z.infer<typeof PhaseProgress>;
 
-export interface AgentStatus {
-  jobId: string;
-  phase: Phase;
+export const AgentStatus = z.object({
+  jobId: z.string(),
+  /** The launch this status belongs to (spec.launchId); absent only in records of agents older than the nonce. */
+  launchId: z.string().optional(),
+  /** The EC2 instance the agent runs on (from IMDS), when it runs on one. */
+  instanceId: z.string().optional(),
+  phase: Phase,
   /** ISO time of this update; the driver treats an old one as a stale heartbeat. */
-  updatedAt: string;
-  startedAt: string;
-  phases: Partial<Record<Phase, PhaseProgress>>;
-  message?: string;
-}
+  updatedAt: z.string(),
+  startedAt: z.string(),
+  phases: z.partialRecord(Phase, PhaseProgress),
+  message: z.string().optional(),
+  /** Written by the user-data while the instance boots (the agent is not running yet). */
+  booting: z.boolean().optional(),
+});
+export type AgentStatus = z.infer<typeof AgentStatus>;
 
 /** Why a job failed. Each has one meaning; the driver and users match on it. */
-export type FailureReason =
-  | "missing-input"
-  | "presigned-url-expired"
-  | "input-integrity"
-  | "corrupt-archive"
-  | "no-matching-file"
-  | "multiple-matching-files"
-  | "image-pull-failed"
-  | "container-failed"
-  | "out-of-disk"
-  | "max-runtime"
-  | "output-upload-failed"
-  | "bootstrap-failed"
-  | "spot-interrupted"
-  | "internal-error";
+export const FAILURE_REASONS = [
+  "missing-input",
+  "presigned-url-expired",
+  "input-integrity",
+  "corrupt-archive",
+  "no-matching-file",
+  "multiple-matching-files",
+  "image-pull-failed",
+  "container-failed",
+  "out-of-disk",
+  "max-runtime",
+  "output-upload-failed",
+  "bootstrap-failed",
+  "spot-interrupted",
+  "internal-error",
+] as const;
+export const FailureReason = z.enum(FAILURE_REASONS);
+export type FailureReason = z.infer<typeof FailureReason>;
 
-export interface OutputObject {
-  key: string;
-  size: number;
-  sha256: string;
-}
+export const OutputObject = z.object({
+  key: z.string(),
+  size: z.number().nonnegative(),
+  sha256: z.string(),
+});
+export type OutputObject = z.infer<typeof OutputObject>;
 
-export interface CompletionMarker {
-  apiVersion: "cloudcompute/v1";
-  jobId: string;
-  subject: string;
-  outcome: "succeeded" | "failed";
+export const CompletionMarker = z.object({
+  apiVersion: z.literal("cloudcompute/v1"),
+  jobId: z.string(),
+  /** The launch this marker ends (spec.launchId): a marker of another launch says nothing about this one. */
+  launchId: z.string().optional(),
+  /** The EC2 instance that wrote it, when known (agent: IMDS; user-data: IMDS). */
+  instanceId: z.string().optional(),
+  subject: z.string(),
+  outcome: z.enum(["succeeded", "failed"]),
   /** The phase that failed, for failures. */
-  phase?: Phase | "bootstrap";
-  reason?: FailureReason;
+  phase: z.union([Phase, z.literal("bootstrap")]).optional(),
+  reason: FailureReason.optional(),
   /** Human-readable detail, e.g. "presigned URL expired at 2026-11-25T10:00:00Z". */
-  message: string;
-  exitCode?: number;
-  startedAt?: string;
-  finishedAt: string;
+  message: z.string(),
+  exitCode: z.number().int().optional(),
+  startedAt: z.string().optional(),
+  finishedAt: z.string(),
   /** Where results went, how many objects and bytes. */
-  outputs: { prefix: string; count: number; bytes: number; partial: boolean };
+  outputs: z.object({ prefix: z.string(), count: z.number().int().nonnegative(), bytes: z.number().nonnegative(), partial: z.boolean() }),
   /** Seconds spent per phase. */
-  timings: Partial<Record<Phase, number>>;
-}
+  timings: z.partialRecord(Phase, z.number()),
+});
+export type CompletionMarker = z.infer<typeof CompletionMarker>;
 
 export interface ProvenanceRecord {
   apiVersion: "cloudcompute/v1";
   agentVersion: string;
-  /** The spec with presigned URLs redacted. */
+  launchId?: string;
+  /** The spec with presigned URLs and env values redacted. */
   spec: unknown;
   image?: { reference: string; digest?: string };
   inputs: Array<{ name: string; url: string; bytes: number; sha256?: string; etag?: string; files: string[] }>;
@@ -80,4 +104,28 @@ export interface ProvenanceRecord {
   finishedAt: string;
   outcome: "succeeded" | "failed";
   reason?: FailureReason;
+}
+
+/** A marker read from S3, or undefined when it is not a valid marker (a reader must not act on a forged shape). */
+export function parseCompletionMarker(value: unknown): CompletionMarker | undefined {
+  const result = CompletionMarker.safeParse(value);
+  return result.success ? result.data : undefined;
+}
+
+export function parseAgentStatus(value: unknown): AgentStatus | undefined {
+  const result = AgentStatus.safeParse(value);
+  return result.success ? result.data : undefined;
+}
+
+/**
+ * Does a marker or status belong to the launch we wait for? A record without a launchId, or with another one, was
+ * left by an earlier launch under the same job id. `instanceId`, when both sides know it, must match too.
+ */
+export function belongsToLaunch(
+  record: { launchId?: string; instanceId?: string },
+  expected: { launchId: string; instanceId?: string },
+): boolean {
+  if (record.launchId !== expected.launchId) return false;
+  if (expected.instanceId && record.instanceId && record.instanceId !== expected.instanceId) return false;
+  return true;
 }

@@ -175,6 +175,12 @@ export const JobSpec = z
     limits: LimitsSpec.default({ maxRuntimeMinutes: 240, graceMinutes: 10, heartbeatTimeoutSeconds: 300 }),
     instance: InstanceSpec,
     agent: AgentRef.optional(),
+    /**
+     * A nonce naming this launch of the job. Status and marker carry it; the driver and the user-data ignore any
+     * whose launchId differs (an earlier launch under a reused job id left them). Set by the driver per attempt and
+     * by declareJob (random per `pulumi up`) when absent.
+     */
+    launchId: z.string().regex(/^[A-Za-z0-9-]{8,64}$/, "expected 8-64 letters, digits or '-'").optional(),
     /** Free-form labels copied into tags and the provenance record. */
     labels: z.record(z.string().regex(/^[A-Za-z0-9_.:/=+@-]{1,64}$/, "invalid label name"), z.string().max(256)).default({}),
   })
