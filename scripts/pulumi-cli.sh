@@ -83,5 +83,18 @@ if [ "$(installed_version "$bin_dir/pulumi" 2>/dev/null || true)" != "$VERSION" 
 fi
 
 copy_plugins
+
+# `pulumi up` of index.ts needs the Node.js language host, which an installed Pulumi ships and the module proxy does
+# not serve. Build it from the source kept beside the project (../shared/pulumi-language-nodejs, or
+# PULUMI_LANGUAGE_NODEJS_SRC) when it is there; inline programs (the driver) work without it.
+language_src="${PULUMI_LANGUAGE_NODEJS_SRC:-$(dirname "$repo")/shared/pulumi-language-nodejs}"
+if [ ! -x "$bin_dir/pulumi-language-nodejs" ]; then
+  if [ -f "$language_src/build.sh" ]; then
+    log "building pulumi-language-nodejs from $language_src"
+    bash "$language_src/build.sh" "$bin_dir" >/dev/null || { log "pulumi-language-nodejs build failed"; exit 1; }
+  else
+    log "no pulumi-language-nodejs source at $language_src: 'pulumi up' of index.ts needs an installed Pulumi"
+  fi
+fi
 log "pulumi $(installed_version "$bin_dir/pulumi") at $bin_dir/pulumi"
 echo "$bin_dir"
