@@ -8,13 +8,14 @@ import { createHash } from "node:crypto";
 import { createWriteStream, promises as fsp } from "node:fs";
 import path from "node:path";
 import { Readable, type Writable } from "node:stream";
-import { finished, pipeline } from "node:stream/promises";
+import { finished } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import picomatch from "picomatch";
-import * as tar from "tar-stream";
 import { parseS3Url } from "../job/s3url";
-import { redactUrl, type ExtractMode, type InputSpec } from "../job/spec";
+import { archiveKindFor, inputFileName, ZIP_REFUSAL, type ArchiveKind } from "../job/input-file";
+import { redactUrl, redactUrlIn, type InputSpec } from "../job/spec";
 import { errorMessage, isOutOfDisk, JobFailure } from "./errors";
+import { extractTar } from "./extract";
 import { httpStatusOf, withRetries } from "./retry";
 import { s3ClientFor } from "./s3";
 
@@ -30,7 +31,6 @@ export interface FetchInputOptions {
   log?: (line: string) => void;
 }
 
-export type ArchiveKind = Exclude<ExtractMode, "auto">;
 
 export interface FetchedInput {
   name: string;
@@ -63,27 +63,6 @@ interface RangeSource {
 }
 
 const MiB = 1024 * 1024;
-
-/** The archive kind an `auto` input gets from its URL's file name. */
-export function archiveKindFor(url: string, mode: ExtractMode): ArchiveKind {
-  if (mode !== "auto") return mode;
-  const name = objectFileName(url).toLowerCase();
-  if (name.endsWith(".tar.gz") || name.endsWith(".tgz")) return "tgz";
-  if (name.endsWith(".tar")) return "tar";
-  if (name.endsWith(".zip")) return "zip";
-  return "none";
-}
-
-/** The last path segment of an s3:// or https:// URL, without query string. */
-export function objectFileName(url: string): string {
-  const withoutQuery = url.split("?")[0];
-  const last = withoutQuery.split("/").filter(Boolean).pop() ?? "input";
-  try {
-    return decodeURIComponent(last);
-  } catch {
-    return last;
-  }
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Sources
@@ -367,62 +346,6 @@ async function writeAll(chunks: AsyncIterable<Buffer>, sink: Writable, release: 
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Extraction
-
-/** A relative, normalised path inside the destination, or a JobFailure for entries escaping it. */
-function safeEntryPath(name: string, label: string): string {
-  const normalised = path.posix.normalize(name.replace(/\\/g, "/")).replace(/^(\.\/)+/, "").replace(/\/+$/, "");
-  if (normalised === "." || normalised === "") return "";
-  if (path.posix.isAbsolute(normalised) || normalised === ".." || normalised.startsWith("../")) {
-    throw new JobFailure("corrupt-archive", `${label}: archive entry "${name}" points outside the extraction directory`);
-  }
-  return normalised;
-}
-
-async function extractTar(source: Readable, destDir: string, label: string): Promise<string[]> {
-  const extract = tar.extract();
-  const files: string[] = [];
-  const madeDirs = new Set<string>();
-  const mkdir = async (dir: string) => {
-    if (madeDirs.has(dir)) return;
-    await fsp.mkdir(dir, { recursive: true });
-    madeDirs.add(dir);
-  };
-  const consume = (async () => {
-    for await (const entry of extract) {
-      const header = entry.header;
-      const rel = safeEntryPath(header.name, label);
-      const target = path.join(destDir, rel);
-      if (rel && (header.type === "file" || header.type === "contiguous-file")) {
-        await mkdir(path.dirname(target));
-        const mode = 0o644 | ((header.mode ?? 0) & 0o111);
-        await pipeline(entry, createWriteStream(target, { mode, highWaterMark: MiB }));
-        files.push(rel);
-        continue;
-      }
-      if (rel && header.type === "directory") await mkdir(target);
-      else if (rel && header.type === "symlink" && header.linkname) {
-        // Only links that stay inside the input directory; anything else is dropped.
-        const resolved = path.posix.normalize(path.posix.join(path.posix.dirname(rel), header.linkname));
-        if (!path.posix.isAbsolute(header.linkname) && !resolved.startsWith("../") && resolved !== "..") {
-          await mkdir(path.dirname(target));
-          await fsp.symlink(header.linkname, target);
-        }
-      }
-      entry.resume();
-    }
-  })();
-  const feed = pipeline(source, extract as unknown as NodeJS.WritableStream);
-  const [fed, consumed] = await Promise.allSettled([feed, consume]);
-  // The root cause first: a failed write (ENOSPC) makes the feed fail with a secondary "premature close".
-  if (consumed.status === "rejected" && !(fed.status === "rejected" && fed.reason instanceof JobFailure)) {
-    throw consumed.reason;
-  }
-  if (fed.status === "rejected") throw fed.reason;
-  return files.sort();
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 
 export function selectFiles(files: string[], pattern: string | undefined, allowMultiple: boolean, label: string): string[] {
   if (!pattern) return files;
@@ -450,16 +373,26 @@ export function selectFiles(files: string[], pattern: string | undefined, allowM
  * multiple-matching-files or out-of-disk.
  */
 export async function fetchInput(input: InputSpec, destDir: string, opts: FetchInputOptions = {}): Promise<FetchedInput> {
+  try {
+    return await fetchInputUnredacted(input, destDir, opts);
+  } catch (err) {
+    // Errors from below (fetch's "Failed to parse URL from ...", the SDK) may quote a presigned URL whole.
+    if (input.access === "presigned" && err instanceof JobFailure) {
+      throw new JobFailure(err.reason, redactUrlIn(err.message, input.url), err.phase);
+    }
+    throw err;
+  }
+}
+
+async function fetchInputUnredacted(input: InputSpec, destDir: string, opts: FetchInputOptions): Promise<FetchedInput> {
   const label = `input "${input.name}"`;
   const partSize = opts.partSize ?? 8 * MiB;
   const concurrency = opts.concurrency ?? 8;
   const kind = archiveKindFor(input.url, input.extract);
-  if (kind === "zip") {
-    throw new JobFailure(
-      "internal-error",
-      `${label}: zip archives cannot be extracted while downloading (only tar and tgz); use extract "none" to get the .zip file`,
-    );
-  }
+  if (kind === "zip") throw new JobFailure("internal-error", `${label}: ${ZIP_REFUSAL}`);
+  // The spec refuses such names too; a spec written by hand must not get past here either.
+  const named = kind === "none" ? inputFileName(input.url) : undefined;
+  if (named && "error" in named) throw new JobFailure("missing-input", `${label}: ${named.error} (the file name comes from it)`);
   await fsp.mkdir(destDir, { recursive: true });
 
   let source: RangeSource & { first?: Buffer; whole?: Readable };
@@ -491,8 +424,8 @@ export async function fetchInput(input: InputSpec, destDir: string, opts: FetchI
   let files: string[];
   try {
     if (kind === "none") {
-      const name = objectFileName(input.url);
-      const file = createWriteStream(path.join(destDir, name), { highWaterMark: MiB });
+      const name = (named as { name: string }).name;
+      const file = createWriteStream(path.join(destDir, name), { flags: "wx", highWaterMark: MiB });
       const closed = finished(file);
       closed.catch(() => undefined); // awaited below, after the writes
       await writeAll(counted(), file, release);

@@ -5,6 +5,7 @@
  * is refused before any cloud resource exists.
  */
 import { z } from "zod";
+import { archiveKindFor, inputFileName, ZIP_REFUSAL } from "./input-file";
 import { parseS3Url } from "./s3url";
 import { normaliseSubject } from "./subject";
 
@@ -71,13 +72,11 @@ export const InputSpec = z
       });
     }
     // Extraction happens while the bytes stream in; a zip's directory sits at its end, so zips can't be streamed.
-    const path = input.url.split("?")[0].toLowerCase();
-    if (input.extract === "zip" || (input.extract === "auto" && path.endsWith(".zip"))) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["extract"],
-        message: 'zip archives cannot be extracted while downloading (only tar and tgz); use extract "none" to pass the .zip file itself',
-      });
+    const kind = archiveKindFor(input.url, input.extract);
+    if (kind === "zip") ctx.addIssue({ code: "custom", path: ["extract"], message: ZIP_REFUSAL });
+    if (kind === "none") {
+      const named = inputFileName(input.url);
+      if ("error" in named) ctx.addIssue({ code: "custom", path: ["url"], message: `${named.error} (the file name comes from it)` });
     }
     if (scheme === "s3") {
       try {
@@ -263,5 +262,18 @@ export function redactSpec(spec: JobSpec): JobSpec {
 
 export function redactUrl(url: string): string {
   const q = url.indexOf("?");
-  return q < 0 ? url : `${url.slice(0, q)}?<redacted>`;
+  return scrubSignatures(q < 0 ? url : `${url.slice(0, q)}?<redacted>`);
+}
+
+/** Query parameters of presigned URLs (SigV4 and SigV2) that grant access: their values never reach a log. */
+const SIGNING_PARAMS = /((?:X-Amz-(?:Signature|Credential|Security-Token))|Signature|AWSAccessKeyId|x-amz-security-token)=[^&\s"'<>]*/gi;
+
+/** `text` (an error message, a log line) with signing parameters' values removed wherever they appear. */
+export function scrubSignatures(text: string): string {
+  return text.replace(SIGNING_PARAMS, "$1=<redacted>");
+}
+
+/** `text` with every occurrence of `secretUrl` replaced by its redacted form, and any other signature scrubbed. */
+export function redactUrlIn(text: string, secretUrl: string): string {
+  return scrubSignatures(text.split(secretUrl).join(redactUrl(secretUrl)));
 }

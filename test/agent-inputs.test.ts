@@ -12,7 +12,8 @@ import path from "node:path";
 import { gzipSync } from "node:zlib";
 import { InputSpec } from "../job/spec";
 import { JobFailure } from "../agent/errors";
-import { archiveKindFor, fetchInput, presignedExpiry, selectFiles } from "../agent/inputs";
+import { fetchInput, presignedExpiry, selectFiles } from "../agent/inputs";
+import { archiveKindFor } from "../job/input-file";
 import { makeAbcdArchive, makeTar, newBucket, put, sharedMoto, testS3 } from "./support/fixtures";
 import { startExpiryProxy, type ExpiryProxy } from "./support/s3-expiry-proxy";
 

@@ -1,0 +1,48 @@
+/**
+ * What an input's URL says about the file it names: its archive kind (for `extract: auto`) and, for inputs that are
+ * not extracted, the file name the agent writes. Shared by spec validation (bad input is refused before anything
+ * exists) and the agent (which checks again: a spec can be written by hand).
+ */
+
+export type ArchiveKind = "none" | "tar" | "tgz" | "zip";
+
+/** The last path segment of an s3:// or https:// URL, without query string; percent-decoded for https only. */
+export function urlFileName(url: string): string {
+  const withoutQuery = url.split(/[?#]/)[0];
+  const last = withoutQuery.split("/").pop() ?? "";
+  // S3 keys are literal ("%2F" is three characters of the key); https paths are percent-encoded.
+  if (!/^https?:/i.test(url)) return last;
+  try {
+    return decodeURIComponent(last);
+  } catch {
+    return last;
+  }
+}
+
+/**
+ * The file name an input that is not extracted is written under, or an error message saying why the URL's name
+ * cannot be one: it must be a single path segment (a decoded `..%2F` would otherwise lead out of the directory).
+ */
+export function inputFileName(url: string): { name: string } | { error: string } {
+  const name = urlFileName(url);
+  if (name === "" || name === "." || name === "..") {
+    return { error: `the URL ends in "${name}", which is not a usable file name` };
+  }
+  if (/[/\\\0]/.test(name)) {
+    return { error: `the URL's last segment decodes to "${name.replace(/\0/g, "\\0")}", which is not a single file name` };
+  }
+  return { name };
+}
+
+/** The archive kind an `auto` input gets from its URL's file name. */
+export function archiveKindFor(url: string, mode: ArchiveKind | "auto"): ArchiveKind {
+  if (mode !== "auto") return mode;
+  const name = urlFileName(url).toLowerCase();
+  if (name.endsWith(".tar.gz") || name.endsWith(".tgz")) return "tgz";
+  if (name.endsWith(".tar")) return "tar";
+  if (name.endsWith(".zip")) return "zip";
+  return "none";
+}
+
+export const ZIP_REFUSAL =
+  'zip archives cannot be extracted while downloading (only tar and tgz); use extract "none" to pass the .zip file itself';
