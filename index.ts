@@ -23,6 +23,7 @@ const job = declareJob(spec, {
 
 export const jobId = spec.jobId;
 export const instanceId = job.instanceId;
+export const launchId = job.launchId;
 export const roleArn = job.roleArn;
 export const markerUrl = job.markerUrl;
 export const region = job.region;

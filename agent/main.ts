@@ -12,6 +12,7 @@ import type { CompletionMarker } from "../job/records";
 import { joinKey, parseS3Url } from "../job/s3url";
 import { API_VERSION, parseJobSpec, type JobSpec } from "../job/spec";
 import { errorMessage, JobFailure } from "./errors";
+import { instanceInfo } from "./instance";
 import { runJob } from "./run";
 import { putJson } from "./report";
 import { withRetries } from "./retry";
@@ -57,10 +58,12 @@ async function readSpec(specUrl: string, region: string | undefined): Promise<{ 
 /** With no usable spec, the marker goes next to the spec file (the job's private area by layout). */
 async function writeBootstrapFailure(specUrl: string, raw: unknown, message: string, region: string | undefined): Promise<void> {
   const loc = parseS3Url(specUrl);
-  const fields = (raw && typeof raw === "object" ? raw : {}) as { jobId?: unknown; subject?: unknown };
+  const fields = (raw && typeof raw === "object" ? raw : {}) as { jobId?: unknown; subject?: unknown; launchId?: unknown };
   const marker: CompletionMarker = {
     apiVersion: API_VERSION,
     jobId: typeof fields.jobId === "string" ? fields.jobId : "unknown",
+    launchId: typeof fields.launchId === "string" ? fields.launchId : undefined,
+    instanceId: (await instanceInfo()).id,
     subject: typeof fields.subject === "string" ? fields.subject : "unknown",
     outcome: "failed",
     phase: "bootstrap",

@@ -73,12 +73,13 @@ export class Reporter {
   constructor(
     private readonly client: S3Client,
     private readonly locations: { status: S3Location; log: S3Location },
-    jobId: string,
+    /** Which job and launch the status belongs to: the driver ignores a status of another launch. */
+    identity: Pick<AgentStatus, "jobId" | "launchId" | "instanceId">,
     private readonly log: JobLog,
     private readonly opts: ReporterOptions = {},
   ) {
     const now = new Date().toISOString();
-    this.status = { jobId, phase: "starting", updatedAt: now, startedAt: now, phases: {} };
+    this.status = { ...identity, phase: "starting", updatedAt: now, startedAt: now, phases: {} };
   }
 
   start(): void {

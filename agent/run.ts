@@ -67,7 +67,10 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
   await fsp.chmod(outputsDir, 0o777); // images often run as a non-root user
 
   const log = new JobLog(path.join(workdir, "agent.log"), opts.echo);
-  const reporter = new Reporter(client, layout, spec.jobId, log, opts);
+  // Asked once, first: status and marker name the instance, so a reader can tell this launch from an earlier one.
+  const instance = await instanceInfo();
+  const identity = { jobId: spec.jobId, launchId: spec.launchId, instanceId: instance.id };
+  const reporter = new Reporter(client, layout, identity, log, opts);
   log.line(`cloudcompute agent ${AGENT_VERSION}: job ${spec.jobId}, subject ${spec.subject}`);
   reporter.start();
 
@@ -241,6 +244,7 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
   const provenance: ProvenanceRecord = {
     apiVersion: API_VERSION,
     agentVersion: AGENT_VERSION,
+    launchId: spec.launchId,
     spec: redactSpec(spec),
     image: spec.container.runtime === "none" ? undefined : { reference: spec.container.image, digest: image?.digest },
     inputs: fetched.map((input) => ({
@@ -255,7 +259,7 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
     partialOutputs: partial,
     exitCode,
     timings,
-    instance: await instanceInfo(),
+    instance,
     startedAt,
     finishedAt: new Date().toISOString(),
     outcome: failure ? "failed" : "succeeded",
@@ -280,7 +284,7 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
   timings.finishing = seconds(Date.now() - finishingStarted);
   const marker: CompletionMarker = {
     apiVersion: API_VERSION,
-    jobId: spec.jobId,
+    ...identity,
     subject: spec.subject,
     outcome: failure ? "failed" : "succeeded",
     phase: failure ? (failure.phase ?? phase) : undefined,

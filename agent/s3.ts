@@ -10,6 +10,8 @@ export interface S3ClientOptions {
   /** Read public buckets without signing (and without needing any credentials). */
   anonymous?: boolean;
   maxAttempts?: number;
+  /** "adaptive" (default) also slows the client down after throttling; a poller that retries itself wants "standard". */
+  retryMode?: "standard" | "adaptive";
 }
 
 const clients = new Map<string, S3Client>();
@@ -25,7 +27,7 @@ export function s3ClientFor(bucket: string, opts: S3ClientOptions = {}): S3Clien
   const pathStyle = needsPathStyle(bucket) || Boolean(process.env.AWS_ENDPOINT_URL || process.env.AWS_ENDPOINT_URL_S3);
   const region = opts.region ?? defaultRegion();
   const endpoint = process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL ?? "";
-  const cacheKey = JSON.stringify([pathStyle, region, Boolean(opts.anonymous), opts.maxAttempts ?? 0, endpoint]);
+  const cacheKey = JSON.stringify([pathStyle, region, Boolean(opts.anonymous), opts.maxAttempts ?? 0, opts.retryMode ?? "adaptive", endpoint]);
   let client = clients.get(cacheKey);
   if (!client) {
     const config: S3ClientConfig = {
@@ -33,7 +35,7 @@ export function s3ClientFor(bucket: string, opts: S3ClientOptions = {}): S3Clien
       forcePathStyle: pathStyle,
       followRegionRedirects: true,
       maxAttempts: opts.maxAttempts ?? 6,
-      retryMode: "adaptive",
+      retryMode: opts.retryMode ?? "adaptive",
     };
     if (opts.anonymous) {
       // No signature and no credential lookup: public objects need neither.

@@ -11,6 +11,7 @@ import {
   PulumiCommand,
   PulumiFn,
   Stack,
+  StackAlreadyExistsError,
   StackNotFoundError,
 } from "@pulumi/pulumi/automation";
 import { BadInputError, errorMessage, InfraError } from "./errors";
@@ -106,6 +107,8 @@ export interface OpenStackOptions extends EngineSettings {
   program?: PulumiFn;
   /** Only select: fail with a clear message when the job's stack does not exist. */
   mustExist?: boolean;
+  /** Only create: a stack of this job id already in the backend is refused (an id is never launched twice). */
+  mustBeNew?: boolean;
 }
 
 /** Open (create or select) a job's stack in the job's own workspace directory. */
@@ -121,11 +124,17 @@ export async function openJobStack(options: OpenStackOptions): Promise<Stack> {
     projectSettings: { name: PROJECT_NAME, runtime: "nodejs" as const, backend: { url: envVars.PULUMI_BACKEND_URL } },
   };
   try {
-    return options.mustExist
-      ? await LocalWorkspace.selectStack(args, wsOptions)
-      : await LocalWorkspace.createOrSelectStack(args, wsOptions);
+    if (options.mustExist) return await LocalWorkspace.selectStack(args, wsOptions);
+    if (options.mustBeNew) return await LocalWorkspace.createStack(args, wsOptions);
+    return await LocalWorkspace.createOrSelectStack(args, wsOptions);
   } catch (err) {
     if (err instanceof StackNotFoundError) throw new BadInputError(`no job "${options.jobId}" in backend ${envVars.PULUMI_BACKEND_URL}`);
+    if (err instanceof StackAlreadyExistsError) {
+      throw new BadInputError(
+        `job id "${options.jobId}" already has a stack in ${envVars.PULUMI_BACKEND_URL}: a job id is launched once ` +
+          `(its stack is its history). Leave out --job-id for a fresh one, or see the earlier job with  npm run job -- status ${options.jobId}`,
+      );
+    }
     throw explainEngineError(err, options.jobId);
   }
 }

@@ -3,6 +3,7 @@
  * → refresh → destroy (the stack and its history stay: the audit trail) → confirm nothing is left → summary.
  * Whatever happens after the stack exists — a failed `up`, a lost instance, Ctrl-C — ends in the same teardown.
  */
+import { randomUUID } from "node:crypto";
 import type { Stack } from "@pulumi/pulumi/automation";
 import { ConcurrentUpdateError } from "@pulumi/pulumi/automation";
 import { jobLayout, makeJobId } from "../job/layout";
@@ -90,7 +91,8 @@ export async function runJobWithRetries(resolved: ResolvedJob, options: RunOptio
 export async function runJob(resolved: ResolvedJob, options: RunOptions): Promise<JobResult> {
   const platform = platformNamed(resolved.platform);
   const stream = options.stream ?? process.stderr;
-  const spec = stagedSpec(resolved);
+  // A fresh nonce per launch: the wait takes only a marker of this launch, never one an earlier launch left.
+  const spec: JobSpec = { ...stagedSpec(resolved), launchId: randomUUID() };
   const layout = jobLayout(spec);
   const progress = createProgress(`[${spec.jobId}]`, stream);
   const t0 = Date.now();
@@ -107,6 +109,13 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
 
   await platform.preflight(spec, resolved.agentBundlePath);
   await findPulumi(); // before anything is created: a missing CLI is reported with how to get it
+  const earlier = readJobRecord(spec.jobId);
+  if (earlier) {
+    throw new BadInputError(
+      `job id "${spec.jobId}" was used before on this machine (${earlier.state} since ${earlier.createdAt}): a job id is launched once. ` +
+        `Leave out --job-id for a fresh one.`,
+    );
+  }
 
   const record: JobRecord = {
     jobId: spec.jobId,
@@ -123,7 +132,6 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
     attempt: options.attempt ?? 1,
     retryOf: options.retryOf,
   };
-  writeJobRecord(record);
   const engineOutput = (text: string) => {
     if (options.verbose) stream.write(text);
   };
@@ -136,14 +144,17 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
     if (options.signal.aborted) throw new InterruptedError();
     progress.note(`creating stack (${platform.name})`);
     activeJobs.add(spec.jobId);
+    // Created, never selected: the backend refuses a second stack of one job id, whichever machine made the first.
     stack = await openJobStack({
       jobId: spec.jobId,
       backend: resolved.backend,
+      mustBeNew: true,
       program: async () => {
         const out = declareJob(spec, { platform: platform.name, agentBundlePath: resolved.agentBundlePath });
         return { ...out, subject: spec.subject };
       },
     });
+    writeJobRecord(record);
     await installPlugins(stack, platform);
     // The AWS provider reads its region from stack config; the local platform declares no AWS provider resource.
     if (platform.name === "aws") await stack.setConfig("aws:region", { value: spec.instance.region });
@@ -171,7 +182,8 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
       const explained = explainEngineError(err, spec.jobId);
       failure = { outcome: "error", exitCode: ExitCode.infra, reason: computeStartedAt ? "driver-error" : "up-failed", message: explained.message };
     } else {
-      writeJobRecord({ ...record, state: "error", endedAt: new Date().toISOString(), message: errorMessage(err) });
+      // No stack: nothing was created. A refused job id keeps the earlier job's record as it is.
+      if (!(err instanceof BadInputError)) writeJobRecord({ ...record, state: "error", endedAt: new Date().toISOString(), message: errorMessage(err) });
       throw err;
     }
   }

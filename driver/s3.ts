@@ -12,7 +12,9 @@ function isMissing(err: unknown): boolean {
 /** The object's text, or undefined when it does not exist (yet). `fromByte` reads only the rest of it. */
 export async function readText(loc: S3Location, fromByte = 0): Promise<string | undefined> {
   try {
-    const res = await s3ClientFor(loc.bucket).send(
+    // Few SDK attempts: a poll that fails comes round again on the next poll (driver/wait.ts), and a read stuck in
+    // the SDK's backoff would hold the whole wait, Ctrl-C included.
+    const res = await s3ClientFor(loc.bucket, { maxAttempts: 2, retryMode: "standard" }).send(
       new GetObjectCommand({ Bucket: loc.bucket, Key: loc.key, Range: fromByte > 0 ? `bytes=${fromByte}-` : undefined }),
     );
     return (await res.Body?.transformToString("utf8")) ?? "";
@@ -31,4 +33,10 @@ export async function readJson<T>(loc: S3Location): Promise<T | undefined> {
   } catch {
     return undefined; // caught mid-write by a non-atomic server: read again next poll
   }
+}
+
+/** A record (marker, status) parsed with its schema; undefined when missing or not a valid record of that kind. */
+export async function readRecord<T>(loc: S3Location, parse: (value: unknown) => T | undefined): Promise<T | undefined> {
+  const value = await readJson<unknown>(loc);
+  return value === undefined ? undefined : parse(value);
 }

@@ -138,7 +138,9 @@ export class AwsJob extends pulumi.ComponentResource {
         associatePublicIpAddress: placement.publicIp,
         iamInstanceProfile: propagated.profileName,
         instanceInitiatedShutdownBehavior: "terminate",
-        metadataOptions: { httpEndpoint: "enabled", httpTokens: "required", httpPutResponseHopLimit: 2, instanceMetadataTags: "disabled" },
+        // Hop limit 1: the agent runs on the host; a container on a bridge network is one hop further and cannot get
+        // an IMDSv2 token, so code in the image can never take the role's credentials and forge a marker.
+        metadataOptions: { httpEndpoint: "enabled", httpTokens: "required", httpPutResponseHopLimit: 1, instanceMetadataTags: "disabled" },
         rootBlockDevice: { volumeType: "gp3", volumeSize: image.rootVolumeGiB, encrypted: true, deleteOnTermination: true },
         instanceMarketOptions: spec.instance.spot
           ? { marketType: "spot", spotOptions: { spotInstanceType: "one-time", instanceInterruptionBehavior: "terminate" } }

@@ -3,11 +3,11 @@
  * program. It stages spec.json and the agent bundle in S3, then declares the compute: an EC2 instance (`aws`) or a
  * local agent process (`local`).
  */
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
-import { agentBundleLocation, jobLayout } from "../job/layout";
+import { agentBundleLocation, jobLayout, launchRecordKeys } from "../job/layout";
 import { formatS3Url } from "../job/s3url";
 import { JobSpec, parseJobSpec, serialiseJobSpec, specHasSecrets } from "../job/spec";
 import { AwsJob, planAwsJob } from "./aws";
@@ -25,6 +25,8 @@ export interface DeclareJobOptions {
 
 export interface JobOutputs {
   instanceId: pulumi.Output<string>;
+  /** This launch's nonce: a marker belongs to this launch only if its launchId is this. */
+  launchId: pulumi.Output<string>;
   /** The instance role (aws only). */
   roleArn?: pulumi.Output<string>;
   markerUrl: pulumi.Output<string>;
@@ -59,6 +61,7 @@ export function stagingArgs(spec: JobSpec, bundle: AgentBundle): JobStagingArgs 
   return {
     specJson: specHasSecrets(spec) ? pulumi.secret(specJson) : specJson,
     spec: jobLayout(spec).spec,
+    staleKeys: launchRecordKeys(spec),
     agent: agentBundleLocation(spec.outputs.prefix, bundle.sha256),
     agentSha256: bundle.sha256,
     agentBundlePath: bundle.path,
@@ -69,7 +72,9 @@ export function stagingArgs(spec: JobSpec, bundle: AgentBundle): JobStagingArgs 
 export function declareJob(input: JobSpec, opts: DeclareJobOptions): JobOutputs {
   // Validate again: a spec built by hand in a program gets the same checks, before any resource exists.
   const bundle = readAgentBundle(opts.agentBundlePath);
-  const spec = withAgent(parseJobSpec(input), bundle);
+  // Each launch gets its own nonce (the driver sets one per attempt; each `pulumi up` of index.ts is a new launch):
+  // status and markers carry it, so those left by an earlier launch under the same job id are never taken for ours.
+  const spec = withAgent({ ...parseJobSpec(input), launchId: input.launchId ?? randomUUID() }, bundle);
   const secret = specHasSecrets(spec);
   // Refuse what cannot run on AWS before anything is staged.
   const plan = opts.platform === "aws" ? planAwsJob(spec) : undefined;
@@ -86,6 +91,7 @@ export function declareJob(input: JobSpec, opts: DeclareJobOptions): JobOutputs 
     );
     return {
       instanceId: local.instanceId,
+      launchId: pulumi.output(spec.launchId!),
       markerUrl: local.markerUrl,
       region: pulumi.output(spec.instance.region),
       specUrl: staging.specUrl,
@@ -95,6 +101,7 @@ export function declareJob(input: JobSpec, opts: DeclareJobOptions): JobOutputs 
   const job = new AwsJob("job", { spec, plan, startAfter: [staging], profilePropagationSeconds: opts.profilePropagationSeconds });
   return {
     instanceId: job.instanceId,
+    launchId: pulumi.output(spec.launchId!),
     roleArn: job.roleArn,
     markerUrl: job.markerUrl,
     region: job.region,

@@ -22,6 +22,11 @@ export interface StagingInputs {
   region: string;
   /** Legacy bucket names (capitals, underscores) only work path-style. */
   pathStyle: boolean;
+  /**
+   * Control objects an earlier launch under the same job id may have left (marker, status, provenance, logs): removed
+   * before the spec is staged, so nothing of that launch can be read as this one's.
+   */
+  staleKeys: string[];
 }
 
 export interface StagingOutputs extends StagingInputs {
@@ -66,6 +71,11 @@ const stagingProvider: pulumi.dynamic.ResourceProvider<StagingInputs, StagingOut
       agentUploaded = true;
     }
 
+    const { DeleteObjectCommand } = require("@aws-sdk/client-s3") as typeof import("@aws-sdk/client-s3");
+    for (const key of inputs.staleKeys ?? []) {
+      await s3.send(new DeleteObjectCommand({ Bucket: inputs.specBucket, Key: key }));
+    }
+
     const spec = Buffer.from(inputs.specJson, "utf8");
     await s3.send(
       new PutObjectCommand({
@@ -102,6 +112,8 @@ const stagingProvider: pulumi.dynamic.ResourceProvider<StagingInputs, StagingOut
 export interface JobStagingArgs {
   specJson: pulumi.Input<string>;
   spec: S3Location;
+  /** Keys in the spec's bucket to delete before staging (control objects of an earlier launch). */
+  staleKeys: string[];
   agent: S3Location;
   agentSha256: string;
   agentBundlePath: string;
@@ -134,6 +146,7 @@ export function stagingInputs(args: JobStagingArgs): pulumi.Inputs {
     agentBundlePath: args.agentBundlePath,
     region: args.region,
     pathStyle: needsPathStyle(args.spec.bucket),
+    staleKeys: args.staleKeys,
     specUrl: undefined,
     agentUrl: formatS3Url(args.agent),
     agentUploaded: undefined,

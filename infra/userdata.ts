@@ -6,7 +6,7 @@
  * shell-quoted variables at the top, so no value can change what the script does.
  */
 import { gzipSync } from "node:zlib";
-import { formatS3Url, joinKey } from "../job/s3url";
+import { formatS3Url } from "../job/s3url";
 import { jobLayout } from "../job/layout";
 import type { AgentStatus, CompletionMarker } from "../job/records";
 import type { JobSpec } from "../job/spec";
@@ -15,12 +15,18 @@ import type { JobSpec } from "../job/spec";
 export const USER_DATA_LIMIT_BYTES = 16 * 1024;
 
 export const BOOTSTRAP_LOG_PATH = "/var/log/cloudcompute.log";
-/** Where the bootstrap log is uploaded when bootstrap fails, next to the agent's own log. */
-export const BOOTSTRAP_LOG_NAME = "bootstrap.log";
 
 /** Placeholders the script fills in at run time; they only ever receive sanitised text. */
 const NOW = "@NOW@";
 const MESSAGE = "@MESSAGE@";
+const INSTANCE = "@INSTANCE@";
+
+/**
+ * Minutes the instance may spend booting (package installs, Docker start, agent download) before the agent's own
+ * runtime clock starts. The watchdog allows this on top of max runtime + grace, so it never cuts a job short that the
+ * agent would still let run; the driver allows the same before the first heartbeat.
+ */
+export const BOOT_ALLOWANCE_MINUTES = 15;
 
 /** Where the script works on the instance. Tests run the script elsewhere; real jobs use the defaults. */
 export interface BootstrapHost {
@@ -48,6 +54,8 @@ function failureMarker(spec: JobSpec, reason: CompletionMarker["reason"], phase:
   const marker: CompletionMarker = {
     apiVersion: "cloudcompute/v1",
     jobId: spec.jobId,
+    launchId: spec.launchId,
+    instanceId: INSTANCE,
     subject: spec.subject,
     outcome: "failed",
     phase,
@@ -63,6 +71,9 @@ function failureMarker(spec: JobSpec, reason: CompletionMarker["reason"], phase:
 function bootingStatus(spec: JobSpec): string {
   const status: AgentStatus = {
     jobId: spec.jobId,
+    launchId: spec.launchId,
+    instanceId: INSTANCE,
+    booting: true,
     phase: "starting",
     updatedAt: NOW,
     startedAt: NOW,
@@ -78,17 +89,19 @@ export function bootstrapVariables(spec: JobSpec, host: BootstrapHost = INSTANCE
   const layout = jobLayout(spec);
   return {
     JOB_ID: spec.jobId,
+    // Only markers of this launch count: one left by an earlier launch under the same job id says nothing of this one.
+    LAUNCH_ID: spec.launchId ?? "",
     REGION: spec.instance.region,
     SPEC_URL: formatS3Url(layout.spec),
     AGENT_URL: spec.agent.url,
     AGENT_SHA256: spec.agent.sha256,
     MARKER_URL: formatS3Url(layout.marker),
     STATUS_URL: formatS3Url(layout.status),
-    BOOTSTRAP_LOG_URL: formatS3Url({ bucket: layout.control.bucket, key: joinKey(layout.control.key, BOOTSTRAP_LOG_NAME) }),
+    BOOTSTRAP_LOG_URL: formatS3Url(layout.bootstrapLog),
     RUNTIME: spec.container.runtime,
     GPUS: String(spec.container.gpus),
     // The agent stops the container at max runtime; this is the backstop if anything (agent included) hangs.
-    WATCHDOG_MINUTES: String(spec.limits.maxRuntimeMinutes + spec.limits.graceMinutes),
+    WATCHDOG_MINUTES: String(BOOT_ALLOWANCE_MINUTES + spec.limits.maxRuntimeMinutes + spec.limits.graceMinutes),
     BOOTSTRAP_FAILED_MARKER: failureMarker(spec, "bootstrap-failed", "bootstrap"),
     AGENT_CRASHED_MARKER: failureMarker(spec, "internal-error", undefined),
     BOOTING_STATUS: bootingStatus(spec),
@@ -122,6 +135,7 @@ fill() {
   message=$(printf '%s' "$2" | tr -cd 'A-Za-z0-9 ._:()/=-')
   text="\${text//${NOW}/"$(now)"}"
   text="\${text//${MESSAGE}/"$message"}"
+  text="\${text//${INSTANCE}/"$INSTANCE_ID"}"
   printf '%s' "$text"
 }
 
@@ -143,8 +157,19 @@ power_off() {
   systemctl poweroff || poweroff
 }
 
-# Without ListBucket a missing object reads as an error, which is what we test for.
-marker_exists() { aws s3 cp --only-show-errors "$MARKER_URL" - > /dev/null 2>&1; }
+# This launch's instance id, from IMDSv2 (empty off EC2): markers and status name it.
+imds_instance_id() {
+  local token
+  token=$(curl -sf --max-time 2 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token) &&
+    curl -sf --max-time 2 -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id
+}
+INSTANCE_ID=$(imds_instance_id | tr -cd 'a-z0-9-' || true)
+
+# A marker counts only if it is this launch's: one left under the same job id by an earlier launch does not.
+# (Without ListBucket a missing object reads as an error, which counts as no marker.)
+marker_exists() {
+  aws s3 cp --only-show-errors "$MARKER_URL" - 2> /dev/null | grep -q "\\"launchId\\": *\\"$LAUNCH_ID\\""
+}
 
 upload_bootstrap_log() { aws s3 cp --only-show-errors "$LOG_FILE" "$BOOTSTRAP_LOG_URL" || true; }
 
@@ -214,7 +239,8 @@ STEP="run agent"
 trap - ERR
 set +e
 log "starting the agent"
-"$NODE" "$AGENT_DIR/agent.js" --spec "$SPEC_URL"
+# --no-poweroff: this script powers off, after it has checked for the agent's marker (no race with a crash marker).
+"$NODE" "$AGENT_DIR/agent.js" --spec "$SPEC_URL" --no-poweroff
 agent_exit=$?
 log "agent exited with code $agent_exit"
 # The agent writes its own marker, also on failure; a crash before that must not leave the job without one.

@@ -36,6 +36,8 @@ export interface JobLayout {
   provenance: S3Location;
   /** The completion marker, written last by the agent. */
   marker: S3Location;
+  /** The instance's bootstrap log, uploaded by the user-data when bootstrap fails. */
+  bootstrapLog: S3Location;
 }
 
 export function jobLayout(spec: Pick<JobSpec, "jobId" | "subject" | "outputs">): JobLayout {
@@ -50,7 +52,14 @@ export function jobLayout(spec: Pick<JobSpec, "jobId" | "subject" | "outputs">):
     log: controlKey("agent.log"),
     provenance: controlKey("provenance.json"),
     marker: controlKey("marker.json"),
+    bootstrapLog: controlKey("bootstrap.log"),
   };
+}
+
+/** Keys of what a launch writes to the job's private area (all but spec.json): stale once a new launch starts. */
+export function launchRecordKeys(spec: Pick<JobSpec, "jobId" | "subject" | "outputs">): string[] {
+  const layout = jobLayout(spec);
+  return [layout.marker, layout.status, layout.provenance, layout.log, layout.bootstrapLog].map((loc) => loc.key);
 }
 
 /** Where a content-addressed agent bundle lives under an output prefix. Shared by all jobs writing there. */

@@ -23,6 +23,7 @@ import type { AgentStatus, CompletionMarker } from "../job/records";
 import { parseJobSpec } from "../job/spec";
 import { newBucket, sharedMoto, testS3 } from "./support/fixtures";
 import { CLI, withoutSdkNoise } from "./support/driver-env";
+import { startFaultProxy } from "./support/fault-proxy";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "cc-driver-unit-"));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -249,6 +250,7 @@ describe("driver: waiting for the marker (moto S3, scripted platform and clock)"
       outputs: { prefix: `s3://${bucket}/out` },
       limits,
       instance: { type: "m5.large", region: "us-east-1" },
+      launchId: `launch-${Math.floor(Math.random() * 1e9)}`,
     });
   }
   const put = (key: string, body: unknown) => testS3().send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: JSON.stringify(body) }));
@@ -258,6 +260,7 @@ describe("driver: waiting for the marker (moto S3, scripted platform and clock)"
   const marker = (spec: ReturnType<typeof job>, outcome: "succeeded" | "failed"): CompletionMarker => ({
     apiVersion: "cloudcompute/v1",
     jobId: spec.jobId,
+    launchId: spec.launchId,
     subject: spec.subject,
     outcome,
     message: outcome,
@@ -275,7 +278,7 @@ describe("driver: waiting for the marker (moto S3, scripted platform and clock)"
       spec,
       platform: platform(async () => {
         polls++;
-        if (polls === 1) await put(layout.status.key, { jobId: spec.jobId, phase: "inputs", updatedAt: "t1", startedAt: "t0", phases: {} });
+        if (polls === 1) await put(layout.status.key, { jobId: spec.jobId, launchId: spec.launchId, phase: "inputs", updatedAt: "t1", startedAt: "t0", phases: {} });
         if (polls === 3) await put(layout.marker.key, marker(spec, "succeeded"));
         return { alive: true };
       }),
@@ -317,7 +320,7 @@ describe("driver: waiting for the marker (moto S3, scripted platform and clock)"
 
   it("fails on a stale heartbeat, judged by when the driver saw the status change", async () => {
     const spec = job({ maxRuntimeMinutes: 600, graceMinutes: 10, heartbeatTimeoutSeconds: 30 });
-    await put(jobLayout(spec).status.key, { jobId: spec.jobId, phase: "run", updatedAt: "frozen", startedAt: "t0", phases: {} });
+    await put(jobLayout(spec).status.key, { jobId: spec.jobId, launchId: spec.launchId, phase: "run", updatedAt: "frozen", startedAt: "t0", phases: {} });
     let clock = 0;
     const result = await waitForCompletion({
       spec,
@@ -346,6 +349,92 @@ describe("driver: waiting for the marker (moto S3, scripted platform and clock)"
     });
     expect(result.kind).to.equal("max-runtime");
   });
+
+  it("ignores a marker and status left by an earlier launch under the same job id", async () => {
+    const spec = job();
+    const layout = jobLayout(spec);
+    // An earlier launch of this job id succeeded; this launch will fail.
+    await put(layout.marker.key, { ...marker(spec, "succeeded"), launchId: "launch-earlier" });
+    await put(layout.status.key, { jobId: spec.jobId, launchId: "launch-earlier", phase: "done", updatedAt: "old", startedAt: "t0", phases: {} });
+    const seen: string[] = [];
+    let polls = 0;
+    const result = await waitForCompletion({
+      spec,
+      platform: platform(async () => {
+        if (++polls === 4) await put(layout.marker.key, marker(spec, "failed"));
+        return { alive: true };
+      }),
+      instanceId: "i-7",
+      startedAt: Date.now(),
+      signal: new AbortController().signal,
+      progress: { ...quiet, status: (s) => seen.push(s.phase) },
+    });
+    expect(result.kind === "marker" && result.marker.outcome).to.equal("failed");
+    expect(seen).to.deep.equal([]);
+  });
+
+  it("does not act on a marker that is not a valid marker (a forged or foreign shape)", async () => {
+    const spec = job();
+    const layout = jobLayout(spec);
+    await put(layout.marker.key, { launchId: spec.launchId, outcome: "succeeded" });
+    let polls = 0;
+    const result = await waitForCompletion({
+      spec,
+      platform: platform(async () => {
+        if (++polls === 3) await put(layout.marker.key, marker(spec, "failed"));
+        return { alive: true };
+      }),
+      instanceId: "i-8",
+      startedAt: Date.now(),
+      signal: new AbortController().signal,
+      progress: quiet,
+    });
+    expect(result.kind === "marker" && result.marker.outcome).to.equal("failed");
+  });
+
+  for (const mode of ["http-503", "http-500", "reset"] as const) {
+    it(`rides out an S3 outage (${mode} for every read) and an EC2 poll error, then takes the real marker`, async () => {
+      const spec = job({ maxRuntimeMinutes: 600, graceMinutes: 10, heartbeatTimeoutSeconds: 120 });
+      const layout = jobLayout(spec);
+      await put(layout.status.key, { jobId: spec.jobId, launchId: spec.launchId, phase: "run", updatedAt: "t1", startedAt: "t0", phases: {} });
+      const proxy = await startFaultProxy(process.env.AWS_ENDPOINT_URL!);
+      const saved = process.env.AWS_ENDPOINT_URL;
+      process.env.AWS_ENDPOINT_URL = proxy.endpoint;
+      const notes: string[] = [];
+      let clock = 0;
+      let polls = 0;
+      try {
+        proxy.set(mode);
+        const result = await waitForCompletion({
+          spec,
+          platform: platform(async () => {
+            polls++;
+            // 50 s per poll by the driver's clock: five polls of outage outlast the boot allowance + heartbeat timeout.
+            clock += 50_000;
+            if (polls === 2) throw Object.assign(new Error("Rate exceeded"), { name: "RequestLimitExceeded" });
+            if (polls >= 6) {
+              proxy.set("pass");
+              await put(layout.status.key, { jobId: spec.jobId, launchId: spec.launchId, phase: "outputs", updatedAt: `t${polls}`, startedAt: "t0", phases: {} });
+            }
+            if (polls === 8) await put(layout.marker.key, marker(spec, "succeeded"));
+            return { alive: true };
+          }),
+          instanceId: "i-9",
+          startedAt: 0,
+          signal: new AbortController().signal,
+          progress: { ...quiet, note: (line) => notes.push(line) },
+          now: () => clock,
+        });
+        expect(result.kind === "marker" && result.marker.outcome, JSON.stringify(result)).to.equal("succeeded");
+        expect(proxy.faults).to.be.greaterThan(0);
+        expect(notes.some((n) => /could not read the completion marker, retrying/.test(n))).to.equal(true);
+        expect(notes.some((n) => /could not read the compute's state, retrying: Rate exceeded/.test(n))).to.equal(true);
+      } finally {
+        process.env.AWS_ENDPOINT_URL = saved;
+        await proxy.close();
+      }
+    });
+  }
 
   it("stops at once when interrupted", async () => {
     const controller = new AbortController();

@@ -145,7 +145,7 @@ describe("infra: the AWS resources of a job (mocked Pulumi)", () => {
       expect(recorded.one(INSTANCE).inputs.vpcSecurityGroupIds).to.deep.equal(["sg-0123456789abcdef0"]);
     });
 
-    it("has no key pair, terminates on shutdown and requires IMDSv2 with hop limit 2", () => {
+    it("has no key pair, terminates on shutdown and requires IMDSv2 with hop limit 1 (containers cannot reach the role)", () => {
       const instance = recorded.one(INSTANCE).inputs;
       expect(instance).not.to.have.property("keyName");
       expect(recorded.ofType("aws:ec2/keyPair:KeyPair")).to.have.length(0);
@@ -153,7 +153,7 @@ describe("infra: the AWS resources of a job (mocked Pulumi)", () => {
       expect(instance.metadataOptions).to.deep.equal({
         httpEndpoint: "enabled",
         httpTokens: "required",
-        httpPutResponseHopLimit: 2,
+        httpPutResponseHopLimit: 1,
         instanceMetadataTags: "disabled",
       });
     });

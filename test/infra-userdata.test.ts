@@ -12,7 +12,7 @@ import * as path from "node:path";
 import { gunzipSync } from "node:zlib";
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { withAgent } from "../infra";
-import { encodeUserData, renderUserData, shellQuote, USER_DATA_LIMIT_BYTES, INSTANCE_HOST } from "../infra/userdata";
+import { BOOT_ALLOWANCE_MINUTES, encodeUserData, renderUserData, shellQuote, USER_DATA_LIMIT_BYTES, INSTANCE_HOST } from "../infra/userdata";
 import { jobLayout } from "../job/layout";
 import { formatS3Url } from "../job/s3url";
 import type { CompletionMarker } from "../job/records";
@@ -62,7 +62,7 @@ describe("infra: user-data rendering", () => {
       });
 
       it("arms the watchdog for max runtime + grace and logs to the console and a file", () => {
-        expect(script).to.contain(`WATCHDOG_MINUTES='${spec.limits.maxRuntimeMinutes + spec.limits.graceMinutes}'`);
+        expect(script).to.contain(`WATCHDOG_MINUTES='${BOOT_ALLOWANCE_MINUTES + spec.limits.maxRuntimeMinutes + spec.limits.graceMinutes}'`);
         expect(script).to.contain("LOG_FILE='/var/log/cloudcompute.log'");
         expect(script).to.contain("CONSOLE='/dev/console'");
         expect(script).to.contain(`GPUS='${spec.container.gpus}'`);
@@ -123,8 +123,17 @@ if [ "$(basename "$0")" = dnf ]; then exit "\${CC_TEST_DNF_EXIT:-0}"; fi
 exit 0
 `;
 const STAND_INS = ["systemd-run", "systemctl", "shutdown", "poweroff", "dnf", "docker", "nvidia-smi"];
+/** IMDSv2 as curl sees it: a token for the PUT, the instance id for the GET (CC_TEST_INSTANCE_ID; none: unreachable). */
+const IMDS_CURL = `#!/bin/bash
+[ -n "\${CC_TEST_INSTANCE_ID:-}" ] || exit 7
+case "$*" in
+  *api/token*) echo token ;;
+  *instance-id*) echo "$CC_TEST_INSTANCE_ID" ;;
+  *) exit 22 ;;
+esac
+`;
 /** Real tools the script uses; PATH holds only these and the stand-ins, so nothing on this machine leaks in. */
-const REAL_TOOLS = ["date", "tr", "tee", "sleep", "install", "sha256sum", "cat", "basename", "mkdir", "rm", "env", "uname", "dirname", "readlink", "ls"];
+const REAL_TOOLS = ["date", "tr", "tee", "grep", "sleep", "install", "sha256sum", "cat", "basename", "mkdir", "rm", "env", "uname", "dirname", "readlink", "ls"];
 
 describe("infra: user-data run against moto S3 (real AWS CLI and Node)", function () {
   this.timeout(120_000);
@@ -151,6 +160,8 @@ process.exit(Number(process.env.CC_TEST_AGENT_EXIT || 0));
       writeFileSync(path.join(bin, name), RECORDER);
       chmodSync(path.join(bin, name), 0o755);
     }
+    writeFileSync(path.join(bin, "curl"), IMDS_CURL);
+    chmodSync(path.join(bin, "curl"), 0o755);
     // The Debian AWS CLI ignores AWS_ENDPOINT_URL: the wrapper passes the endpoint as a flag.
     writeFileSync(path.join(bin, "aws"), `#!/bin/bash\nexec /usr/bin/aws --endpoint-url "$CC_TEST_ENDPOINT" "$@"\n`);
     chmodSync(path.join(bin, "aws"), 0o755);
@@ -221,7 +232,7 @@ process.exit(Number(process.env.CC_TEST_AGENT_EXIT || 0));
   }
 
   function jobFor(jobId: string, changes: Parameters<typeof kwykSpec>[0] = {}, sha = AGENT_SHA): JobSpec {
-    return staged(kwykSpec({ jobId, outputs: { prefix: `s3://${BUCKET}/kwyk` }, ...changes }), sha);
+    return { ...staged(kwykSpec({ jobId, outputs: { prefix: `s3://${BUCKET}/kwyk` }, ...changes }), sha), launchId: `launch-${jobId}` };
   }
 
   it("success: watchdog first, Docker started, agent run with the spec URL, status written, no marker, power off", async () => {
@@ -229,16 +240,16 @@ process.exit(Number(process.env.CC_TEST_AGENT_EXIT || 0));
     const run = await runBootstrap(spec);
     expect(run.status, run.log).to.equal(0);
     expect(run.calls[0]).to.equal(
-      `systemd-run --unit=cloudcompute-watchdog --on-active=250min --timer-property=AccuracySec=1s /usr/bin/systemctl poweroff --force`,
+      `systemd-run --unit=cloudcompute-watchdog --on-active=265min --timer-property=AccuracySec=1s /usr/bin/systemctl poweroff --force`,
     );
     expect(run.calls).to.include("systemctl enable --now docker");
     expect(run.calls).to.include("docker info");
     expect(run.calls.some((c) => c.startsWith("dnf"))).to.equal(false); // node, aws and docker are present
     expect(run.calls.some((c) => c.startsWith("nvidia-smi"))).to.equal(false);
-    expect(run.agentArgs).to.deep.equal(["--spec", formatS3Url(jobLayout(spec).spec)]);
+    expect(run.agentArgs).to.deep.equal(["--spec", formatS3Url(jobLayout(spec).spec), "--no-poweroff"]);
     expect(run.calls[run.calls.length - 1]).to.equal("systemctl poweroff");
     const status = JSON.parse((await readObject(jobLayout(spec).status.key))!);
-    expect(status).to.include({ jobId: "job-ok", phase: "starting" });
+    expect(status).to.include({ jobId: "job-ok", launchId: "launch-job-ok", phase: "starting", booting: true, instanceId: "" });
     expect(Date.parse(status.updatedAt)).to.be.a("number").and.not.NaN;
     expect(await readObject(jobLayout(spec).marker.key)).to.equal(undefined);
   });
@@ -278,7 +289,7 @@ process.exit(Number(process.env.CC_TEST_AGENT_EXIT || 0));
   it("an agent that dies without a marker gets an internal-error marker", async () => {
     const spec = jobFor("job-crash");
     const run = await runBootstrap(spec, { CC_TEST_AGENT_EXIT: "3" });
-    expect(run.agentArgs).to.have.length(2);
+    expect(run.agentArgs).to.have.length(3);
     const marker: CompletionMarker = JSON.parse((await readObject(jobLayout(spec).marker.key))!);
     expect(marker).to.include({ outcome: "failed", reason: "internal-error" });
     expect(marker).not.to.have.property("phase");
@@ -286,12 +297,22 @@ process.exit(Number(process.env.CC_TEST_AGENT_EXIT || 0));
     expect(run.calls[run.calls.length - 1]).to.equal("systemctl poweroff");
   });
 
+  it("a marker left by an earlier launch under the same job id does not stop the crash marker of this one", async () => {
+    const spec = jobFor("job-reused");
+    const old = JSON.stringify({ apiVersion: "cloudcompute/v1", jobId: "job-reused", launchId: "launch-earlier", outcome: "succeeded" }, null, 2);
+    await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: jobLayout(spec).marker.key, Body: old }));
+    const run = await runBootstrap(spec, { CC_TEST_AGENT_EXIT: "3", CC_TEST_INSTANCE_ID: "i-0123456789abcdef0" });
+    expect(run.agentArgs).to.have.length(3);
+    const marker: CompletionMarker = JSON.parse((await readObject(jobLayout(spec).marker.key))!);
+    expect(marker).to.include({ outcome: "failed", reason: "internal-error", launchId: "launch-job-reused", instanceId: "i-0123456789abcdef0" });
+  });
+
   it("an agent's own failure marker is left as it wrote it", async () => {
     const spec = jobFor("job-failed");
-    const own = JSON.stringify({ outcome: "failed", reason: "container-failed", written: "by the agent" });
+    const own = JSON.stringify({ launchId: spec.launchId, outcome: "failed", reason: "container-failed", written: "by the agent" }, null, 2);
     await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: jobLayout(spec).marker.key, Body: own }));
     const run = await runBootstrap(spec, { CC_TEST_AGENT_EXIT: "1" });
-    expect(run.agentArgs).to.have.length(2);
+    expect(run.agentArgs).to.have.length(3);
     expect(await readObject(jobLayout(spec).marker.key)).to.equal(own);
   });
 

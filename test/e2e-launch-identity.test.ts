@@ -1,0 +1,99 @@
+/**
+ * One job id, one launch (real Pulumi engine, moto, runtime none): a job id is never launched twice — not by a
+ * second run on this machine, not by a second driver on another machine sharing the backend — and nothing an earlier
+ * launch left under a job id (marker, status, logs) is ever taken for the new launch's outcome.
+ */
+import { expect } from "chai";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { pathToFileURL } from "node:url";
+import { GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
+import type { JobResult } from "../driver/run";
+import { DriverSandbox, localJobConfig, startDriverSandbox } from "./support/driver-env";
+
+describe("driver end to end: launch identity (real Pulumi engine, moto)", function () {
+  this.timeout(10 * 60_000);
+  let sandbox: DriverSandbox;
+  let ok: string;
+  let slow: string;
+  let failing: string;
+  const SUBJECT = "NDARINV0000AAAA";
+  const key = (jobId: string, name: string) => `results/_cloudcompute/${jobId}/${name}`;
+  const s3Text = async (k: string) => {
+    try {
+      return await (await sandbox.s3.send(new GetObjectCommand({ Bucket: sandbox.bucket, Key: k }))).Body!.transformToString();
+    } catch (err) {
+      if ((err as { name?: string }).name === "NoSuchKey") return undefined;
+      throw err;
+    }
+  };
+  const config = (name: string, script: string) =>
+    sandbox.writeConfig(name, localJobConfig(sandbox, { image: "unused", runtime: "none", command: ["sh", "-c", script, "sh", "{input}", "{output}"] }));
+
+  before(async () => {
+    sandbox = await startDriverSandbox({ CLOUDCOMPUTE_POLL_MS: "300" });
+    await sandbox.seed([SUBJECT]);
+    ok = config("ok.yaml", 'cp "$1" "$2/t1.nii"');
+    slow = config("slow.yaml", 'sleep 8; cp "$1" "$2/t1.nii"');
+    failing = config("failing.yaml", "echo broken >&2; exit 4");
+  });
+  after(async () => {
+    await sandbox?.stop();
+  });
+
+  it("refuses a job id that was launched before (exit 2), leaving the earlier job's stack and record as they were", async () => {
+    const jobId = "job-reused-id-1";
+    const first = await sandbox.run(["--config", ok, "--subject", SUBJECT, "--job-id", jobId, "--json"]);
+    expect(first.code, first.stderr).to.equal(0);
+    const historyBefore = sandbox.stackHistory(jobId).length;
+    const recordBefore = fs.readFileSync(path.join(sandbox.home, "jobs", `${jobId}.json`), "utf8");
+
+    const again = await sandbox.run(["--config", failing, "--subject", SUBJECT, "--job-id", jobId, "--json"]);
+    expect(again.code, again.stderr).to.equal(2);
+    expect(again.stderr).to.match(new RegExp(`job id "${jobId}" was used before`));
+    expect(sandbox.stackHistory(jobId).length).to.equal(historyBefore);
+    expect(fs.readFileSync(path.join(sandbox.home, "jobs", `${jobId}.json`), "utf8")).to.equal(recordBefore);
+  });
+
+  it("a second driver on another machine (same backend, its own job index) is refused while the first runs; the first succeeds", async () => {
+    const jobId = "job-two-drivers-1";
+    const first = sandbox.run(["--config", slow, "--subject", SUBJECT, "--job-id", jobId, "--json"]);
+    // Wait until the first driver's stack exists in the shared backend.
+    const stackFile = path.join(sandbox.home, "state", ".pulumi", "stacks", "cloudcompute", `${jobId}.json`);
+    for (let i = 0; i < 300 && !fs.existsSync(stackFile); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(fs.existsSync(stackFile), "the first driver's stack").to.equal(true);
+
+    const otherHome = fs.mkdtempSync(path.join(os.tmpdir(), "cc-other-machine-"));
+    try {
+      const backend = pathToFileURL(path.join(sandbox.home, "state")).href;
+      const second = await sandbox.run(["--config", failing, "--subject", SUBJECT, "--job-id", jobId, "--backend", backend, "--json"], {
+        extraEnv: { CLOUDCOMPUTE_HOME: otherHome },
+      });
+      expect(second.code, second.stderr).to.equal(2);
+      expect(second.stderr).to.match(new RegExp(`job id "${jobId}" already has a stack`));
+      expect(fs.existsSync(path.join(otherHome, "jobs", `${jobId}.json`)), "no record on the second machine").to.equal(false);
+    } finally {
+      fs.rmSync(otherHome, { recursive: true, force: true });
+    }
+    const res = await first;
+    expect(res.code, res.stderr).to.equal(0);
+    expect((JSON.parse(res.stdout) as JobResult).outcome).to.equal("succeeded");
+  });
+
+  it("an earlier launch's success marker and logs under the job id are removed and never taken: a failing job exits 1", async () => {
+    const jobId = "job-stale-marker-1";
+    const stale = { apiVersion: "cloudcompute/v1", jobId, launchId: "launch-earlier-one", subject: SUBJECT, outcome: "succeeded", message: "old", finishedAt: "2026-01-01T00:00:00Z", outputs: { prefix: "s3://x/", count: 1, bytes: 1, partial: false }, timings: {} };
+    for (const [name, body] of [["marker.json", JSON.stringify(stale)], ["status.json", JSON.stringify({ ...stale, phase: "done", updatedAt: "x", startedAt: "x", phases: {} })], ["bootstrap.log", "old boot"]]) {
+      await sandbox.s3.send(new PutObjectCommand({ Bucket: sandbox.bucket, Key: key(jobId, name), Body: body }));
+    }
+    const res = await sandbox.run(["--config", failing, "--subject", SUBJECT, "--job-id", jobId, "--json"]);
+    expect(res.code, res.stderr).to.equal(1);
+    const result = JSON.parse(res.stdout) as JobResult;
+    expect(result.reason).to.equal("container-failed");
+    const marker = JSON.parse((await s3Text(key(jobId, "marker.json")))!);
+    expect(marker.outcome).to.equal("failed");
+    expect(marker.launchId).to.be.a("string").and.not.equal("launch-earlier-one");
+    expect(await s3Text(key(jobId, "bootstrap.log")), "the earlier launch's bootstrap log").to.equal(undefined);
+  });
+});
