@@ -178,7 +178,7 @@ export function buildParser(args: string[]): Argv {
     .command("gc", "Destroy stacks holding resources whose driver is gone; report cloudcompute instances no stack owns", (y) => y.options({ "dry-run": { type: "boolean", default: false }, aws: { type: "boolean", default: false, describe: "Also look for orphaned EC2 instances (needs AWS credentials)" }, json: { type: "boolean", default: false }, backend: SPEC_OPTIONS.backend }), async (argv) => {
       const report = await gc({ dryRun: Boolean(argv["dry-run"]), aws: Boolean(argv.aws), backend: argv.backend, log: (line) => process.stderr.write(`${line}\n`) });
       if (argv.json) printJson(report);
-      else process.stderr.write(`gc: ${report.destroyed.length} stack(s) ${argv["dry-run"] ? "to destroy" : "destroyed"}, ${report.failed.length} failed, ${report.orphans.length} orphaned instance(s)\n`);
+      else process.stderr.write(`gc: ${report.destroyed.length} stack(s) ${argv["dry-run"] ? "to destroy" : "destroyed"}, ${report.failed.length} failed, ${report.leftAlone.length} left alone (owner not provably gone), ${report.orphans.length} orphaned instance(s)\n`);
       if (report.failed.length > 0) exitCode = ExitCode.infra;
     })
     .epilogue(

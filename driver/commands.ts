@@ -3,14 +3,15 @@ import { LocalWorkspace } from "@pulumi/pulumi/automation";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseS3Url } from "../job/s3url";
-import type { AgentStatus, CompletionMarker } from "../job/records";
+import { parseAgentStatus, parseCompletionMarker, type AgentStatus, type CompletionMarker } from "../job/records";
 import { BadInputError, errorMessage } from "./errors";
 import { engineEnv, findPulumi, openJobStack, PROJECT_NAME, resourceCount } from "./engine";
-import { isProcessAlive, JobRecord, latestJob, listJobRecords, readJobRecord, updateJobRecord } from "./jobindex";
+import { JobRecord, latestJob, listJobRecords, readJobRecord, recordOwner, updateJobRecord } from "./jobindex";
+import { describeOwner, Owner, ownerFromTags, ownerState } from "./owner";
 import { cloudcomputeHome } from "./paths";
 import { awsPlatform, Orphan } from "./platform";
 import { formatBytes } from "./progress";
-import { readJson, readText } from "./s3";
+import { readRecord, readText } from "./s3";
 import { teardown } from "./run";
 import { jobListTable, table } from "./summary";
 import { sleep } from "./wait";
@@ -32,10 +33,10 @@ export interface JobStatusReport {
 export async function jobStatus(jobId?: string): Promise<JobStatusReport> {
   const record = jobRecordFor(jobId);
   const [status, marker] = await Promise.all([
-    readJson<AgentStatus>(parseS3Url(record.statusUrl)).catch(() => undefined),
-    readJson<CompletionMarker>(parseS3Url(record.markerUrl)).catch(() => undefined),
+    readRecord(parseS3Url(record.statusUrl), parseAgentStatus).catch(() => undefined),
+    readRecord(parseS3Url(record.markerUrl), parseCompletionMarker).catch(() => undefined),
   ]);
-  return { record, driverAlive: isProcessAlive(record.driverPid), status, marker };
+  return { record, driverAlive: ownerState(recordOwner(record)) === "alive", status, marker };
 }
 
 export function formatStatus(report: JobStatusReport): string {
@@ -109,18 +110,23 @@ export async function backendStacks(backend?: string): Promise<Array<{ name: str
  */
 export async function cancelJob(jobId: string, log: (line: string) => void, backend?: string): Promise<void> {
   const record = readJobRecord(jobId);
-  if (record?.driverPid && isProcessAlive(record.driverPid) && record.driverPid !== process.pid) {
-    log(`interrupting driver pid ${record.driverPid} of ${jobId}; it destroys the job's resources`);
-    process.kill(record.driverPid, "SIGINT");
+  const owner = record && recordOwner(record);
+  // Only a driver proven alive (same host, same PID start time) is signalled: a reused PID belongs to somebody else.
+  if (owner && ownerState(owner) === "alive" && owner.pid !== process.pid) {
+    const pid = owner.pid!;
+    log(`interrupting driver pid ${pid} of ${jobId}; it destroys the job's resources`);
+    process.kill(pid, "SIGINT");
     const deadline = Date.now() + 10 * 60_000;
-    while (isProcessAlive(record.driverPid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
-    if (!isProcessAlive(record.driverPid)) {
+    while (ownerState(owner) === "alive" && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+    if (ownerState(owner) !== "alive") {
       log(`driver finished: ${readJobRecord(jobId)?.state ?? "unknown"}`);
       return;
     }
     log("the driver did not finish within 10 minutes: destroying from here");
   }
   const stack = await openJobStack({ jobId, backend: backend ?? record?.backend, mustExist: true });
+  const tagged = ownerFromTags(await stack.listTags().catch(() => ({})));
+  if (!owner && tagged && ownerState(tagged) === "unknown") log(`${jobId} belongs to ${describeOwner(tagged)}; destroying it from here as asked`);
   try {
     await stack.cancel(); // clears a lock left by a killed driver; harmless when there is none
   } catch {
@@ -134,7 +140,18 @@ export async function cancelJob(jobId: string, log: (line: string) => void, back
 export interface GcReport {
   destroyed: string[];
   failed: Array<{ jobId: string; error: string }>;
+  /** Stacks holding resources whose owner cannot be proven gone (another host's driver, or no owner recorded). */
+  leftAlone: Array<{ jobId: string; owner: string }>;
   orphans: Orphan[];
+}
+
+/** A stack's owner: from the local record, else from the stack's tags (a driver on another machine). */
+async function stackOwner(jobId: string, backend: string | undefined): Promise<Partial<Owner> | undefined> {
+  const record = readJobRecord(jobId);
+  const fromRecord = record && recordOwner(record);
+  if (fromRecord) return fromRecord;
+  const stack = await openJobStack({ jobId, backend, mustExist: true });
+  return ownerFromTags(await stack.listTags());
 }
 
 /**
@@ -142,12 +159,19 @@ export interface GcReport {
  * stack owns (not terminated here: their job id tag tells the user which job to look at).
  */
 export async function gc(options: { dryRun: boolean; backend?: string; aws: boolean; log: (line: string) => void }): Promise<GcReport> {
-  const report: GcReport = { destroyed: [], failed: [], orphans: [] };
+  const report: GcReport = { destroyed: [], failed: [], leftAlone: [], orphans: [] };
   const stacks = await backendStacks(options.backend);
   for (const stack of stacks) {
     if (!stack.resourceCount) continue;
-    const record = readJobRecord(stack.name);
-    if (record && record.driverPid && isProcessAlive(record.driverPid)) continue; // still being worked on
+    // With a shared backend, other machines' running jobs are listed too: destroy only what is provably abandoned.
+    const owner = await stackOwner(stack.name, options.backend).catch(() => undefined);
+    const state = ownerState(owner);
+    if (state === "alive") continue; // still being worked on
+    if (state === "unknown") {
+      report.leftAlone.push({ jobId: stack.name, owner: describeOwner(owner) });
+      options.log(`left alone: ${stack.name} (${stack.resourceCount} resources) belongs to ${describeOwner(owner)}, which this machine cannot prove gone; ` + `cancel it explicitly with  npm run job -- cancel ${stack.name}`);
+      continue;
+    }
     if (options.dryRun) {
       options.log(`would destroy ${stack.name} (${stack.resourceCount} resources)`);
       report.destroyed.push(stack.name);
@@ -161,8 +185,11 @@ export async function gc(options: { dryRun: boolean; backend?: string; aws: bool
     }
   }
   if (options.aws) {
-    const owned = new Set(listJobRecords().filter((r) => r.instanceId && ["creating", "running", "destroying"].includes(r.state) && isProcessAlive(r.driverPid)).map((r) => r.instanceId!));
-    report.orphans = await awsPlatform.findOrphans(owned);
+    const records = listJobRecords();
+    const owned = new Set(records.filter((r) => r.instanceId && ["creating", "running", "destroying"].includes(r.state) && ownerState(recordOwner(r)) !== "dead").map((r) => r.instanceId!));
+    // Every region a job of this machine ran in, not just the default one.
+    const regions = new Set(records.filter((r) => r.platform === "aws" && r.region).map((r) => r.region!));
+    report.orphans = await awsPlatform.findOrphans(owned, regions);
     if (report.orphans.length > 0) {
       options.log(`instances tagged by cloudcompute with no live stack:\n${table(["INSTANCE", "JOB", "STATE", "LAUNCHED"], report.orphans.map((o) => [o.instanceId, o.jobId ?? "", o.state ?? "", o.launchedAt ?? ""]))}`);
     }

@@ -5,6 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import type { Owner } from "./owner";
 import { jobIndexDir } from "./paths";
 
 export type JobState = "creating" | "running" | "destroying" | "succeeded" | "failed" | "interrupted" | "error";
@@ -19,6 +20,11 @@ export interface JobRecord {
   endedAt?: string;
   /** The driver process working on the job while it runs: `cancel` signals it, `gc` checks it is alive. */
   driverPid?: number;
+  /** Its host and start time: a PID alone may have been reused by another process (driver/owner.ts). */
+  driverHost?: string;
+  driverPidStart?: string;
+  /** The region of the job's compute: `gc --aws` looks for orphaned instances in every recorded region. */
+  region?: string;
   markerUrl: string;
   resultsUrl: string;
   statusUrl: string;
@@ -96,4 +102,9 @@ export function isProcessAlive(pid: number | undefined): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === "EPERM";
   }
+}
+
+/** The owner of a job as its record names it. */
+export function recordOwner(record: JobRecord): Partial<Owner> | undefined {
+  return record.driverPid ? { host: record.driverHost, pid: record.driverPid, pidStart: record.driverPidStart } : undefined;
 }

@@ -22,6 +22,7 @@ export interface ComputeState {
 }
 
 export interface Orphan {
+  region: string;
   instanceId: string;
   jobId?: string;
   state?: string;
@@ -49,7 +50,7 @@ export interface Platform {
   /** What `--dry-run` shows about the compute besides the spec and stack name. */
   render(spec: JobSpec, agentBundlePath: string): Record<string, unknown>;
   /** Compute started by cloudcompute that no live stack owns. */
-  findOrphans(ownedInstanceIds: ReadonlySet<string>): Promise<Orphan[]>;
+  findOrphans(ownedInstanceIds: ReadonlySet<string>, regions?: ReadonlySet<string>): Promise<Orphan[]>;
 }
 
 function commandExists(command: string): boolean {
@@ -171,8 +172,8 @@ export const awsPlatform: Platform = {
       userDataLimitBytes: USER_DATA_LIMIT_BYTES,
     };
   },
-  async findOrphans(owned) {
-    const regions = new Set([process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || "us-east-1"]);
+  async findOrphans(owned, recorded = new Set()) {
+    const regions = new Set([...recorded, process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || "us-east-1"]);
     const orphans: Orphan[] = [];
     for (const region of regions) {
       let token: string | undefined;
@@ -189,6 +190,7 @@ export const awsPlatform: Platform = {
         for (const instance of (res.Reservations ?? []).flatMap((r) => r.Instances ?? [])) {
           if (!instance.InstanceId || owned.has(instance.InstanceId)) continue;
           orphans.push({
+            region,
             instanceId: instance.InstanceId,
             jobId: instance.Tags?.find((t) => t.Key === JOB_TAG)?.Value,
             state: instance.State?.Name,

@@ -14,6 +14,7 @@ import { declareJob, readAgentBundle, withAgent } from "../infra/index";
 import { BadInputError, errorMessage, ExitCode, InfraError, InterruptedError } from "./errors";
 import { explainEngineError, findPulumi, openJobStack, resourceCount } from "./engine";
 import { JobRecord, readJobRecord, writeJobRecord } from "./jobindex";
+import { currentOwner, ownerTags } from "./owner";
 import { backendUrl } from "./paths";
 import { Platform, platformNamed } from "./platform";
 import { createProgress, Progress } from "./progress";
@@ -117,6 +118,7 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
     );
   }
 
+  const owner = currentOwner();
   const record: JobRecord = {
     jobId: spec.jobId,
     subject: spec.subject,
@@ -124,7 +126,10 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
     backend: backendUrl(resolved.backend),
     state: "creating",
     createdAt: new Date(t0).toISOString(),
-    driverPid: process.pid,
+    driverPid: owner.pid,
+    driverHost: owner.host,
+    driverPidStart: owner.pidStart,
+    region: spec.instance.region,
     markerUrl: base.markerUrl,
     resultsUrl: base.resultsUrl,
     statusUrl: formatS3Url(layout.status),
@@ -155,6 +160,8 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
       },
     });
     writeJobRecord(record);
+    // The owner goes into the backend too: gc and cancel on any machine sharing it can tell whose job this is.
+    for (const [tag, value] of Object.entries(ownerTags(owner))) await stack.setTag(tag, value);
     await installPlugins(stack, platform);
     // The AWS provider reads its region from stack config; the local platform declares no AWS provider resource.
     if (platform.name === "aws") await stack.setConfig("aws:region", { value: spec.instance.region });
@@ -235,6 +242,8 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
     state: result.outcome === "succeeded" ? "succeeded" : result.outcome === "interrupted" ? "interrupted" : result.outcome === "failed" ? "failed" : "error",
     endedAt: new Date(computeEndedAt).toISOString(),
     driverPid: undefined,
+    driverHost: undefined,
+    driverPidStart: undefined,
     reason: result.reason,
     message: result.message,
     exitCode: result.exitCode,

@@ -5,12 +5,15 @@
  * `up` (`cancel` clears it), a frozen agent (stale heartbeat), a lost agent retried with `--retries`, and `gc`.
  */
 import { expect } from "chai";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
+import { pathToFileURL } from "node:url";
 import type { JobRecord } from "../driver/jobindex";
 import { descendantsOf } from "../infra/local";
 import type { JobResult } from "../driver/run";
-import { DriverSandbox, localJobConfig, processAlive as alive, startDriverSandbox } from "./support/driver-env";
+import { DriverSandbox, localJobConfig, processAlive as alive, pulumiBinary, startDriverSandbox } from "./support/driver-env";
 
 /** Live processes whose working directory is inside `dir` (the agent and the job it runs, for a local job). */
 function processesIn(dir: string): number[] {
@@ -44,7 +47,7 @@ describe("driver recovery end to end (real Pulumi engine, moto, real agent)", fu
   this.timeout(15 * 60_000);
   let sandbox: DriverSandbox;
   let config: string;
-  const SUBJECTS = ["sub-killed", "sub-locked", "sub-frozen", "sub-retried", "sub-gc"];
+  const SUBJECTS = ["sub-killed", "sub-locked", "sub-frozen", "sub-retried", "sub-gc", "sub-other-host"];
 
   const records = () => sandbox.records();
   async function waitForRecord(predicate: (r: JobRecord) => boolean, what: string): Promise<JobRecord> {
@@ -183,6 +186,59 @@ describe("driver recovery end to end (real Pulumi engine, moto, real agent)", fu
     expect(firstRecord.reason).to.equal("instance-lost");
     expect(records().find((r) => r.jobId === result.jobId)?.retryOf).to.equal(first.jobId);
     for (const jobId of result.attempts) expectNothingLeft(jobId);
+  });
+
+  it("`gc` leaves alone a stack owned by a driver on another host (shared backend), by record or by stack tags; `cancel` still cleans it up", async () => {
+    let driver = 0;
+    const running = sandbox.run(["--config", config, "--subject", "sub-other-host"], { onSpawn: (c) => (driver = c.pid!) });
+    const rec = await waitForRecord((r) => r.subject === "sub-other-host" && r.state === "running", "sub-other-host to run");
+    process.kill(driver, "SIGKILL");
+    await running;
+    // As another machine's job looks from here: its record names another host...
+    fs.writeFileSync(path.join(sandbox.home, "jobs", `${rec.jobId}.json`), JSON.stringify({ ...rec, driverHost: "lab-machine-2" }));
+    const byRecord = await sandbox.run(["gc", "--json"]);
+    expect(byRecord.code, byRecord.stderr).to.equal(0);
+    expect(JSON.parse(byRecord.stdout).destroyed).to.deep.equal([]);
+    expect(JSON.parse(byRecord.stdout).leftAlone.map((l: { jobId: string }) => l.jobId)).to.deep.equal([rec.jobId]);
+    expect(byRecord.stderr).to.include("lab-machine-2");
+    // ...or there is no local record at all and only the stack's tags in the backend say whose it is.
+    fs.rmSync(path.join(sandbox.home, "jobs", `${rec.jobId}.json`));
+    const tagged = spawnSync(pulumiBinary(), ["stack", "tag", "set", "cloudcompute:owner-host", "lab-machine-2", "--stack", rec.jobId], {
+      cwd: path.join(sandbox.home, "work", rec.jobId),
+      env: { ...process.env, PULUMI_BACKEND_URL: pathToFileURL(path.join(sandbox.home, "state")).href, PULUMI_CONFIG_PASSPHRASE: "", PULUMI_SKIP_UPDATE_CHECK: "true" },
+      encoding: "utf8",
+    });
+    expect(tagged.status, tagged.stderr).to.equal(0);
+    const byTags = await sandbox.run(["gc", "--json"]);
+    expect(JSON.parse(byTags.stdout).destroyed).to.deep.equal([]);
+    expect(JSON.parse(byTags.stdout).leftAlone.map((l: { jobId: string }) => l.jobId)).to.deep.equal([rec.jobId]);
+    expect(resourcesOf(rec.jobId)).to.be.greaterThan(0);
+    const cancel = await sandbox.run(["cancel", rec.jobId]);
+    expect(cancel.code, cancel.stderr).to.equal(0);
+    expect(resourcesOf(rec.jobId)).to.equal(0);
+    for (const pid of processesIn(localDir(rec.jobId))) expect(alive(pid), `process ${pid}`).to.equal(false);
+  });
+
+  it("`cancel` never signals a process that only reuses a dead driver's PID (start time differs)", async () => {
+    const sleeper = spawn("sleep", ["60"], { stdio: "ignore" });
+    try {
+      const jobId = "job-sub-reused-pid-20261128T000000000Z";
+      const forged: Partial<JobRecord> = {
+        jobId, subject: "sub-reused-pid", platform: "local", backend: "file:///nowhere", state: "running", createdAt: new Date().toISOString(),
+        driverPid: sleeper.pid, driverHost: os.hostname(), driverPidStart: "1", markerUrl: "s3://cc-study/m", resultsUrl: "s3://cc-study/r/", statusUrl: "s3://cc-study/s", logUrl: "s3://cc-study/l",
+      };
+      fs.mkdirSync(path.join(sandbox.home, "jobs"), { recursive: true });
+      fs.writeFileSync(path.join(sandbox.home, "jobs", `${jobId}.json`), JSON.stringify(forged));
+      const cancel = await sandbox.run(["cancel", jobId]);
+      expect(cancel.stderr).not.to.include("interrupting driver");
+      expect(sleeper.exitCode, "the sleeper was signalled").to.equal(null);
+      expect(alive(sleeper.pid!)).to.equal(true);
+      const status = await sandbox.run(["status", jobId]);
+      expect(status.stdout).to.include("is gone");
+    } finally {
+      sleeper.kill("SIGKILL");
+      fs.rmSync(path.join(sandbox.home, "jobs", "job-sub-reused-pid-20261128T000000000Z.json"), { force: true });
+    }
   });
 
   it("`gc` destroys stacks whose driver is gone and leaves finished ones alone", async () => {
