@@ -12,7 +12,10 @@ import type { CompletionMarker } from "../job/records";
 import { joinKey, parseS3Url } from "../job/s3url";
 import { API_VERSION, parseJobSpec, type JobSpec } from "../job/spec";
 import { errorMessage, JobFailure } from "./errors";
-import { instanceInfo } from "./instance";
+import { instanceInfo, spotInterruptionNotice, type SpotNotice } from "./instance";
+
+/** EC2 gives a spot instance two minutes' notice: looking every 5 s leaves the agent most of them to stop cleanly. */
+const SPOT_NOTICE_POLL_MS = Number(process.env.CLOUDCOMPUTE_SPOT_POLL_MS ?? 5000);
 import { runJob } from "./run";
 import { putJson } from "./report";
 import { withRetries } from "./retry";
@@ -108,11 +111,26 @@ export async function main(argv: string[]): Promise<number> {
       setTimeout(powerOff, ms).unref();
     }
     // A shutdown (spot interruption, watchdog, operator) sends SIGTERM: stop the container and still write a marker.
+    // A spot interruption says so (the driver retries only those), whether its notice or the SIGTERM comes first.
     const stop = new AbortController();
-    const onSignal = (signal: NodeJS.Signals) =>
-      stop.abort(new JobFailure("internal-error", `the agent received ${signal}: the machine is shutting down or the job was cancelled`));
+    const spotStop = (notice: SpotNotice, how: string) =>
+      stop.abort(new JobFailure("spot-interrupted", `EC2 interrupts this spot instance (${notice.action} at ${notice.time}; ${how})`));
+    const onSignal = async (signal: NodeJS.Signals) => {
+      const notice = await spotInterruptionNotice(500);
+      if (notice) spotStop(notice, `the agent received ${signal}`);
+      else stop.abort(new JobFailure("internal-error", `the agent received ${signal}: the machine is shutting down or the job was cancelled`));
+    };
     process.once("SIGTERM", onSignal);
     process.once("SIGINT", onSignal);
+    // Off EC2 there is no notice to wait for: only an instance with an id in its metadata is watched.
+    const onEc2 = (await instanceInfo(500)).id !== undefined;
+    const watchSpot = setInterval(async () => {
+      if (!onEc2) return;
+      const notice = await spotInterruptionNotice(500);
+      if (notice && !stop.signal.aborted) spotStop(notice, "noticed from the instance metadata");
+    }, SPOT_NOTICE_POLL_MS);
+    watchSpot.unref();
+    stop.signal.addEventListener("abort", () => clearInterval(watchSpot), { once: true });
     const { marker } = await runJob(spec, {
       signal: stop.signal,
       workdir: args.workdir ?? defaultWorkdir(spec.jobId),
@@ -120,6 +138,7 @@ export async function main(argv: string[]): Promise<number> {
       logIntervalMs: args["log-interval"] * 1000,
       echo: true,
     });
+    clearInterval(watchSpot);
     process.stderr.write(`cloudcompute agent: ${marker.outcome}${marker.reason ? ` (${marker.reason})` : ""}: ${marker.message}\n`);
     return marker.outcome === "succeeded" ? 0 : 1;
   } catch (err) {

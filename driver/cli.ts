@@ -41,7 +41,7 @@ const SPEC_OPTIONS = {
 const RUN_OPTIONS = {
   "dry-run": { type: "boolean", default: false, describe: "Validate and render the spec, stack name and user-data; create nothing" },
   json: { type: "boolean", default: false, describe: "Print one JSON result on stdout (progress stays on stderr)" },
-  retries: { type: "number", default: 0, describe: "Retry a job whose compute ended without a marker (spot interruption); the last retry is on-demand" },
+  retries: { type: "number", default: 0, describe: "Retry a spot-interrupted job, or one whose instance EC2 lost (Server.* reasons); never other failures. The last retry is on-demand" },
   "price-per-hour": { type: "number", describe: "USD/hour for the cost estimate instead of the built-in on-demand/spot price" },
   verbose: { type: "boolean", default: false, describe: "Show the Pulumi engine's output" },
   "subjects-file": { type: "string", describe: "Batch: run one job per subject listed in this file (one per line or first CSV column)" },

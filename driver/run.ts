@@ -82,11 +82,20 @@ export async function runJobWithRetries(resolved: ResolvedJob, options: RunOptio
     const result = await runJob({ ...resolved, spec: attemptSpec }, { ...options, attempt, retryOf: attempts[0] });
     attempts.push(result.jobId);
     result.attempts = [...attempts];
-    const lost = result.reason === "spot-interrupted" || result.reason === "instance-lost";
-    if (!lost || isLast || options.signal.aborted) return result;
+    if (!isRetryable(result) || isLast || options.signal.aborted) return result;
     (options.stream ?? process.stderr).write(`[${result.jobId}] ${result.reason}: retrying (${attempt}/${retries})\n`);
     spec = attemptSpec;
   }
+}
+
+/**
+ * Worth another attempt: a spot interruption (the agent's marker or EC2's state reason says so) or an instance EC2
+ * itself lost (a `Server.*` state reason). A failure the job would meet again — a bad input, a failing container, an
+ * agent that died for no reason anyone names — is not retried: that only pays for the same failure twice.
+ */
+export function isRetryable(result: Pick<JobResult, "reason" | "message">): boolean {
+  if (result.reason === "spot-interrupted") return true;
+  return result.reason === "instance-lost" && /\(Server\.[A-Za-z]+/.test(result.message);
 }
 
 export async function runJob(resolved: ResolvedJob, options: RunOptions): Promise<JobResult> {

@@ -13,6 +13,7 @@ import { jobLayout } from "../job/layout";
 import type { CompletionMarker } from "../job/records";
 import { parseJobSpec, serialiseJobSpec } from "../job/spec";
 import { getJson, makeAbcdArchive, newBucket, put, sharedMoto, testS3 } from "./support/fixtures";
+import { startFakeImds } from "./support/imds";
 import { podmanAvailable, podmanTestEnv } from "./support/podman";
 
 const execFileAsync = promisify(execFile);
@@ -99,7 +100,7 @@ describe("agent bundle (dist/agent.js) end to end", function () {
   }
 
   /** A podman job over input `url`, its spec written where the agent reads it; returns the spec and its S3 URL. */
-  async function stagedSpec(seed: Awaited<ReturnType<typeof seededBucket>>, job: { jobId: string; subject: string; url: string; command: string[]; prefix: string }) {
+  async function stagedSpec(seed: Awaited<ReturnType<typeof seededBucket>>, job: { jobId: string; subject: string; url: string; command: string[]; prefix: string; launchId?: string }) {
     const spec = parseJobSpec({
       apiVersion: "cloudcompute/v1",
       jobId: job.jobId,
@@ -108,10 +109,22 @@ describe("agent bundle (dist/agent.js) end to end", function () {
       container: { image: seed.image, runtime: "podman", command: job.command },
       outputs: { prefix: job.prefix },
       instance: { type: "m5.large", region: "us-east-1" },
+      launchId: job.launchId,
     });
     const layout = jobLayout(spec);
     await put(seed.s3, seed.bucket, layout.spec.key, serialiseJobSpec(spec));
     return { spec, layout, specUrl: `s3://${seed.bucket}/${layout.spec.key}` };
+  }
+
+  /** Resolve once the job's container really runs. */
+  async function waitForContainer(jobId: string, env: NodeJS.ProcessEnv): Promise<void> {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const { stdout } = await execFileAsync("podman", ["ps", "--filter", `name=cloudcompute-${jobId}`, "--format", "{{.Names}}"], { env });
+      if (stdout.trim()) return;
+      if (Date.now() > deadline) throw new Error("the container never started");
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
 
   it("runs a job from a spec in S3, exits 0 with a success marker; a bad job exits 1 with a failure marker", async function () {
@@ -142,7 +155,38 @@ describe("agent bundle (dist/agent.js) end to end", function () {
     }
   });
 
-  it("on SIGTERM (shutdown, spot interruption) kills the container, writes a failure marker and exits 1", async function () {
+  for (const how of ["SIGTERM after the notice", "the notice alone"] as const) {
+    it(`a spot interruption (${how}) is reported as spot-interrupted with this launch's ids, the container stopped`, async function () {
+      const seed = await seededBucket(this, `cc-spot-${how.length}`, "NDARINVSPOT0001");
+      const imdsServer = await startFakeImds();
+      try {
+        const env = { ...seed.env, CLOUDCOMPUTE_IMDS_ENDPOINT: imdsServer.endpoint, CLOUDCOMPUTE_SPOT_POLL_MS: "300" };
+        const { spec, layout, specUrl } = await stagedSpec(seed, {
+          jobId: `job-spot-${how.length}-${process.pid}`,
+          subject: "NDARINVSPOT0001",
+          url: seed.archiveUrl,
+          command: ["sh", "-c", "echo started; sleep 300"],
+          prefix: `s3://${seed.bucket}/out`,
+          launchId: "launch-spot-test-1",
+        });
+        const child = execFile(process.execPath, [bundle, "--spec", specUrl, "--workdir", path.join(dir, `work-spot-${how.length}`), "--no-poweroff", "--status-interval", "1"], { env });
+        const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+        await waitForContainer(spec.jobId, env);
+        imdsServer.interrupt();
+        if (how === "SIGTERM after the notice") child.kill("SIGTERM");
+        expect(await exited).to.equal(1);
+        const marker = await getJson<CompletionMarker>(seed.s3, seed.bucket, layout.marker.key);
+        expect(marker).to.include({ outcome: "failed", reason: "spot-interrupted", phase: "run", launchId: "launch-spot-test-1", instanceId: imdsServer.instanceId });
+        expect(marker.message).to.match(/interrupts this spot instance \(terminate at /);
+        const { stdout } = await execFileAsync("podman", ["ps", "-a", "--filter", `name=cloudcompute-${spec.jobId}`, "--format", "{{.Names}}"], { env });
+        expect(stdout.trim(), "container left behind").to.equal("");
+      } finally {
+        await imdsServer.close();
+      }
+    });
+  }
+
+  it("on SIGTERM without a spot notice (shutdown, cancel) kills the container, writes an internal-error marker and exits 1", async function () {
     const seed = await seededBucket(this, "cc-term", "NDARINVTERM0001");
     const { env } = seed;
     const { spec, layout, specUrl } = await stagedSpec(seed, {
@@ -155,17 +199,11 @@ describe("agent bundle (dist/agent.js) end to end", function () {
     const child = execFile(process.execPath, [bundle, "--spec", specUrl, "--workdir", path.join(dir, "work-term"), "--no-poweroff", "--status-interval", "1"], { env });
     const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
     // Wait until the container is really running, then stop the agent the way a shutting-down machine does.
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      const { stdout } = await execFileAsync("podman", ["ps", "--filter", `name=cloudcompute-${spec.jobId}`, "--format", "{{.Names}}"], { env });
-      if (stdout.trim()) break;
-      if (Date.now() > deadline) throw new Error("the container never started");
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    await waitForContainer(spec.jobId, env);
     child.kill("SIGTERM");
     expect(await exited).to.equal(1);
     const marker = await getJson<CompletionMarker>(seed.s3, seed.bucket, layout.marker.key);
-    expect(marker.outcome).to.equal("failed");
+    expect(marker).to.include({ outcome: "failed", reason: "internal-error" });
     expect(marker.message).to.match(/SIGTERM/);
     const { stdout } = await execFileAsync("podman", ["ps", "-a", "--filter", `name=cloudcompute-${spec.jobId}`, "--format", "{{.Names}}"], { env });
     expect(stdout.trim(), "container left behind").to.equal("");

@@ -17,6 +17,7 @@ import { createProgress } from "../driver/progress";
 import { latestJob, listJobRecords, readJobRecord, writeJobRecord, JobRecord } from "../driver/jobindex";
 import { explainEngineError } from "../driver/engine";
 import { waitForCompletion } from "../driver/wait";
+import { isRetryable } from "../driver/run";
 import type { Platform } from "../driver/platform";
 import { jobLayout } from "../job/layout";
 import type { AgentStatus, CompletionMarker } from "../job/records";
@@ -450,5 +451,17 @@ describe("driver: waiting for the marker (moto S3, scripted platform and clock)"
     // The poll interval (60 s) is the test's whole timeout: only an immediate stop passes.
     const err = await waiting.then(() => undefined, (e: unknown) => e);
     expect(err).to.be.instanceOf(InterruptedError);
+  });
+});
+
+describe("driver: what --retries retries", () => {
+  it("retries spot interruptions and instances EC2 says it lost, nothing else", () => {
+    expect(isRetryable({ reason: "spot-interrupted", message: "failed in phase run (spot-interrupted): EC2 interrupts this spot instance" })).to.equal(true);
+    expect(isRetryable({ reason: "instance-lost", message: "the compute ended without a completion marker: terminated (Server.InternalError: Internal error on launch)" })).to.equal(true);
+    expect(isRetryable({ reason: "instance-lost", message: "the compute ended without a completion marker: the agent process has exited" })).to.equal(false);
+    expect(isRetryable({ reason: "instance-lost", message: "the compute ended without a completion marker: terminated (Client.UserInitiatedShutdown: User initiated shutdown)" })).to.equal(false);
+    for (const reason of ["container-failed", "missing-input", "heartbeat-lost", "max-runtime", "internal-error", "up-failed", undefined]) {
+      expect(isRetryable({ reason, message: "x" }), String(reason)).to.equal(false);
+    }
   });
 });

@@ -13,6 +13,7 @@ import { pathToFileURL } from "node:url";
 import type { JobRecord } from "../driver/jobindex";
 import { descendantsOf } from "../infra/local";
 import type { JobResult } from "../driver/run";
+import { startFakeImds } from "./support/imds";
 import { DriverSandbox, localJobConfig, processAlive as alive, pulumiBinary, startDriverSandbox } from "./support/driver-env";
 
 /** Live processes whose working directory is inside `dir` (the agent and the job it runs, for a local job). */
@@ -47,7 +48,7 @@ describe("driver recovery end to end (real Pulumi engine, moto, real agent)", fu
   this.timeout(15 * 60_000);
   let sandbox: DriverSandbox;
   let config: string;
-  const SUBJECTS = ["sub-killed", "sub-locked", "sub-frozen", "sub-retried", "sub-gc", "sub-other-host"];
+  const SUBJECTS = ["sub-killed", "sub-locked", "sub-frozen", "sub-retried", "sub-lost", "sub-gc", "sub-other-host"];
 
   const records = () => sandbox.records();
   async function waitForRecord(predicate: (r: JobRecord) => boolean, what: string): Promise<JobRecord> {
@@ -166,26 +167,50 @@ describe("driver recovery end to end (real Pulumi engine, moto, real agent)", fu
     expect(alive(frozen)).to.equal(false);
   });
 
-  it("retries a job whose compute ended without a marker (--retries 1) and succeeds on the second attempt", async () => {
+  it("retries a spot-interrupted job (--retries 1) and succeeds on the second attempt", async () => {
+    const imds = await startFakeImds();
+    try {
+      const watcher = (async () => {
+        const first = await waitForRecord((r) => r.subject === "sub-retried" && r.state === "running", "first attempt to run");
+        await sleep(1000);
+        imds.interrupt(); // EC2's two-minute notice: the agent stops and reports spot-interrupted
+        await waitForRecord((r) => r.jobId === first.jobId && r.state !== "running", "first attempt to end");
+        imds.clear();
+        await waitForRecord((r) => r.subject === "sub-retried" && r.jobId !== first.jobId && r.state === "running", "second attempt to run");
+        release("sub-retried");
+        return first;
+      })();
+      const res = await sandbox.run(["--config", config, "--subject", "sub-retried", "--retries", "1", "--json"], {
+        extraEnv: { CLOUDCOMPUTE_IMDS_ENDPOINT: imds.endpoint, CLOUDCOMPUTE_SPOT_POLL_MS: "300" },
+      });
+      const first = await watcher;
+      expect(res.code, res.stderr).to.equal(0);
+      const result = JSON.parse(res.stdout) as JobResult;
+      expect(result.attempts).to.have.length(2);
+      expect(result.attempts[0]).to.equal(first.jobId);
+      expect(result.outcome).to.equal("succeeded");
+      const firstRecord = records().find((r) => r.jobId === first.jobId)!;
+      expect(firstRecord.reason).to.equal("spot-interrupted");
+      expect(records().find((r) => r.jobId === result.jobId)?.retryOf).to.equal(first.jobId);
+      for (const jobId of result.attempts) expectNothingLeft(jobId);
+    } finally {
+      await imds.close();
+    }
+  });
+
+  it("does not retry a compute that ended without a marker and without a cause EC2 names (--retries 1): exit 1, one attempt", async () => {
     const watcher = (async () => {
-      const first = await waitForRecord((r) => r.subject === "sub-retried" && r.state === "running", "first attempt to run");
+      const first = await waitForRecord((r) => r.subject === "sub-lost" && r.state === "running", "the job to run");
       await sleep(1000);
       for (const pid of processesIn(localDir(first.jobId))) process.kill(pid, "SIGKILL"); // the "instance" dies
-      await waitForRecord((r) => r.subject === "sub-retried" && r.jobId !== first.jobId && r.state === "running", "second attempt to run");
-      release("sub-retried");
-      return first;
     })();
-    const res = await sandbox.run(["--config", config, "--subject", "sub-retried", "--retries", "1", "--json"]);
-    const first = await watcher;
-    expect(res.code, res.stderr).to.equal(0);
+    const res = await sandbox.run(["--config", config, "--subject", "sub-lost", "--retries", "1", "--json"]);
+    await watcher;
+    expect(res.code, res.stderr).to.equal(1);
     const result = JSON.parse(res.stdout) as JobResult;
-    expect(result.attempts).to.have.length(2);
-    expect(result.attempts[0]).to.equal(first.jobId);
-    expect(result.outcome).to.equal("succeeded");
-    const firstRecord = records().find((r) => r.jobId === first.jobId)!;
-    expect(firstRecord.reason).to.equal("instance-lost");
-    expect(records().find((r) => r.jobId === result.jobId)?.retryOf).to.equal(first.jobId);
-    for (const jobId of result.attempts) expectNothingLeft(jobId);
+    expect(result.attempts).to.have.length(1);
+    expect(result.reason).to.equal("instance-lost");
+    expectNothingLeft(result.jobId);
   });
 
   it("`gc` leaves alone a stack owned by a driver on another host (shared backend), by record or by stack tags; `cancel` still cleans it up", async () => {
