@@ -4,7 +4,8 @@
  */
 import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream } from "node:fs";
+import { createReadStream, promises as fsp } from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import type { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -243,8 +244,12 @@ export interface RunResult extends ProcessResult {
   argv: string[];
 }
 
-/** Program and arguments for one run, and the environment to give the CLI (env values never appear in argv). */
-export function containerInvocation(opts: RunContainerOptions & { name: string }): { program: string; args: string[]; env: NodeJS.ProcessEnv } {
+/**
+ * Program and arguments for one run, and the environment to give the CLI. Env values never appear in argv, and
+ * never become the docker/podman CLI's own environment (a spec's PATH, DOCKER_HOST or LD_PRELOAD would change what
+ * the CLI does): they go through `envFile`, which the caller writes with `envFileText` and removes.
+ */
+export function containerInvocation(opts: RunContainerOptions & { name: string; envFile?: string }): { program: string; args: string[]; env: NodeJS.ProcessEnv } {
   const env = opts.env ?? {};
   const mounts = opts.mounts ?? [];
   const gpus = opts.gpus ?? 0;
@@ -264,15 +269,24 @@ export function containerInvocation(opts: RunContainerOptions & { name: string }
   }
   const args = ["run", "--rm", "--name", opts.name, "--pull=never", "-w", opts.workdir];
   for (const m of mounts) args.push("-v", `${m.host}:${m.container}${m.readOnly ? ":ro" : ""}`);
-  // `-e NAME` without a value makes the CLI read the value from its own environment: secrets stay out of argv.
-  for (const name of Object.keys(env)) args.push("-e", name);
+  if (Object.keys(env).length > 0) {
+    if (!opts.envFile) throw new Error("container env needs an env file");
+    args.push("--env-file", opts.envFile);
+  }
   if (gpus > 0) {
     if (opts.runtime === "docker") args.push("--gpus", String(gpus));
     else for (let i = 0; i < gpus; i++) args.push("--device", `nvidia.com/gpu=${i}`);
   }
   if (opts.entrypoint) args.push("--entrypoint", opts.entrypoint);
   args.push(opts.image, ...opts.command);
-  return { program: opts.runtime, args, env: { ...process.env, ...env } };
+  return { program: opts.runtime, args, env: process.env };
+}
+
+/** The env file docker and podman read (`NAME=value` per line; the spec refuses values with line breaks). */
+export function envFileText(env: Record<string, string>): string {
+  return Object.entries(env)
+    .map(([name, value]) => `${name}=${value}\n`)
+    .join("");
 }
 
 /**
@@ -281,7 +295,11 @@ export function containerInvocation(opts: RunContainerOptions & { name: string }
  */
 export async function runContainer(opts: RunContainerOptions): Promise<RunResult> {
   const name = opts.name ?? `cloudcompute-${randomBytes(6).toString("hex")}`;
-  const { program, args, env } = containerInvocation({ ...opts, name });
+  // Owner-only, and removed when the run ends (on EC2 the temporary directory is in memory).
+  const envDir = opts.env && Object.keys(opts.env).length > 0 && (opts.runtime === "docker" || opts.runtime === "podman") ? await fsp.mkdtemp(path.join(os.tmpdir(), "cc-env-")) : undefined;
+  const envFile = envDir && path.join(envDir, "container.env");
+  if (envFile) await fsp.writeFile(envFile, envFileText(opts.env!), { mode: 0o600 });
+  const { program, args, env } = containerInvocation({ ...opts, name, envFile });
   const started = Date.now();
   const isHostProcess = opts.runtime === "none" || opts.runtime === "apptainer";
   let timedOut = false;
@@ -320,5 +338,6 @@ export async function runContainer(opts: RunContainerOptions): Promise<RunResult
   } finally {
     if (timer) clearTimeout(timer);
     opts.signal?.removeEventListener("abort", onAbort);
+    if (envDir) await fsp.rm(envDir, { recursive: true, force: true });
   }
 }

@@ -11,6 +11,9 @@ import { normaliseSubject } from "./subject";
 
 export const API_VERSION = "cloudcompute/v1" as const;
 
+/** Job ids that would collide with the shared folders of the job area (`_cloudcompute/agent/`: the agent bundles). */
+export const RESERVED_JOB_IDS = ["agent", "subjects"];
+
 /** Where a file lives and how the agent may read it. */
 export const InputAccess = z.enum([
   /** An S3 object read with the instance role; the IAM policy grants GetObject on exactly this key. */
@@ -104,7 +107,10 @@ export const ContainerSpec = z
      */
     command: z.array(z.string()).default([]),
     entrypoint: z.string().min(1).optional(),
-    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "invalid environment variable name"), z.string()).default({}),
+    // Values go to the container through an env file (one line each): no line breaks.
+    env: z
+      .record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "invalid environment variable name"), z.string().regex(/^[^\r\n\0]*$/, "an environment value may not contain line breaks"))
+      .default({}),
     /** Number of GPUs to pass through (0: none). */
     gpus: z.number().int().min(0).max(16).default(0),
   })
@@ -159,7 +165,12 @@ export type AgentRef = z.infer<typeof AgentRef>;
 export const JobSpec = z
   .object({
     apiVersion: z.literal(API_VERSION),
-    jobId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, "expected a Pulumi-compatible stack name"),
+    jobId: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, "expected a Pulumi-compatible stack name")
+      .refine((id) => !RESERVED_JOB_IDS.includes(id.toLowerCase()), {
+        message: `${RESERVED_JOB_IDS.map((id) => `"${id}"`).join(", ")} are reserved: they name shared folders in the job area`,
+      }),
     subject: z.string().transform((value, ctx) => {
       try {
         return normaliseSubject(value);
@@ -180,8 +191,16 @@ export const JobSpec = z
      * by declareJob (random per `pulumi up`) when absent.
      */
     launchId: z.string().regex(/^[A-Za-z0-9-]{8,64}$/, "expected 8-64 letters, digits or '-'").optional(),
-    /** Free-form labels copied into tags and the provenance record. */
-    labels: z.record(z.string().regex(/^[A-Za-z0-9_.:/=+@-]{1,64}$/, "invalid label name"), z.string().max(256)).default({}),
+    /**
+     * Free-form labels copied into tags (EC2 and IAM) and the provenance record. IAM's tag rules are the stricter:
+     * keys up to 128 and values up to 256 characters of letters, digits, spaces and `_ . : / = + - @`.
+     */
+    labels: z
+      .record(
+        z.string().regex(/^[A-Za-z0-9_.:/=+@-]{1,128}$/, "invalid label name: 1-128 letters, digits or _ . : / = + - @"),
+        z.string().max(256, "a label value holds at most 256 characters").regex(/^[\p{L}\p{Z}\p{N}_.:/=+\-@]*$/u, "a label value may hold only letters, digits, spaces and _ . : / = + - @ (AWS tag rules)"),
+      )
+      .default({}),
   })
   .strict()
   .superRefine((spec, ctx) => {
@@ -245,18 +264,22 @@ export function serialiseJobSpec(spec: JobSpec): string {
   return JSON.stringify(spec, null, 2) + "\n";
 }
 
-/** Does the spec contain a secret (a presigned URL) that must be kept out of plain-text state and logs? */
+/**
+ * Does the spec contain a secret that must be kept out of plain-text state and logs? Presigned URLs, and container
+ * env values (tokens and keys are what people put there).
+ */
 export function specHasSecrets(spec: JobSpec): boolean {
-  return spec.inputs.some((input) => input.access === "presigned");
+  return spec.inputs.some((input) => input.access === "presigned") || Object.keys(spec.container.env).length > 0;
 }
 
-/** A copy of the spec safe to print or log: presigned URLs lose their query string (the signature). */
+/** A copy of the spec safe to print or log: presigned URLs lose their signature, env values are hidden. */
 export function redactSpec(spec: JobSpec): JobSpec {
   return {
     ...spec,
     inputs: spec.inputs.map((input) =>
       input.access === "presigned" ? { ...input, url: redactUrl(input.url) } : input,
     ),
+    container: { ...spec.container, env: Object.fromEntries(Object.keys(spec.container.env).map((name) => [name, "<redacted>"])) },
   };
 }
 

@@ -49,11 +49,13 @@ describe("agent command building", () => {
   });
   it("passes GPUs the way each runtime wants and keeps env values out of argv", () => {
     const base = { image: "img", command: ["x"], workdir: "/data", name: "n", env: { TOKEN: "s3cret" }, gpus: 2 };
-    const docker = containerInvocation({ ...base, runtime: "docker" });
+    const docker = containerInvocation({ ...base, runtime: "docker", envFile: "/run/x/container.env" });
     expect(docker.args.join(" ")).to.include("--gpus 2");
     expect(docker.args.join(" ")).to.not.include("s3cret");
-    expect(docker.env.TOKEN).to.equal("s3cret");
-    const podman = containerInvocation({ ...base, runtime: "podman" });
+    expect(docker.args.join(" ")).to.include("--env-file /run/x/container.env");
+    // The values reach the container through the file, never the CLI's own environment.
+    expect(docker.env.TOKEN).to.equal(undefined);
+    const podman = containerInvocation({ ...base, runtime: "podman", envFile: "/run/x/container.env" });
     expect(podman.args.filter((a) => a.startsWith("nvidia.com/gpu="))).to.deep.equal(["nvidia.com/gpu=0", "nvidia.com/gpu=1"]);
     const apptainer = containerInvocation({ ...base, runtime: "apptainer" });
     expect(apptainer.args).to.include("--nv");

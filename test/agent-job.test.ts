@@ -156,6 +156,15 @@ describe("agent jobs (moto S3 + podman)", function () {
     return stored;
   }
 
+  it("container env reaches the container but not the podman CLI (PATH, LD_PRELOAD, CONTAINERS_CONF in the spec)", async () => {
+    const env = { CC_TEST_MODE: "ok", PATH: "/nonexistent-bin", LD_PRELOAD: "/nonexistent/evil.so", CONTAINERS_CONF: "/nonexistent.conf", SECRET_VALUE: "s3cret value=with spaces" };
+    const spec = makeSpec("ok", { container: { image: podman.registryImage, runtime: "podman", command: ["/bin/sh", "-c", 'echo "$SECRET_VALUE|$PATH" > "$1/env.txt"', "job", "{output}"], env } });
+    const { result, layout } = await runTestJob(spec);
+    expect(result.marker.outcome, result.marker.message).to.equal("succeeded");
+    const seen = (await getBytes(s3, bucket, `${layout.results.key}env.txt`)).toString().trim();
+    expect(seen).to.equal("s3cret value=with spaces|/nonexistent-bin");
+  });
+
   it("succeeds: outputs verified in S3, provenance, status and log written, marker last", async () => {
     const spec = makeSpec("ok");
     const { result, writes, layout, workdir } = await runTestJob(spec);

@@ -75,6 +75,42 @@ describe("job model", () => {
     });
   });
 
+  describe("what the spec refuses or hides (issue #7)", () => {
+    const problemsOf = (changes: Record<string, unknown>): string[] => {
+      try {
+        parseJobSpec({ ...JSON.parse(serialiseJobSpec(kwykSpec())), ...changes });
+        return [];
+      } catch (err) {
+        return (err as JobSpecError).problems;
+      }
+    };
+
+    it("reserves the job ids that name shared folders of the job area (the agent bundles)", () => {
+      for (const id of ["agent", "AGENT", "subjects"]) expect(problemsOf({ jobId: id }).join(), id).to.match(/^jobId: .*reserved/);
+      expect(problemsOf({ jobId: "agent-1" })).to.deep.equal([]);
+    });
+
+    it("checks label names and values against AWS tag rules", () => {
+      expect(problemsOf({ labels: { study: "x".repeat(257) } }).join()).to.match(/labels\.study: a label value holds at most 256/);
+      expect(problemsOf({ labels: { study: "abcd;rm -rf" } }).join()).to.match(/labels\.study: a label value may hold only/);
+      expect(problemsOf({ labels: { ["k".repeat(129)]: "v" } }).join()).to.match(/^labels\.k{129}: /);
+      expect(problemsOf({ labels: { "cost-center": "NIMH grant R01-MH123456 / ABCD" } })).to.deep.equal([]);
+    });
+
+    it("refuses env values with line breaks (they travel in an env file)", () => {
+      const spec = JSON.parse(serialiseJobSpec(kwykSpec()));
+      expect(problemsOf({ container: { ...spec.container, env: { TOKEN: "a\nB=c" } } }).join()).to.match(/container\.env\.TOKEN: an environment value may not contain line breaks/);
+    });
+
+    it("treats env values as secrets: the spec goes secret into state, and printed specs hide the values", () => {
+      const spec = kwykSpec({ container: { env: { API_TOKEN: "tok-123456" } } });
+      expect(specHasSecrets(spec)).to.equal(true);
+      expect(specHasSecrets(kwykSpec())).to.equal(false);
+      expect(JSON.stringify(redactSpec(spec))).not.to.include("tok-123456");
+      expect(redactSpec(spec).container.env).to.deep.equal({ API_TOKEN: "<redacted>" });
+    });
+  });
+
   describe("layout and stack names", () => {
     it("makes job ids that are valid stack names and sort by time", () => {
       const early = makeJobId("NDARINV1A2B3C4D", new Date(Date.UTC(2026, 0, 2, 3, 4, 5, 6)));
