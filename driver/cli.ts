@@ -86,6 +86,8 @@ function interruptController(): AbortController {
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  // A closed terminal or ssh session: the same clean stop as Ctrl-C, not an exit that leaves the instance running.
+  process.on("SIGHUP", onSignal);
   return controller;
 }
 
@@ -208,7 +210,20 @@ function quietSdkNodeWarning(): void {
   });
 }
 
+/**
+ * Output to a reader that is gone (a batch parent killed, a closed pipe) must not kill the driver mid-job: EPIPE
+ * would otherwise end it before it destroys what it created. Such writes are dropped.
+ */
+function surviveClosedOutput(): void {
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code !== "EPIPE" && err.code !== "ERR_STREAM_DESTROYED") throw err;
+    });
+  }
+}
+
 export async function main(args: string[] = hideBin(process.argv)): Promise<number> {
+  surviveClosedOutput();
   silenceAwsSdkNodeNotice();
   quietSdkNodeWarning();
   const parser = buildParser(args) as Argv & { exitCode(): number };

@@ -46,6 +46,8 @@ export interface RunOptions {
   extraEnv?: Record<string, string>;
   /** Also show the CLI's stderr (progress, summary) live on ours. */
   echoStderr?: boolean;
+  /** Its own process group, as a terminal's foreground job is: signal `-pid` to reach it and its children at once. */
+  detached?: boolean;
 }
 
 export interface CliResult {
@@ -130,7 +132,7 @@ export async function startDriverSandbox(extraEnv: Record<string, string> = {}):
       return new Promise((resolve, reject) => {
         const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env, ...opts.extraEnv };
         delete childEnv.PULUMI_BACKEND_URL; // the sandbox's file backend under CLOUDCOMPUTE_HOME
-        const child = spawn(process.execPath, [CLI, ...args], { cwd: home, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
+        const child = spawn(process.execPath, [CLI, ...args], { cwd: home, env: childEnv, stdio: ["ignore", "pipe", "pipe"], detached: opts.detached });
         children.add(child);
         let stdout = "";
         let stderr = "";

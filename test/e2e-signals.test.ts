@@ -1,0 +1,117 @@
+/**
+ * Signals a driver meets in real use, end to end (real Pulumi engine, moto, runtime none): a terminal's Ctrl-C (to
+ * the whole foreground process group, so the engine gets it too) during `up` and while waiting, a hang-up (closed
+ * ssh session), and a batch whose parent is killed while its workers wait. Each must end with the job's resources
+ * destroyed — never an instance left running, never a pending create dropped from state.
+ */
+import { expect } from "chai";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import type { JobRecord } from "../driver/jobindex";
+import { DriverSandbox, localJobConfig, processAlive, startDriverSandbox } from "./support/driver-env";
+
+/** Live processes whose working directory is inside `dir` (a local job's agent and what it runs). */
+function processesIn(dir: string): number[] {
+  return fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e)).map(Number).filter((pid) => {
+    try {
+      return fs.readlinkSync(`/proc/${pid}/cwd`).startsWith(dir) && processAlive(pid);
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Is a `pulumi <operation>` of this stack running? */
+function engineRunning(operation: string, jobId: string): boolean {
+  return fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e)).some((pid) => {
+    try {
+      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      return path.basename(argv[0]) === "pulumi" && argv[1] === operation && argv.includes(jobId);
+    } catch {
+      return false;
+    }
+  });
+}
+
+async function waitFor(condition: () => boolean, what: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe("driver end to end: signals (real Pulumi engine, moto)", function () {
+  this.timeout(10 * 60_000);
+  let sandbox: DriverSandbox;
+  let config: string;
+  const SUBJECTS = ["sub-ctrlc-up", "sub-ctrlc-wait", "sub-hangup", "sub-orphaned-batch"];
+
+  async function waitForRecord(predicate: (r: JobRecord) => boolean, what: string, timeoutMs = 120_000): Promise<JobRecord> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = sandbox.records().find(predicate);
+      if (found) return found;
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  function expectNothingLeft(jobId: string): void {
+    expect(sandbox.stackResources(jobId), `resources left in ${jobId}`).to.equal(0);
+    expect(processesIn(path.join(sandbox.home, "local", jobId)), "agent processes left").to.deep.equal([]);
+    const state = JSON.parse(JSON.stringify(sandbox.pulumiJson(jobId, ["stack", "export"])));
+    expect(state.deployment.pending_operations ?? [], "pending operations in state").to.deep.equal([]);
+  }
+
+  before(async () => {
+    sandbox = await startDriverSandbox({ CLOUDCOMPUTE_POLL_MS: "300" });
+    await sandbox.seed(SUBJECTS);
+    config = sandbox.writeConfig("signals.yaml", localJobConfig(sandbox, { image: "none", runtime: "none", command: ["sh", "-c", 'sleep 20; cp "$1" "$2/"', "sh", "{input}", "{output}"] }));
+  });
+  after(async () => {
+    for (const r of sandbox?.records() ?? []) for (const pid of processesIn(path.join(sandbox.home, "local", r.jobId))) process.kill(pid, "SIGKILL");
+    await sandbox?.stop();
+  });
+
+  for (const [subject, when] of [
+    ["sub-ctrlc-up", "during up"],
+    ["sub-ctrlc-wait", "while waiting"],
+  ] as const) {
+    it(`a terminal Ctrl-C ${when} (SIGINT to the driver's whole process group, engine included) ends in a clean destroy, exit 130`, async () => {
+      let group = 0;
+      const running = sandbox.run(["--config", config, "--subject", subject, "--json"], { detached: true, onSpawn: (c) => (group = c.pid!) });
+      const rec = await waitForRecord((r) => r.subject === subject && r.state === (when === "during up" ? "creating" : "running"), `${subject} ${when}`);
+      if (when === "during up") await waitFor(() => engineRunning("up", rec.jobId), "the engine's `pulumi up`");
+      else await new Promise((r) => setTimeout(r, 1000));
+      process.kill(-group, "SIGINT");
+      const res = await running;
+      expect(res.code, res.stderr).to.equal(130);
+      expectNothingLeft(rec.jobId);
+    });
+  }
+
+  it("a hang-up (closed terminal or ssh session) while waiting is a clean stop like Ctrl-C, exit 130", async () => {
+    let driver = 0;
+    const running = sandbox.run(["--config", config, "--subject", "sub-hangup", "--json"], { onSpawn: (c) => (driver = c.pid!) });
+    const rec = await waitForRecord((r) => r.subject === "sub-hangup" && r.state === "running", "sub-hangup to run");
+    process.kill(driver, "SIGHUP");
+    const res = await running;
+    expect(res.code, res.stderr).to.equal(130);
+    expect(JSON.parse(res.stdout).outcome).to.equal("interrupted");
+    expectNothingLeft(rec.jobId);
+  });
+
+  it("a batch parent killed (SIGKILL) while its worker waits: the worker survives the broken pipe, finishes and destroys its stack", async () => {
+    const subjects = path.join(sandbox.home, "orphaned.txt");
+    fs.writeFileSync(subjects, "sub-orphaned-batch\n");
+    let parent = 0;
+    const running = sandbox.run(["--config", config, "--subjects-file", subjects, "--concurrency", "1"], { onSpawn: (c) => (parent = c.pid!) });
+    const rec = await waitForRecord((r) => r.subject === "sub-orphaned-batch" && r.state === "running", "the worker's job to run");
+    process.kill(parent, "SIGKILL");
+    await running;
+    const done = await waitForRecord((r) => r.jobId === rec.jobId && ["succeeded", "failed", "error", "interrupted"].includes(r.state), "the worker to finish", 180_000);
+    expect(done.state).to.equal("succeeded");
+    expectNothingLeft(rec.jobId);
+  });
+});
