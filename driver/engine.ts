@@ -129,7 +129,8 @@ export async function openJobStack(options: OpenStackOptions): Promise<Stack> {
     return await LocalWorkspace.createOrSelectStack(args, wsOptions);
   } catch (err) {
     if (err instanceof StackNotFoundError) throw new BadInputError(`no job "${options.jobId}" in backend ${envVars.PULUMI_BACKEND_URL}`);
-    if (err instanceof StackAlreadyExistsError) {
+    // A stack of the id that is locked exists too: another driver is working on it right now.
+    if (err instanceof StackAlreadyExistsError || (options.mustBeNew && err instanceof ConcurrentUpdateError)) {
       throw new BadInputError(
         `job id "${options.jobId}" already has a stack in ${envVars.PULUMI_BACKEND_URL}: a job id is launched once ` +
           `(its stack is its history). Leave out --job-id for a fresh one, or see the earlier job with  npm run job -- status ${options.jobId}`,

@@ -42,6 +42,18 @@ describe("driver end to end: launch identity (real Pulumi engine, moto)", functi
     await sandbox?.stop();
   });
 
+  it("refuses a job with secrets (env values, presigned URLs) while the passphrase is empty: exit 2, nothing created", async () => {
+    for (const extra of [["--env", "API_TOKEN=tok-123"], ["--input", JSON.stringify({ name: "t1", url: "https://host/b/x.nii?X-Amz-Signature=abc", access: "presigned" })]]) {
+      const res = await sandbox.run(["--config", ok, "--subject", SUBJECT, "--job-id", "job-no-passphrase-1", ...extra], { extraEnv: { PULUMI_CONFIG_PASSPHRASE: "" } });
+      expect(res.code, res.stderr).to.equal(2);
+      expect(res.stderr).to.match(/holds secrets \((container env API_TOKEN|inputs "t1" \(a presigned URL\))\).*the passphrase is empty/s);
+      expect(res.stderr).to.include("export PULUMI_CONFIG_PASSPHRASE=");
+      expect(res.stderr).not.to.include("tok-123");
+      expect(fs.existsSync(path.join(sandbox.home, "state", ".pulumi", "stacks", "cloudcompute", "job-no-passphrase-1.json"))).to.equal(false);
+      expect(fs.existsSync(path.join(sandbox.home, "jobs", "job-no-passphrase-1.json"))).to.equal(false);
+    }
+  });
+
   it("refuses a job id that was launched before (exit 2), leaving the earlier job's stack and record as they were", async () => {
     const jobId = "job-reused-id-1";
     const first = await sandbox.run(["--config", ok, "--subject", SUBJECT, "--job-id", jobId, "--json"]);

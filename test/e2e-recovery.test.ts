@@ -14,7 +14,7 @@ import type { JobRecord } from "../driver/jobindex";
 import { descendantsOf } from "../infra/local";
 import type { JobResult } from "../driver/run";
 import { startFakeImds } from "./support/imds";
-import { DriverSandbox, localJobConfig, processAlive as alive, pulumiBinary, startDriverSandbox } from "./support/driver-env";
+import { DriverSandbox, localJobConfig, processAlive as alive, pulumiBinary, SANDBOX_PASSPHRASE, startDriverSandbox } from "./support/driver-env";
 
 /** Live processes whose working directory is inside `dir` (the agent and the job it runs, for a local job). */
 function processesIn(dir: string): number[] {
@@ -230,7 +230,7 @@ describe("driver recovery end to end (real Pulumi engine, moto, real agent)", fu
     fs.rmSync(path.join(sandbox.home, "jobs", `${rec.jobId}.json`));
     const tagged = spawnSync(pulumiBinary(), ["stack", "tag", "set", "cloudcompute:owner-host", "lab-machine-2", "--stack", rec.jobId], {
       cwd: path.join(sandbox.home, "work", rec.jobId),
-      env: { ...process.env, PULUMI_BACKEND_URL: pathToFileURL(path.join(sandbox.home, "state")).href, PULUMI_CONFIG_PASSPHRASE: "", PULUMI_SKIP_UPDATE_CHECK: "true" },
+      env: { ...process.env, PULUMI_BACKEND_URL: pathToFileURL(path.join(sandbox.home, "state")).href, PULUMI_CONFIG_PASSPHRASE: SANDBOX_PASSPHRASE, PULUMI_SKIP_UPDATE_CHECK: "true" },
       encoding: "utf8",
     });
     expect(tagged.status, tagged.stderr).to.equal(0);

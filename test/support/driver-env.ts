@@ -16,6 +16,7 @@ import { MotoServer, startMoto } from "./moto";
 
 export const REPO_ROOT = path.resolve(__dirname, "..", "..");
 export const CLI = path.join(REPO_ROOT, "bin", "cloudcompute.js");
+export const SANDBOX_PASSPHRASE = "cc-sandbox-passphrase-not-for-real-stacks";
 
 export interface DriverSandbox {
   moto: MotoServer;
@@ -88,7 +89,8 @@ export async function startDriverSandbox(extraEnv: Record<string, string> = {}):
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const { buildAgent } = require(path.join(REPO_ROOT, "scripts", "build-agent.js")) as { buildAgent(opts: { outfile: string }): Promise<unknown> };
   await buildAgent({ outfile: agentBundle });
-  const env: Record<string, string> = { ...moto.env, CLOUDCOMPUTE_HOME: home, ...extraEnv };
+  // A real passphrase: jobs with secrets (env values, presigned URLs) are refused with an empty one.
+  const env: Record<string, string> = { ...moto.env, CLOUDCOMPUTE_HOME: home, PULUMI_CONFIG_PASSPHRASE: SANDBOX_PASSPHRASE, ...extraEnv };
   const children = new Set<ChildProcess>();
 
   const pulumi = pulumiBinary();
@@ -96,7 +98,7 @@ export async function startDriverSandbox(extraEnv: Record<string, string> = {}):
     const res = spawnSync(pulumi, [...args, "--stack", jobId], {
       cwd: path.join(home, "work", jobId), // the job's workspace holds the project file
       encoding: "utf8",
-      env: { ...process.env, PULUMI_BACKEND_URL: pathToFileURL(path.join(home, "state")).href, PULUMI_CONFIG_PASSPHRASE: "", PULUMI_SKIP_UPDATE_CHECK: "true" },
+      env: { ...process.env, PULUMI_BACKEND_URL: pathToFileURL(path.join(home, "state")).href, PULUMI_CONFIG_PASSPHRASE: SANDBOX_PASSPHRASE, PULUMI_SKIP_UPDATE_CHECK: "true" },
     });
     if (res.status !== 0) throw new Error(`pulumi ${args.join(" ")} --stack ${jobId} failed: ${res.stderr}`);
     return JSON.parse(res.stdout);
