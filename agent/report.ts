@@ -10,39 +10,78 @@ import type { S3Location } from "../job/s3url";
 import { errorMessage } from "./errors";
 import { withRetries } from "./retry";
 
+/**
+ * The job's log file. A write that fails (a full disk: ENOSPC) must not end the agent through an unhandled stream
+ * error: the job then still reports why it failed (out-of-disk, from the write that hit it) and writes its marker.
+ * After a failed write the file is left alone; lines still go to stderr when echoing.
+ */
 export class JobLog {
   private readonly stream: WriteStream;
+  /** The first write error, after which the file is not written any more. */
+  writeError?: Error;
   constructor(
     readonly file: string,
     private readonly echo = false,
   ) {
     this.stream = createWriteStream(file, { flags: "a" });
+    this.stream.on("error", (err) => {
+      this.writeError ??= err;
+    });
+  }
+
+  private write(data: string | Buffer): void {
+    if (!this.writeError && !this.stream.destroyed) this.stream.write(data);
+    if (this.echo) process.stderr.write(data);
   }
 
   line(message: string): void {
-    const text = `${new Date().toISOString()} ${message}\n`;
-    this.stream.write(text);
-    if (this.echo) process.stderr.write(text);
+    this.write(`${new Date().toISOString()} ${message}\n`);
   }
 
   /** A sink for a child's raw stdout/stderr; ending it leaves the log open. */
   raw(): Writable {
     return new Writable({
       write: (chunk: Buffer, _enc, callback) => {
-        this.stream.write(chunk);
-        if (this.echo) process.stderr.write(chunk);
+        this.write(chunk);
         callback();
       },
     });
   }
 
-  /** Resolves once everything written so far is in the file. */
+  /** Resolves once everything written so far is in the file (or the file has failed). */
   flush(): Promise<void> {
+    if (this.writeError || this.stream.destroyed) return Promise.resolve();
     return new Promise((resolve) => this.stream.write("", () => resolve()));
   }
 
   close(): Promise<void> {
+    if (this.writeError || this.stream.destroyed) return Promise.resolve();
     return new Promise((resolve) => this.stream.end(() => resolve()));
+  }
+}
+
+/** What of a long log goes to S3: its head and its tail (the full log stays on the instance's disk). */
+export const LOG_UPLOAD_HEAD_BYTES = 1024 * 1024;
+export const LOG_UPLOAD_TAIL_BYTES = 4 * 1024 * 1024;
+
+/** The log as uploaded: whole when short, else head + a line saying what was left out + tail; never read whole. */
+export async function logForUpload(file: string, size: number): Promise<Buffer> {
+  const handle = await fsp.open(file, "r");
+  try {
+    const read = async (position: number, length: number) => {
+      const buffer = Buffer.alloc(length);
+      const { bytesRead } = await handle.read(buffer, 0, length, position);
+      return buffer.subarray(0, bytesRead);
+    };
+    if (size <= LOG_UPLOAD_HEAD_BYTES + LOG_UPLOAD_TAIL_BYTES) return await read(0, size);
+    const elided = size - LOG_UPLOAD_HEAD_BYTES - LOG_UPLOAD_TAIL_BYTES;
+    return Buffer.concat([
+      await read(0, LOG_UPLOAD_HEAD_BYTES),
+      Buffer.from(`\n… ${elided} bytes elided here (the whole log is in agent.log on the instance) …\n`),
+      await read(size - LOG_UPLOAD_TAIL_BYTES, LOG_UPLOAD_TAIL_BYTES),
+    ]);
+  } finally {
+    await handle.close();
   }
 }
 
@@ -134,10 +173,10 @@ export class Reporter {
   async uploadLog(): Promise<void> {
     await this.log.flush();
     try {
-      const body = await fsp.readFile(this.log.file);
-      if (body.length === this.uploadedLogBytes) return;
-      await putObject(this.client, this.locations.log, body, "text/plain; charset=utf-8");
-      this.uploadedLogBytes = body.length;
+      const { size } = await fsp.stat(this.log.file);
+      if (size === this.uploadedLogBytes) return; // unchanged since the last upload
+      await putObject(this.client, this.locations.log, await logForUpload(this.log.file, size), "text/plain; charset=utf-8");
+      this.uploadedLogBytes = size;
     } catch (err) {
       this.log.line(`warning: log upload failed: ${errorMessage(err)}`);
     }
