@@ -1,6 +1,7 @@
 /**
  * `JobStaging`: puts the job's spec.json and (when not already there) the content-addressed agent bundle in S3
- * before the compute starts. Deleting it keeps the objects: they are the job's audit trail.
+ * before the compute starts, after removing what an earlier launch under the job id left. Deleting it deletes
+ * spec.json (it holds the job's secrets) and keeps the bundle.
  *
  * The provider functions are serialised into the state and run in the dynamic-provider plugin, so they are
  * self-contained: they require their modules inside, take every setting as an input and capture no credentials
@@ -104,8 +105,12 @@ const stagingProvider: pulumi.dynamic.ResourceProvider<StagingInputs, StagingOut
     return { outs: { ...olds, agentBundlePath: news.agentBundlePath, pathStyle: news.pathStyle } };
   },
 
-  async delete() {
-    // Kept on purpose: spec.json and the bundle belong to the job's record in S3.
+  async delete(_id, props) {
+    // spec.json holds the job's secrets (presigned URLs, env values): it goes when the job does. provenance.json,
+    // with the redacted spec, is the record that stays; so does the content-addressed bundle other jobs share.
+    const { S3Client, DeleteObjectCommand } = require("@aws-sdk/client-s3") as typeof import("@aws-sdk/client-s3");
+    const s3 = new S3Client({ region: props.region, forcePathStyle: props.pathStyle });
+    await s3.send(new DeleteObjectCommand({ Bucket: props.specBucket, Key: props.specKey }));
   },
 };
 

@@ -58,6 +58,9 @@ describe("driver end to end: launch identity (real Pulumi engine, moto)", functi
     const jobId = "job-reused-id-1";
     const first = await sandbox.run(["--config", ok, "--subject", SUBJECT, "--job-id", jobId, "--json"]);
     expect(first.code, first.stderr).to.equal(0);
+    // The staged spec (it may hold secrets) is gone with the job; the marker and provenance stay.
+    expect(await s3Text(key(jobId, "spec.json")), "spec.json after the job").to.equal(undefined);
+    expect(await s3Text(key(jobId, "provenance.json"))).to.be.a("string");
     const historyBefore = sandbox.stackHistory(jobId).length;
     const recordBefore = fs.readFileSync(path.join(sandbox.home, "jobs", `${jobId}.json`), "utf8");
 
