@@ -8,13 +8,14 @@ import { promises as fsp } from "node:fs";
 import path from "node:path";
 import { CONTAINER_PATHS, jobLayout } from "../job/layout";
 import type { CompletionMarker, OutputObject, Phase, ProvenanceRecord } from "../job/records";
-import { formatS3Url, joinKey, type S3Location } from "../job/s3url";
+import { formatS3Url } from "../job/s3url";
 import { API_VERSION, redactSpec, type JobSpec } from "../job/spec";
 import { pullImage, runContainer, expandCommand, type Mount, type PulledImage, type RunResult } from "./container";
 import { errorMessage, isOutOfDisk, JobFailure, toJobFailure } from "./errors";
 import { fetchInput, type FetchedInput, type FetchInputOptions } from "./inputs";
 import { instanceInfo } from "./instance";
 import { OutputUploadError, uploadOutputs, type UploadOptions } from "./outputs";
+import { promoteResults } from "./promote";
 import { JobLog, putJson, Reporter } from "./report";
 import { mapLimit } from "./retry";
 import { s3ClientFor } from "./s3";
@@ -40,12 +41,6 @@ export interface AgentOptions {
 export interface JobResult {
   marker: CompletionMarker;
   provenance: ProvenanceRecord;
-}
-
-/** Where outputs of a failed job go: the private area, so they never mix with (or replace) good results. */
-export function partialOutputsLocation(spec: Pick<JobSpec, "jobId" | "subject" | "outputs">): S3Location {
-  const { control } = jobLayout(spec);
-  return { bucket: control.bucket, key: joinKey(control.key, "partial-outputs") + "/" };
 }
 
 const seconds = (ms: number) => Math.round(ms) / 1000;
@@ -103,7 +98,8 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
   let image: PulledImage | undefined;
   let run: RunResult | undefined;
   let outputs: OutputObject[] = [];
-  let outputPrefix = layout.results;
+  /** Where the outputs are: the job's own area until a successful job has promoted them to the results. */
+  let outputPrefix = layout.outputs;
   let ranContainer = false;
 
   try {
@@ -201,19 +197,30 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
 
     // --- outputs ----------------------------------------------------------------------------------------------------
     phase = "outputs";
-    // A failed run's files are kept for diagnosis, but apart from the results.
-    if (failure) outputPrefix = partialOutputsLocation(spec);
-    reporter.beginPhase("outputs", `uploading to ${formatS3Url(outputPrefix)}`);
+    // Every job uploads to its own area; only a successful one then promotes the set to the subject's results, so a
+    // failure or a deadline mid-upload never leaves results of two runs mixed (agent/promote.ts).
+    reporter.beginPhase("outputs", `uploading to ${formatS3Url(layout.outputs)}`);
     try {
-      outputs = await timed("outputs", () =>
-        uploadOutputs(outputsDir, spec.outputs.globs, outputPrefix, {
+      outputs = await timed("outputs", async () => {
+        const uploaded = await uploadOutputs(outputsDir, spec.outputs.globs, layout.outputs, {
           ...opts.upload,
           client: opts.client,
           signal: jobAbort.signal,
           log: (line) => log.line(line),
           onProgress: (done, total) => reporter.progress("outputs", done, total),
-        }),
-      );
+        });
+        outputs = uploaded; // what a failed promotion leaves: the whole set, in the job's area
+        if (failure || uploaded.length === 0) return uploaded;
+        jobAbort.signal.throwIfAborted();
+        const promoted = await promoteResults(uploaded, layout.outputs, layout.results, layout.resultsPointer, {
+          client,
+          jobId: spec.jobId,
+          launchId: spec.launchId,
+          log: (line) => log.line(line),
+        });
+        outputPrefix = layout.results;
+        return promoted;
+      });
     } catch (err) {
       if (err instanceof OutputUploadError) outputs = err.uploaded;
       if (jobAbort.signal.aborted) throw toJobFailure(jobAbort.signal.reason, "outputs");

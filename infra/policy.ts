@@ -55,6 +55,8 @@ export function jobPolicyDocument(spec: JobSpec): PolicyDocument {
   const agentKey = parseS3Url(spec.agent.url);
   const inputArns = spec.inputs.filter((input) => input.access === "role").map((input) => objectArn(partition, parseS3Url(input.url)));
   const controlArn = objectArn(partition, layout.control, true);
+  const pointerArn = objectArn(partition, layout.resultsPointer);
+  const resultsArn = objectArn(partition, layout.results, true);
   return {
     Version: "2012-10-17",
     Statement: [
@@ -62,13 +64,21 @@ export function jobPolicyDocument(spec: JobSpec): PolicyDocument {
         Sid: "ReadJobInputsControlAndAgent",
         Effect: "Allow",
         Action: READ_ACTIONS,
-        Resource: [...new Set([...inputArns, controlArn, objectArn(partition, agentKey)])],
+        // The control area includes the job's uploaded outputs, the source of the promotion's server-side copies.
+        Resource: [...new Set([...inputArns, controlArn, objectArn(partition, agentKey), pointerArn])],
       },
       {
         Sid: "WriteJobResultsAndControl",
         Effect: "Allow",
         Action: WRITE_ACTIONS,
-        Resource: [objectArn(partition, layout.results, true), controlArn],
+        Resource: [resultsArn, controlArn, pointerArn],
+      },
+      {
+        // A successful re-run removes what the previous run left in the subject's results (listed in the pointer).
+        Sid: "RemoveStaleResults",
+        Effect: "Allow",
+        Action: ["s3:DeleteObject"],
+        Resource: [resultsArn],
       },
     ],
   };

@@ -7,6 +7,8 @@ import type { JobSpec } from "./spec";
 
 /** Private area name under the output prefix. Subjects cannot start with '_', so it never collides with results. */
 export const CONTROL_DIR = "_cloudcompute";
+/** Per-subject records in the private area (results pointers); a reserved job id (job/spec.ts). */
+export const SUBJECTS_DIR = "subjects";
 
 /**
  * A stack name (and job id) per job that satisfies Pulumi's rules (letters, digits, '-', '_', '.'; ≤ 100 chars) and
@@ -38,6 +40,10 @@ export interface JobLayout {
   marker: S3Location;
   /** The instance's bootstrap log, uploaded by the user-data when bootstrap fails. */
   bootstrapLog: S3Location;
+  /** Where the job uploads its outputs (a prefix); a successful job then promotes them to `results`. */
+  outputs: S3Location;
+  /** The subject's results pointer: which job's outputs `results` holds, and their list (agent/promote.ts). */
+  resultsPointer: S3Location;
 }
 
 export function jobLayout(spec: Pick<JobSpec, "jobId" | "subject" | "outputs">): JobLayout {
@@ -53,6 +59,8 @@ export function jobLayout(spec: Pick<JobSpec, "jobId" | "subject" | "outputs">):
     provenance: controlKey("provenance.json"),
     marker: controlKey("marker.json"),
     bootstrapLog: controlKey("bootstrap.log"),
+    outputs: { bucket: prefix.bucket, key: joinKey(prefix.key, CONTROL_DIR, spec.jobId, "outputs") + "/" },
+    resultsPointer: at(CONTROL_DIR, SUBJECTS_DIR, spec.subject, "results.json"),
   };
 }
 

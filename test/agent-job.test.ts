@@ -14,7 +14,7 @@ import path from "node:path";
 import { jobLayout } from "../job/layout";
 import type { AgentStatus, CompletionMarker, FailureReason, ProvenanceRecord } from "../job/records";
 import { parseJobSpec, type JobSpec, type JobSpecInput } from "../job/spec";
-import { partialOutputsLocation, runJob, type AgentOptions, type JobResult } from "../agent/run";
+import { runJob, type AgentOptions, type JobResult } from "../agent/run";
 import { MAX_PARTS, partSizeFor } from "../agent/outputs";
 import { getBytes, getJson, listKeys, makeAbcdArchive, newBucket, put, sharedMoto, testS3, type AbcdArchive } from "./support/fixtures";
 import { containerExists, podmanAvailable, podmanTestEnv, type PodmanEnv } from "./support/podman";
@@ -63,7 +63,7 @@ function recordingClient(writes: Write[], deny?: (command: string, key: string) 
         throw Object.assign(new Error("Access Denied"), { name: "AccessDenied", $metadata: { httpStatusCode: 403 } });
       }
       const result = await next(args);
-      if (/^(PutObject|CompleteMultipartUpload)Command$/.test(command)) {
+      if (/^(PutObject|CompleteMultipartUpload|CopyObject|DeleteObject)Command$/.test(command)) {
         writes.push({ command, key: input.Key ?? "", body: typeof input.Body === "string" ? input.Body : undefined });
       }
       return result;
@@ -205,9 +205,11 @@ describe("agent jobs (moto S3 + podman)", function () {
     // Marker written once, last, after every output object and after provenance, status and log.
     const markerIndex = writes.findIndex((w) => w.key === layout.marker.key);
     expect(markerIndex).to.equal(writes.length - 1);
+    // Uploaded to the job's own area (the big file in parts), then copied server-side into the results.
     const outputWrites = writes.map((w, i) => ({ ...w, i })).filter((w) => w.key.startsWith(prefix));
     expect(outputWrites.map((w) => w.key).sort()).to.deep.equal(expected.map((f) => prefix + f));
-    expect(outputWrites.some((w) => w.command === "CompleteMultipartUploadCommand")).to.equal(true);
+    expect(outputWrites.every((w) => w.command === "CopyObjectCommand")).to.equal(true);
+    expect(writes.some((w) => w.key.startsWith(layout.outputs.key) && w.command === "CompleteMultipartUploadCommand")).to.equal(true);
     for (const key of [layout.provenance.key, layout.status.key, layout.log.key]) {
       const last = writes.map((w) => w.key).lastIndexOf(key);
       expect(last, key).to.be.greaterThan(Math.max(...outputWrites.map((w) => w.i)));
@@ -312,7 +314,7 @@ describe("agent jobs (moto S3 + podman)", function () {
     expect(marker.exitCode).to.equal(7);
     expect(marker.message).to.include("model diverged");
     expect(marker.outputs.partial).to.equal(true);
-    const partial = partialOutputsLocation(spec);
+    const partial = jobLayout(spec).outputs;
     expect(marker.outputs.prefix).to.equal(`s3://${partial.bucket}/${partial.key}`);
     expect(await listKeys(s3, bucket, partial.key)).to.include(`${partial.key}stats/mode.txt`);
     expect(run.result.provenance.partialOutputs).to.equal(true);
@@ -329,20 +331,52 @@ describe("agent jobs (moto S3 + podman)", function () {
     expect(await containerExists(name), "container left behind").to.equal(false);
   });
 
-  it("output-upload-failed: the results prefix refuses writes", async () => {
-    const spec = makeSpec("ok");
-    const results = jobLayout(spec).results.key;
-    const run = await runTestJob(spec, {
-      deny: (command, key) => /PutObject|CreateMultipartUpload|UploadPart/.test(command) && key.startsWith(results) && key.endsWith(".txt"),
-      upload: { partSize: 5 * 1024 * 1024, attempts: 2, retryBaseDelayMs: 10 },
+  for (const [where, denied] of [
+    ["an upload to the job's area", /PutObject|CreateMultipartUpload|UploadPart/],
+    ["the promotion into the results", /CopyObject/],
+  ] as const) {
+    it(`output-upload-failed: ${where} fails for one file; the subject's earlier results stay as they were, nothing mixed`, async () => {
+      // An earlier successful run of the subject under the same prefix.
+      const first = makeSpec("ok");
+      expect((await runTestJob(first)).result.marker.outcome).to.equal("succeeded");
+      const layout = jobLayout(first);
+      const before = await listKeys(s3, bucket, layout.results.key);
+      const beforeDims = (await getBytes(s3, bucket, `${layout.results.key}${GUID}_dims.txt`)).toString();
+
+      const spec = { ...makeSpec("ok"), outputs: first.outputs, jobId: `${first.jobId}-again` };
+      const run = await runTestJob(spec, {
+        deny: (command, key) => denied.test(command) && key.endsWith("mode.txt"),
+        upload: { partSize: 5 * 1024 * 1024, attempts: 2, retryBaseDelayMs: 10 },
+      });
+      const marker = run.result.marker;
+      expect(marker.reason, marker.message).to.equal("output-upload-failed");
+      expect(marker).to.include({ outcome: "failed", phase: "outputs" });
+      expect(marker.outputs.prefix).to.equal(`s3://${bucket}/${jobLayout(spec).outputs.key}`);
+      expect(run.writes.filter((w) => w.key === run.layout.marker.key)).to.have.length(1);
+      expect(run.writes.at(-1)!.key).to.equal(run.layout.marker.key);
+      expect(await listKeys(s3, bucket, layout.results.key)).to.deep.equal(before);
+      expect((await getBytes(s3, bucket, `${layout.results.key}${GUID}_dims.txt`)).toString()).to.equal(beforeDims);
+      if (where === "the promotion into the results") expect(marker.message).to.match(/promoting the outputs .* failed after/);
     });
-    const marker = run.result.marker;
-    expect(marker.reason, marker.message).to.equal("output-upload-failed");
-    expect(marker.outcome).to.equal("failed");
-    expect(marker.phase).to.equal("outputs");
-    expect(marker.outputs.partial).to.equal(true);
-    expect(run.writes.filter((w) => w.key === run.layout.marker.key)).to.have.length(1);
-    expect(run.writes.at(-1)!.key).to.equal(run.layout.marker.key);
+  }
+
+  it("a successful re-run replaces the subject's results exactly: files the new run did not write are removed", async () => {
+    const first = makeSpec("ok");
+    expect((await runTestJob(first)).result.marker.outcome).to.equal("succeeded");
+    const layout = jobLayout(first);
+    // The re-run writes one file only.
+    const spec = {
+      ...makeSpec("ok"),
+      outputs: first.outputs,
+      jobId: `${first.jobId}-rerun`,
+      container: { ...first.container, command: ["sh", "-c", 'echo v2 > "$1/only.txt"', "job", "{output}"] },
+    };
+    const { result } = await runTestJob(spec);
+    expect(result.marker.outcome, result.marker.message).to.equal("succeeded");
+    expect(await listKeys(s3, bucket, layout.results.key)).to.deep.equal([`${layout.results.key}only.txt`]);
+    const pointer = await getJson<{ jobId: string; objects: Array<{ key: string }> }>(s3, bucket, layout.resultsPointer.key);
+    expect(pointer.jobId).to.equal(spec.jobId);
+    expect(pointer.objects.map((o) => o.key)).to.deep.equal([`${layout.results.key}only.txt`]);
   });
 
   it("out-of-disk: ENOSPC while extracting", async function () {

@@ -93,6 +93,7 @@ describe("infra: the AWS resources of a job (mocked Pulumi)", () => {
             "arn:aws:s3:::NDAR_Central_2/submission_14921/NDARINV1A2B3C4D_baselineYear1Arm1_ABCD-MPROC-T1_20170711184237.tgz",
             `arn:aws:s3:::lab-results-bucket/kwyk/_cloudcompute/${MOCK_STACK}/*`,
             `arn:aws:s3:::lab-results-bucket/${AGENT_KEY}`,
+            "arn:aws:s3:::lab-results-bucket/kwyk/_cloudcompute/subjects/NDARINV1A2B3C4D/results.json",
           ],
         },
         {
@@ -102,7 +103,14 @@ describe("infra: the AWS resources of a job (mocked Pulumi)", () => {
           Resource: [
             "arn:aws:s3:::lab-results-bucket/kwyk/NDARINV1A2B3C4D/*",
             `arn:aws:s3:::lab-results-bucket/kwyk/_cloudcompute/${MOCK_STACK}/*`,
+            "arn:aws:s3:::lab-results-bucket/kwyk/_cloudcompute/subjects/NDARINV1A2B3C4D/results.json",
           ],
+        },
+        {
+          Sid: "RemoveStaleResults",
+          Effect: "Allow",
+          Action: ["s3:DeleteObject"],
+          Resource: ["arn:aws:s3:::lab-results-bucket/kwyk/NDARINV1A2B3C4D/*"],
         },
       ]);
     });
@@ -290,7 +298,7 @@ describe("infra: the AWS resources of a job (mocked Pulumi)", () => {
       });
       await declare(spec);
       const policy = JSON.parse(recorded.one(ROLE_POLICY).inputs.policy);
-      expect(policy.Statement[0].Resource).to.have.length(2); // control area and agent bundle only
+      expect(policy.Statement[0].Resource).to.have.length(3); // control area, agent bundle and results pointer only
       const signature = "X-Amz-Signature";
       for (const resource of recorded.resources) {
         if (resource.name === "staging") continue; // holds the spec as a secret (checked below)
