@@ -95,14 +95,45 @@ function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, process.stdout.isTTY ? 2 : undefined) + "\n");
 }
 
+/** Run flags are checked whether or not the mode they belong to is in use: a typo must not pass silently. */
+function checkRunFlags(argv: Record<string, unknown>): void {
+  for (const [flag, option] of Object.entries(SPEC_OPTIONS)) {
+    const value = argv[flag];
+    if (value === undefined) continue;
+    const many = "array" in option && option.array;
+    // yargs turns a repeated single-value flag into a list: say so rather than fail somewhere below.
+    if (!many && Array.isArray(value)) throw new BadInputError(`--${flag} is given ${value.length} times: give it once`);
+    for (const item of Array.isArray(value) ? value : [value]) {
+      if (item === "") throw new BadInputError(`--${flag} is empty: give a value, or leave the flag out for the config file's`);
+    }
+  }
+  const wholeNumber = (flag: string, min: number, max: number) => {
+    const value = argv[flag];
+    if (value === undefined) return;
+    if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+      throw new BadInputError(`--${flag} ${String(value)}: expected a whole number from ${min} to ${max}`);
+    }
+  };
+  wholeNumber("retries", 0, 10);
+  wholeNumber("concurrency", 1, 10_000);
+  const price = argv["price-per-hour"];
+  if (price !== undefined && (typeof price !== "number" || !Number.isFinite(price) || price < 0)) {
+    throw new BadInputError(`--price-per-hour ${String(price)}: expected USD per hour, a number >= 0`);
+  }
+  for (const flag of ["gpus", "root-volume", "max-runtime", "heartbeat-timeout"]) {
+    const value = argv[flag];
+    if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value))) throw new BadInputError(`--${flag} ${String(value)}: expected a number`);
+  }
+}
+
 async function runCommand(argv: Record<string, unknown>): Promise<number> {
+  checkRunFlags(argv);
   const flags = specFlags(argv);
   const json = Boolean(argv.json);
   if (argv["subjects-file"]) {
     if (flags.subject) throw new BadInputError("give either --subject or --subjects-file, not both");
     const subjects = readSubjectsFile(String(argv["subjects-file"]));
     const concurrency = Number(argv.concurrency);
-    if (!Number.isInteger(concurrency) || concurrency < 1) throw new BadInputError(`--concurrency ${argv.concurrency}: expected a whole number >= 1`);
     // Validate the shared part once, with the first subject, before any worker starts.
     const first = resolveJob({ ...flags, subject: subjects[0] });
     if (argv["dry-run"]) {

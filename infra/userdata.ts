@@ -135,7 +135,7 @@ fill() {
   message=$(printf '%s' "$2" | tr -cd 'A-Za-z0-9 ._:()/=-')
   text="\${text//${NOW}/"$(now)"}"
   text="\${text//${MESSAGE}/"$message"}"
-  text="\${text//${INSTANCE}/"$INSTANCE_ID"}"
+  text="\${text//${INSTANCE}/"$instance_id"}"
   printf '%s' "$text"
 }
 
@@ -163,7 +163,7 @@ imds_instance_id() {
   token=$(curl -sf --max-time 2 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token) &&
     curl -sf --max-time 2 -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id
 }
-INSTANCE_ID=$(imds_instance_id | tr -cd 'a-z0-9-' || true)
+instance_id=$(imds_instance_id | tr -cd 'a-z0-9-' || true)
 
 # A marker counts only if it is this launch's: one left under the same job id by an earlier launch does not.
 # (Without ListBucket a missing object reads as an error, which counts as no marker.)

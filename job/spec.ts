@@ -204,6 +204,11 @@ export const JobSpec = z
   })
   .strict()
   .superRefine((spec, ctx) => {
+    for (const name of Object.keys(spec.labels)) {
+      if (/^aws:/i.test(name) || name.startsWith("cloudcompute:") || name === "Name") {
+        ctx.addIssue({ code: "custom", path: ["labels", name], message: "reserved tag name (aws:*, cloudcompute:* and Name are set by cloudcompute or AWS)" });
+      }
+    }
     const names = new Set<string>();
     spec.inputs.forEach((input, index) => {
       if (names.has(input.name)) {

@@ -1,0 +1,98 @@
+/**
+ * Bad input through the real CLI: every malformed value is refused with exit 2 and a message naming the field or flag,
+ * before anything exists — no stack in the backend, no job record, no object in S3. Flags are checked whether or not
+ * the mode they belong to is in use. Each case is a row of docs/RELIABILITY.md.
+ */
+import { expect } from "chai";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { ListObjectsV2Command } from "@aws-sdk/client-s3";
+import { DriverSandbox, localJobConfig, startDriverSandbox } from "./support/driver-env";
+import { scenario } from "./support/reliability";
+
+const SUBJECT = "NDARINV0000AAAA";
+const json = (value: unknown) => JSON.stringify(value);
+
+/** [what is wrong, extra CLI arguments, what the message must say] */
+const CASES: Array<[string, string[], RegExp]> = [
+  ["a malformed NDA GUID", ["--subject", "NDAR_INVbad"], /cloudcompute:subject: subject "NDAR_INVbad"/],
+  ["an empty subject", ["--subject", ""], /--subject is empty/],
+  ["a subject with a path in it", ["--subject", "../etc"], /cloudcompute:subject/],
+  ["an output prefix that is not S3", ["--output", "https://example.com/x"], /cloudcompute:outputPrefix/],
+  ["an output bucket name too short", ["--output", "s3://a/x"], /cloudcompute:outputPrefix/],
+  ["an output prefix with a wildcard", ["--output", "s3://cc-study/x*"], /cloudcompute:outputPrefix: .*wildcards/],
+  ["an input URL naming no object", ["--input", "s3://cc-study"], /cloudcompute:inputs\[0\]\.url/],
+  ["an https input without presigned access", ["--input", json({ name: "t1", url: "https://host/b/x.tgz" })], /inputs\[0\]\.url: .*needs an s3:\/\/ URL/],
+  ["an input that is not JSON", ["--input", "{bad json"], /JSON/],
+  ["an input name in capitals", ["--input", json({ name: "T1", url: "s3://cc-study/a.tgz" })], /inputs\[0\]\.name/],
+  ["a zip archive to extract", ["--input", json({ name: "t1", url: "s3://cc-study/a.zip" })], /inputs\[0\]\.extract: zip archives cannot be extracted/],
+  ["a presigned file name decoding to '../'", ["--input", json({ name: "t1", url: "https://h/b/..%2Fx.nii?X-Amz-Signature=abc", access: "presigned", extract: "none" })], /inputs\[0\]\.url: .*file name/],
+  ["a sha256 that is not one", ["--input", json({ name: "t1", url: "s3://cc-study/a.tgz", sha256: "xyz" })], /inputs\[0\]\.sha256/],
+  ["an unknown input field", ["--input", json({ name: "t1", url: "s3://cc-study/a.tgz", bogus: 1 })], /bogus/],
+  ["an instance type without a size", ["--instance-type", "m5"], /cloudcompute:instanceType/],
+  ["an instance type in capitals", ["--instance-type", "M5.LARGE"], /cloudcompute:instanceType/],
+  ["a region that does not exist", ["--region", "moon-1"], /aws:region|region/],
+  ["an unknown container runtime", ["--runtime", "lxc"], /runtime.*lxc|Invalid values/s],
+  ["an empty image", ["--image", ""], /--image is empty/],
+  ["an unknown command placeholder", ["--command", "{output} {nope}"], /unknown placeholder\(s\) \{nope\}/],
+  ["a command list with a number", ["--command", json(["-m", 3])], /cloudcompute:command/],
+  ["an empty output glob", ["--output-glob", ""], /--output-glob is empty/],
+  ["an env pair without '='", ["--env", "NOEQUALS"], /--env "NOEQUALS": expected NAME=VALUE/],
+  ["an env name starting with a digit", ["--env", "1BAD=x"], /cloudcompute:env/],
+  ["an env value with a line break", ["--env", "A=line1\nline2"], /line breaks/],
+  ["a reserved label name", ["--label", "aws:team=x"], /reserved tag name/],
+  ["a label value with ';'", ["--label", "study=a;b"], /label value may hold only/],
+  ["a fractional GPU count", ["--gpus", "1.5"], /cloudcompute:gpus/],
+  ["too many GPUs", ["--gpus", "99"], /cloudcompute:gpus/],
+  ["a root volume under 8 GiB", ["--root-volume", "4"], /cloudcompute:rootVolumeGiB/],
+  ["a max runtime of 0", ["--max-runtime", "0"], /cloudcompute:maxRuntimeMinutes/],
+  ["a heartbeat timeout of 5 s", ["--heartbeat-timeout", "5"], /cloudcompute:heartbeatTimeoutSeconds/],
+  ["negative retries", ["--retries", "-1"], /--retries -1: expected a whole number/],
+  ["retries that are not a number", ["--retries", "abc"], /--retries NaN: expected a whole number/],
+  ["concurrency 0 without a batch", ["--concurrency", "0"], /--concurrency 0: expected a whole number/],
+  ["a price that is not a number", ["--price-per-hour", "abc"], /--price-per-hour NaN/],
+  ["a subjects file that does not exist", ["--subjects-file", "/nonexistent/subjects.txt"], /subjects file \/nonexistent\/subjects\.txt/],
+  ["a subject given twice", ["--subject", "NDARINV0000BBBB", "--subject", "NDARINV0000CCCC"], /--subject is given 2 times/],
+  ["an unknown platform", ["--platform", "gcp"], /platform.*gcp|Invalid values/s],
+  ["an unknown flag", ["--no-such-flag"], /Unknown argument/],
+  ["the reserved job id 'agent'", ["--job-id", "agent"], /jobId: .*reserved/],
+  ["a job id that is no stack name", ["--job-id", "bad id!"], /cloudcompute:jobId|jobId/],
+  ["an agent bundle that does not exist", ["--agent-bundle", "/nonexistent/agent.js"], /agent bundle/],
+  ["an empty entrypoint", ["--entrypoint", ""], /--entrypoint is empty/],
+];
+
+describe("bad input is refused before anything exists (real CLI)", function () {
+  this.timeout(10 * 60_000);
+  let sandbox: DriverSandbox;
+  let config: string;
+
+  before(async () => {
+    sandbox = await startDriverSandbox();
+    config = sandbox.writeConfig("bad-input.yaml", localJobConfig(sandbox, { image: "none", runtime: "none", command: ["true"] }));
+  });
+  after(async () => {
+    await sandbox?.stop();
+  });
+
+  for (const [what, args, message] of CASES) {
+    it(`refuses ${what}: exit 2, naming it`, async () => {
+      await scenario("bad input", "cli", what, `exit 2, message matching ${message}, no stack, no record, no S3 object`, async () => {
+        // The case's own --subject (or --subjects-file) replaces the default one.
+        const subject = args.includes("--subject") || args.includes("--subjects-file") ? [] : ["--subject", SUBJECT];
+        const res = await sandbox.run(["--config", config, ...subject, ...args]);
+        expect(res.code, res.stderr).to.equal(2);
+        expect(res.stderr).to.match(message);
+        const stacks = path.join(sandbox.home, "state", ".pulumi", "stacks");
+        expect(fs.existsSync(stacks) ? fs.readdirSync(stacks, { recursive: true }).filter((f) => String(f).endsWith(".json")) : []).to.deep.equal([]);
+        expect(sandbox.records()).to.deep.equal([]);
+        const objects = await sandbox.s3.send(new ListObjectsV2Command({ Bucket: sandbox.bucket }));
+        expect(objects.KeyCount ?? 0).to.equal(0);
+        return `exit ${res.code}: ${res.stderr.trim().split("\n").find((l) => l.startsWith("error:")) ?? res.stderr.trim().split("\n")[0]}`;
+      });
+    });
+  }
+
+  it("has at least 30 cases", () => {
+    expect(CASES.length).to.be.at.least(30);
+  });
+});
