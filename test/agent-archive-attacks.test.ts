@@ -16,6 +16,7 @@ import { JobFailure } from "../agent/errors";
 import { fetchInput } from "../agent/inputs";
 import { InputSpec } from "../job/spec";
 import { newBucket, put, sharedMoto, testS3 } from "./support/fixtures";
+import { scenario } from "./support/reliability";
 
 type Entry = Partial<tar.Header> & { name: string; body?: string };
 
@@ -114,7 +115,8 @@ describe("agent extraction refuses crafted archives (moto S3)", function () {
 
   for (const [attack, [entries, named]] of Object.entries(ATTACKS)) {
     for (const compressed of [false, true]) {
-      it(`${attack} (${compressed ? "tgz" : "tar"}): corrupt-archive naming "${named}", nothing outside`, async () => {
+      it(`${attack} (${compressed ? "tgz" : "tar"}): corrupt-archive naming "${named}", nothing outside`, () =>
+        scenario("fault", "malicious archive", `${attack} (${compressed ? "tgz" : "tar"})`, `corrupt-archive naming "${named}"; nothing written outside the input directory`, async () => {
         const archive = await craftTar(entries);
         const key = `attack/${attack.replace(/[^a-z0-9]+/gi, "-")}.${compressed ? "tgz" : "tar"}`;
         await put(s3, bucket, key, compressed ? gzipSync(archive) : archive);
@@ -134,7 +136,8 @@ describe("agent extraction refuses crafted archives (moto S3)", function () {
         expect(readFileSync(path.join(root, "work", "victim.txt"), "utf8")).to.equal("untouched");
         expect(existsSync("/tmp/cc-escaped-abs.txt")).to.equal(false);
         expect(existsSync("/tmp/cc-escaped.txt")).to.equal(false);
-      });
+        return `${(failure as JobFailure).reason}: ${(failure as JobFailure).message}; sandbox unchanged`;
+      }));
     }
   }
 

@@ -14,6 +14,7 @@ import type { CompletionMarker } from "../job/records";
 import { parseJobSpec, serialiseJobSpec } from "../job/spec";
 import { getJson, makeAbcdArchive, newBucket, put, sharedMoto, testS3 } from "./support/fixtures";
 import { startFakeImds } from "./support/imds";
+import { scenario } from "./support/reliability";
 import { podmanAvailable, podmanTestEnv } from "./support/podman";
 
 const execFileAsync = promisify(execFile);
@@ -160,6 +161,7 @@ describe("agent bundle (dist/agent.js) end to end", function () {
   for (const how of ["SIGTERM after the notice", "the notice alone"] as const) {
     it(`a spot interruption (${how}) is reported as spot-interrupted with this launch's ids, the container stopped`, async function () {
       const seed = await seededBucket(this, `cc-spot-${how.length}`, "NDARINVSPOT0001");
+      await scenario("fault", "spot", `interruption: ${how}`, "marker spot-interrupted with this launch's ids; container stopped", async () => {
       const imdsServer = await startFakeImds();
       try {
         const env = { ...seed.env, CLOUDCOMPUTE_IMDS_ENDPOINT: imdsServer.endpoint, CLOUDCOMPUTE_SPOT_POLL_MS: "300" };
@@ -182,9 +184,11 @@ describe("agent bundle (dist/agent.js) end to end", function () {
         expect(marker.message).to.match(/interrupts this spot instance \(terminate at /);
         const { stdout } = await execFileAsync("podman", ["ps", "-a", "--filter", `name=cloudcompute-${spec.jobId}`, "--format", "{{.Names}}"], { env });
         expect(stdout.trim(), "container left behind").to.equal("");
+        return `exit 1, marker ${marker.reason} (${marker.instanceId}); no container left`;
       } finally {
         await imdsServer.close();
       }
+      });
     });
   }
 

@@ -16,6 +16,7 @@ import type { AgentStatus, CompletionMarker, FailureReason, ProvenanceRecord } f
 import { parseJobSpec, type JobSpec, type JobSpecInput } from "../job/spec";
 import { runJob, type AgentOptions, type JobResult } from "../agent/run";
 import { MAX_PARTS, partSizeFor } from "../agent/outputs";
+import { scenario } from "./support/reliability";
 import { getBytes, getJson, listKeys, makeAbcdArchive, newBucket, put, sharedMoto, testS3, type AbcdArchive } from "./support/fixtures";
 import { containerExists, podmanAvailable, podmanTestEnv, type PodmanEnv } from "./support/podman";
 import { startExpiryProxy, type ExpiryProxy } from "./support/s3-expiry-proxy";
@@ -335,7 +336,8 @@ describe("agent jobs (moto S3 + podman)", function () {
     ["an upload to the job's area", /PutObject|CreateMultipartUpload|UploadPart/],
     ["the promotion into the results", /CopyObject/],
   ] as const) {
-    it(`output-upload-failed: ${where} fails for one file; the subject's earlier results stay as they were, nothing mixed`, async () => {
+    it(`output-upload-failed: ${where} fails for one file; the subject's earlier results stay as they were, nothing mixed`, () =>
+      scenario("fault", "outputs", `${where} fails for one file after an earlier success`, "output-upload-failed; earlier results exactly as they were", async () => {
       // An earlier successful run of the subject under the same prefix.
       const first = makeSpec("ok");
       expect((await runTestJob(first)).result.marker.outcome).to.equal("succeeded");
@@ -357,7 +359,8 @@ describe("agent jobs (moto S3 + podman)", function () {
       expect(await listKeys(s3, bucket, layout.results.key)).to.deep.equal(before);
       expect((await getBytes(s3, bucket, `${layout.results.key}${GUID}_dims.txt`)).toString()).to.equal(beforeDims);
       if (where === "the promotion into the results") expect(marker.message).to.match(/promoting the outputs .* failed after/);
-    });
+      return `${marker.reason}; results unchanged (${before.length} objects)`;
+    }));
   }
 
   it("a successful re-run replaces the subject's results exactly: files the new run did not write are removed", async () => {

@@ -25,6 +25,7 @@ import { parseJobSpec } from "../job/spec";
 import { newBucket, sharedMoto, testS3 } from "./support/fixtures";
 import { CLI, withoutSdkNoise } from "./support/driver-env";
 import { startFaultProxy } from "./support/fault-proxy";
+import { scenario } from "./support/reliability";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "cc-driver-unit-"));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -394,7 +395,8 @@ describe("driver: waiting for the marker (moto S3, scripted platform and clock)"
   });
 
   for (const mode of ["http-503", "http-500", "reset"] as const) {
-    it(`rides out an S3 outage (${mode} for every read) and an EC2 poll error, then takes the real marker`, async () => {
+    it(`rides out an S3 outage (${mode} for every read) and an EC2 poll error, then takes the real marker`, () =>
+      scenario("fault", "network", `S3 ${mode} on every read for minutes of the wait + EC2 throttling`, "the wait goes on and ends with the agent's real marker", async () => {
       const spec = job({ maxRuntimeMinutes: 600, graceMinutes: 10, heartbeatTimeoutSeconds: 120 });
       const layout = jobLayout(spec);
       await put(layout.status.key, { jobId: spec.jobId, launchId: spec.launchId, phase: "run", updatedAt: "t1", startedAt: "t0", phases: {} });
@@ -430,11 +432,12 @@ describe("driver: waiting for the marker (moto S3, scripted platform and clock)"
         expect(proxy.faults).to.be.greaterThan(0);
         expect(notes.some((n) => /could not read the completion marker, retrying/.test(n))).to.equal(true);
         expect(notes.some((n) => /could not read the compute's state, retrying: Rate exceeded/.test(n))).to.equal(true);
+        return `marker ${result.kind === "marker" ? result.marker.outcome : result.kind} after ${proxy.faults} faulted requests`;
       } finally {
         process.env.AWS_ENDPOINT_URL = saved;
         await proxy.close();
       }
-    });
+    }));
   }
 
   it("stops at once when interrupted", async () => {

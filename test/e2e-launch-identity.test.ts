@@ -11,6 +11,7 @@ import { pathToFileURL } from "node:url";
 import { GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import type { JobResult } from "../driver/run";
 import { DriverSandbox, localJobConfig, startDriverSandbox } from "./support/driver-env";
+import { scenario } from "./support/reliability";
 
 describe("driver end to end: launch identity (real Pulumi engine, moto)", function () {
   this.timeout(10 * 60_000);
@@ -71,7 +72,8 @@ describe("driver end to end: launch identity (real Pulumi engine, moto)", functi
     expect(fs.readFileSync(path.join(sandbox.home, "jobs", `${jobId}.json`), "utf8")).to.equal(recordBefore);
   });
 
-  it("a second driver on another machine (same backend, its own job index) is refused while the first runs; the first succeeds", async () => {
+  it("a second driver on another machine (same backend, its own job index) is refused while the first runs; the first succeeds", () =>
+    scenario("fault", "two drivers", "a second driver (another machine, shared backend) on a running job id", "second: exit 2, nothing created; first: exit 0", async () => {
     const jobId = "job-two-drivers-1";
     const first = sandbox.run(["--config", slow, "--subject", SUBJECT, "--job-id", jobId, "--json"]);
     // Wait until the first driver's stack exists in the shared backend.
@@ -94,9 +96,11 @@ describe("driver end to end: launch identity (real Pulumi engine, moto)", functi
     const res = await first;
     expect(res.code, res.stderr).to.equal(0);
     expect((JSON.parse(res.stdout) as JobResult).outcome).to.equal("succeeded");
-  });
+    return "second refused with exit 2 (stack exists); first succeeded, exit 0";
+  }));
 
-  it("an earlier launch's success marker and logs under the job id are removed and never taken: a failing job exits 1", async () => {
+  it("an earlier launch's success marker and logs under the job id are removed and never taken: a failing job exits 1", () =>
+    scenario("fault", "stale records", "an earlier launch's success marker under the job id, this launch failing", "exit 1 (not 0); marker of this launch; stale logs removed", async () => {
     const jobId = "job-stale-marker-1";
     const stale = { apiVersion: "cloudcompute/v1", jobId, launchId: "launch-earlier-one", subject: SUBJECT, outcome: "succeeded", message: "old", finishedAt: "2026-01-01T00:00:00Z", outputs: { prefix: "s3://x/", count: 1, bytes: 1, partial: false }, timings: {} };
     for (const [name, body] of [["marker.json", JSON.stringify(stale)], ["status.json", JSON.stringify({ ...stale, phase: "done", updatedAt: "x", startedAt: "x", phases: {} })], ["bootstrap.log", "old boot"]]) {
@@ -110,5 +114,6 @@ describe("driver end to end: launch identity (real Pulumi engine, moto)", functi
     expect(marker.outcome).to.equal("failed");
     expect(marker.launchId).to.be.a("string").and.not.equal("launch-earlier-one");
     expect(await s3Text(key(jobId, "bootstrap.log")), "the earlier launch's bootstrap log").to.equal(undefined);
-  });
+    return `exit ${res.code}, reason ${result.reason}; marker launchId ${marker.launchId}; stale bootstrap.log removed`;
+  }));
 });

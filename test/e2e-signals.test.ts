@@ -9,6 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { JobRecord } from "../driver/jobindex";
 import { DriverSandbox, localJobConfig, processAlive, startDriverSandbox } from "./support/driver-env";
+import { scenario } from "./support/reliability";
 
 /** Live processes whose working directory is inside `dir` (a local job's agent and what it runs). */
 function processesIn(dir: string): number[] {
@@ -78,7 +79,8 @@ describe("driver end to end: signals (real Pulumi engine, moto)", function () {
     ["sub-ctrlc-up", "during up"],
     ["sub-ctrlc-wait", "while waiting"],
   ] as const) {
-    it(`a terminal Ctrl-C ${when} (SIGINT to the driver's whole process group, engine included) ends in a clean destroy, exit 130`, async () => {
+    it(`a terminal Ctrl-C ${when} (SIGINT to the driver's whole process group, engine included) ends in a clean destroy, exit 130`, () =>
+      scenario("fault", "driver signal", `terminal Ctrl-C ${when}`, "exit 130; 0 resources, no pending operation, no agent process", async () => {
       let group = 0;
       const running = sandbox.run(["--config", config, "--subject", subject, "--json"], { detached: true, onSpawn: (c) => (group = c.pid!) });
       const rec = await waitForRecord((r) => r.subject === subject && r.state === (when === "during up" ? "creating" : "running"), `${subject} ${when}`);
@@ -88,10 +90,12 @@ describe("driver end to end: signals (real Pulumi engine, moto)", function () {
       const res = await running;
       expect(res.code, res.stderr).to.equal(130);
       expectNothingLeft(rec.jobId);
-    });
+      return `exit ${res.code}; ${sandbox.stackResources(rec.jobId)} resources; no agent process`;
+    }));
   }
 
-  it("a hang-up (closed terminal or ssh session) while waiting is a clean stop like Ctrl-C, exit 130", async () => {
+  it("a hang-up (closed terminal or ssh session) while waiting is a clean stop like Ctrl-C, exit 130", () =>
+    scenario("fault", "driver signal", "SIGHUP while waiting", "exit 130, outcome interrupted; nothing left", async () => {
     let driver = 0;
     const running = sandbox.run(["--config", config, "--subject", "sub-hangup", "--json"], { onSpawn: (c) => (driver = c.pid!) });
     const rec = await waitForRecord((r) => r.subject === "sub-hangup" && r.state === "running", "sub-hangup to run");
@@ -100,9 +104,11 @@ describe("driver end to end: signals (real Pulumi engine, moto)", function () {
     expect(res.code, res.stderr).to.equal(130);
     expect(JSON.parse(res.stdout).outcome).to.equal("interrupted");
     expectNothingLeft(rec.jobId);
-  });
+    return `exit ${res.code}, ${JSON.parse(res.stdout).outcome}; ${sandbox.stackResources(rec.jobId)} resources`;
+  }));
 
-  it("a batch parent killed (SIGKILL) while its worker waits: the worker survives the broken pipe, finishes and destroys its stack", async () => {
+  it("a batch parent killed (SIGKILL) while its worker waits: the worker survives the broken pipe, finishes and destroys its stack", () =>
+    scenario("fault", "driver signal", "batch parent SIGKILLed while its worker waits", "the worker finishes (succeeded) and destroys its stack", async () => {
     const subjects = path.join(sandbox.home, "orphaned.txt");
     fs.writeFileSync(subjects, "sub-orphaned-batch\n");
     let parent = 0;
@@ -113,5 +119,6 @@ describe("driver end to end: signals (real Pulumi engine, moto)", function () {
     const done = await waitForRecord((r) => r.jobId === rec.jobId && ["succeeded", "failed", "error", "interrupted"].includes(r.state), "the worker to finish", 180_000);
     expect(done.state).to.equal("succeeded");
     expectNothingLeft(rec.jobId);
-  });
+    return `worker ended ${done.state}; ${sandbox.stackResources(rec.jobId)} resources`;
+  }));
 });
