@@ -41,14 +41,18 @@ export function findPulumi(): Promise<PulumiCommand> {
       return command;
     };
     try {
-      return await recentEnough();
+      const onPath = await recentEnough();
+      const isolated = isolatedEngineRoot(onPath.command);
+      return isolated ? await recentEnough(isolated) : onPath;
     } catch (err) {
       problems.push(`on PATH: ${firstLine(errorMessage(err))}`);
     }
     const root = pulumiCacheRoot();
     if (fs.existsSync(path.join(root, "bin", "pulumi"))) {
       try {
-        return await recentEnough(root);
+        const built = await recentEnough(root);
+        const isolated = isolatedEngineRoot(path.join(root, "bin", "pulumi"));
+        return isolated ? await recentEnough(isolated) : built;
       } catch (err) {
         problems.push(`in ${root}/bin: ${firstLine(errorMessage(err))}`);
       }
@@ -63,6 +67,47 @@ export function findPulumi(): Promise<PulumiCommand> {
   })();
   pulumiCommand.catch(() => (pulumiCommand = undefined));
   return pulumiCommand;
+}
+
+/**
+ * A root whose `bin/pulumi` starts the real CLI in a session of its own (setsid). A terminal's Ctrl-C goes to the
+ * whole foreground process group: without this the engine gets it directly as well as through the Automation API's
+ * abort, quits hard on the second, and can drop a pending create from state while its resource lives on. Isolated,
+ * it gets exactly one SIGINT — ours, after the driver has decided to cancel — and the driver's teardown follows.
+ * Where setsid is missing (not Linux), the real CLI is used as it is.
+ */
+function isolatedEngineRoot(pulumiBinary: string): string | undefined {
+  const setsid = ["/usr/bin/setsid", "/bin/setsid"].find((candidate) => fs.existsSync(candidate));
+  if (!setsid) return undefined;
+  const real = pulumiBinary.includes(path.sep) ? pulumiBinary : whichSync(pulumiBinary);
+  if (!real) return undefined;
+  const root = path.join(cloudcomputeHome(), "engine");
+  const wrapper = path.join(root, "bin", "pulumi");
+  const script = `#!/bin/sh\n# cloudcompute: the Pulumi CLI in a session of its own (driver/engine.ts)\nexec ${setsid} ${shellQuote(real)} "$@"\n`;
+  fs.mkdirSync(path.dirname(wrapper), { recursive: true });
+  if (!fs.existsSync(wrapper) || fs.readFileSync(wrapper, "utf8") !== script) {
+    const tmp = `${wrapper}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, script, { mode: 0o755 });
+    fs.renameSync(tmp, wrapper);
+  }
+  return root;
+}
+
+function whichSync(command: string): string | undefined {
+  for (const dir of (process.env.PATH ?? "").split(path.delimiter)) {
+    const candidate = path.join(dir, command);
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      return fs.realpathSync(candidate);
+    } catch {
+      /* not here */
+    }
+  }
+  return undefined;
+}
+
+function shellQuote(value: string): string {
+  return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 
 function firstLine(text: string): string {

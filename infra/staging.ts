@@ -49,11 +49,18 @@ const stagingProvider: pulumi.dynamic.ResourceProvider<StagingInputs, StagingOut
     const base64Sha256 = (body: Buffer) => createHash("sha256").update(body).digest("base64");
 
     let agentUploaded = false;
+    // The key names the bundle's hash, but anybody who may write the prefix could have put other bytes there: the
+    // object counts as present only when S3's stored SHA-256 is the bundle's. Otherwise it is (re)written.
+    let storedSha256: string | undefined;
     try {
-      await s3.send(new HeadObjectCommand({ Bucket: inputs.agentBucket, Key: inputs.agentKey }));
+      const head = await s3.send(new HeadObjectCommand({ Bucket: inputs.agentBucket, Key: inputs.agentKey, ChecksumMode: "ENABLED" }));
+      storedSha256 = head.ChecksumSHA256 ?? "none";
     } catch (err) {
       const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
       if (status !== 404) throw err;
+    }
+    const expectedSha256 = Buffer.from(inputs.agentSha256, "hex").toString("base64");
+    if (storedSha256 !== expectedSha256) {
       const bundle = await readFile(inputs.agentBundlePath);
       const actual = createHash("sha256").update(bundle).digest("hex");
       if (actual !== inputs.agentSha256) {

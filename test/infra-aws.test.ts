@@ -342,7 +342,7 @@ describe("infra: the AWS resources of a job (mocked Pulumi)", () => {
     it("labels that clash with reserved tag names", () => {
       expect(() =>
         declareJob(kwykSpec({ labels: { "aws:cloudformation": "x" } }), { platform: "aws", agentBundlePath: BUNDLE_PATH }),
-      ).to.throw(/labels: "aws:cloudformation" clash with reserved tag names/);
+      ).to.throw(/labels\.aws:cloudformation: reserved tag name/);
       expect(recorded.resources).to.have.length(0);
     });
 

@@ -3,7 +3,7 @@
  * (with S3's error body), reset the connection, or answer slowly. Tests point a client's endpoint at it and switch the
  * mode mid-run, as a network blip, throttling or an overloaded endpoint would.
  */
-import { createServer, request, type Server } from "node:http";
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 
 export type FaultMode = "pass" | "http-503" | "http-500" | "reset" | "slow";
@@ -20,23 +20,26 @@ export interface FaultProxy {
 const S3_ERROR = (code: string, message: string) =>
   `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>${message}</Message><RequestId>FAULT</RequestId></Error>`;
 
+/** Pass a request on to `target` unchanged and its answer back (shared by the test proxies). */
+export function forwardRequest(target: URL, req: IncomingMessage, res: ServerResponse): void {
+  const upstream = request(
+    { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } },
+    (up) => {
+      res.writeHead(up.statusCode ?? 502, up.headers);
+      up.pipe(res);
+    },
+  );
+  upstream.on("error", () => res.destroy());
+  req.pipe(upstream);
+}
+
 export async function startFaultProxy(upstreamEndpoint: string, opts: { slowMs?: number } = {}): Promise<FaultProxy> {
   const target = new URL(upstreamEndpoint);
   let mode: FaultMode = "pass";
   let only: RegExp | undefined;
   let faults = 0;
   const sockets = new Set<Socket>();
-  const forward = (req: import("node:http").IncomingMessage, res: import("node:http").ServerResponse) => {
-    const upstream = request(
-      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } },
-      (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
-        up.pipe(res);
-      },
-    );
-    upstream.on("error", () => res.destroy());
-    req.pipe(upstream);
-  };
+  const forward = (req: IncomingMessage, res: ServerResponse) => forwardRequest(target, req, res);
   const server: Server = createServer((req, res) => {
     if (mode === "pass" || (only && !only.test(req.url ?? ""))) return forward(req, res);
     faults++;

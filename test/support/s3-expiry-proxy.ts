@@ -3,7 +3,8 @@
  * a request past `X-Amz-Date` + `X-Amz-Expires` gets HTTP 403 AccessDenied "Request has expired" (S3's error body);
  * anything else is forwarded to moto unchanged.
  */
-import { createServer, request, type Server } from "node:http";
+import { createServer, type Server } from "node:http";
+import { forwardRequest } from "./fault-proxy";
 
 export interface ExpiryProxy {
   /** Rewrite a presigned URL made against moto to go through the proxy. */
@@ -30,15 +31,7 @@ export async function startExpiryProxy(motoEndpoint: string): Promise<ExpiryProx
         return;
       }
     }
-    const upstream = request(
-      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: { ...req.headers, host: target.host } },
-      (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
-        up.pipe(res);
-      },
-    );
-    upstream.on("error", () => res.destroy());
-    req.pipe(upstream);
+    forwardRequest(target, req, res);
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const address = server.address();
