@@ -49,7 +49,8 @@ async function readPointer(client: S3Client, pointer: S3Location): Promise<Resul
     const parsed = JSON.parse(await res.Body!.transformToString()) as Partial<ResultsPointer>;
     return Array.isArray(parsed.objects) ? (parsed as ResultsPointer) : undefined;
   } catch (err) {
-    if (httpStatusOf(err) === 404 || (err as { name?: string }).name === "NoSuchKey") return undefined;
+    // The role may GetObject the pointer but not list the bucket, so real S3 answers 403, not 404, while none exists.
+    if ([403, 404].includes(httpStatusOf(err) ?? 0) || (err as { name?: string }).name === "NoSuchKey") return undefined;
     throw err;
   }
 }
