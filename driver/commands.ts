@@ -1,5 +1,5 @@
 /** The commands besides running jobs: status, logs, list, cancel, gc. */
-import { LocalWorkspace } from "@pulumi/pulumi/automation";
+import { LocalWorkspace, type Stack } from "@pulumi/pulumi/automation";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parseS3Url } from "../job/s3url";
@@ -9,7 +9,7 @@ import { engineEnv, findPulumi, openJobStack, PROJECT_NAME, resourceCount } from
 import { JobRecord, latestJob, listJobRecords, readJobRecord, recordOwner, updateJobRecord } from "./jobindex";
 import { describeOwner, Owner, ownerFromTags, ownerState } from "./owner";
 import { cloudcomputeHome } from "./paths";
-import { awsPlatform, Orphan } from "./platform";
+import { awsPlatform, Orphan, Platform, platformNamed } from "./platform";
 import { formatBytes } from "./progress";
 import { readRecord, readText } from "./s3";
 import { teardown } from "./run";
@@ -132,9 +132,17 @@ export async function cancelJob(jobId: string, log: (line: string) => void, back
   } catch {
     /* no update in progress */
   }
-  await teardown(stack, jobId, "cloudcompute job: cancelled");
+  const reclaimed = await teardown(stack, jobId, "cloudcompute job: cancelled", { platform: await jobPlatform(stack, record), region: record?.region });
+  for (const line of reclaimed) log(`${jobId}: deleted what a cut-off update had not recorded: ${line}`);
   updateJobRecord(jobId, { state: record && ["succeeded", "failed"].includes(record.state) ? record.state : "interrupted", driverPid: undefined, endedAt: record?.endedAt ?? new Date().toISOString(), reason: record?.reason ?? "cancelled" });
   log(`${jobId}: resources destroyed (${await resourceCount(stack)} left), history kept`);
+}
+
+/** The platform a job ran on: its record says, else the state (any AWS resource, pending or recorded, means aws). */
+async function jobPlatform(stack: Stack, record: JobRecord | undefined): Promise<Platform> {
+  if (record) return platformNamed(record.platform);
+  const state = JSON.stringify((await stack.exportStack()).deployment ?? {});
+  return platformNamed(/"type":"aws:/.test(state) ? "aws" : "local");
 }
 
 export interface GcReport {

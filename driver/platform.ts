@@ -9,8 +9,9 @@ import { execFileSync } from "node:child_process";
 import type { EC2Client } from "@aws-sdk/client-ec2";
 import type { JobSpec } from "../job/spec";
 import { encodeUserData, renderUserData, USER_DATA_LIMIT_BYTES } from "../infra/userdata";
-import { localJobAlive } from "../infra/local";
+import { defaultLocalWorkDir, localJobAlive, reclaimLocalAgent } from "../infra/local";
 import { BadInputError } from "./errors";
+import { JOB_TAG, PendingCreate, reclaimAws } from "./reclaim";
 
 export type PlatformName = "aws" | "local";
 
@@ -51,6 +52,11 @@ export interface Platform {
   render(spec: JobSpec, agentBundlePath: string): Record<string, unknown>;
   /** Compute started by cloudcompute that no live stack owns. */
   findOrphans(ownedInstanceIds: ReadonlySet<string>, regions?: ReadonlySet<string>): Promise<Orphan[]>;
+  /**
+   * After destroy, when the job's stack holds nothing: delete what of the job still exists — what a cut-off update
+   * created without recording it (driver/reclaim.ts). Returns one line per thing deleted.
+   */
+  reclaim(jobId: string, region: string | undefined, pending: PendingCreate[]): Promise<string[]>;
 }
 
 function commandExists(command: string): boolean {
@@ -90,7 +96,16 @@ export const localPlatform: Platform = {
     return { agentCommand: ["node", agentBundlePath, "--spec", "<spec.json URL>", "--no-poweroff", "--workdir", `<CLOUDCOMPUTE_HOME>/local/${spec.jobId}`] };
   },
   async findOrphans() {
-    return []; // a local agent is only ever started by a stack's LocalJob and stopped by its destroy
+    return []; // a local agent is only ever started by a stack's LocalJob and stopped by its destroy (or reclaim)
+  },
+  async reclaim(jobId, _region, pending) {
+    const workDirs = new Set([defaultLocalWorkDir(jobId), ...pending.map((p) => p.inputs.workDir).filter((d): d is string => typeof d === "string")]);
+    const stopped: string[] = [];
+    for (const workDir of workDirs) {
+      const what = await reclaimLocalAgent(workDir, jobId);
+      if (what) stopped.push(what);
+    }
+    return stopped;
   },
 };
 
@@ -106,8 +121,7 @@ const ON_DEMAND_USD_PER_HOUR: Record<string, number> = {
 /** gp3 storage, USD per GiB-month. */
 const GP3_USD_PER_GIB_MONTH = 0.08;
 
-/** The tag every cloudcompute instance carries (infra/aws.ts): its job id. */
-export const JOB_TAG = "cloudcompute:job";
+export { JOB_TAG };
 
 /** The EC2 SDK, loaded only for the aws platform: it is large, and local jobs never need it. */
 function ec2Sdk(): typeof import("@aws-sdk/client-ec2") {
@@ -120,6 +134,8 @@ function ec2(region: string): EC2Client {
   if (!client) ec2Clients.set(region, (client = new (ec2Sdk().EC2Client)({ region, maxAttempts: 5 })));
   return client;
 }
+
+const defaultRegion = () => process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || "us-east-1";
 
 export const awsPlatform: Platform = {
   name: "aws",
@@ -173,7 +189,7 @@ export const awsPlatform: Platform = {
     };
   },
   async findOrphans(owned, recorded = new Set()) {
-    const regions = new Set([...recorded, process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || "us-east-1"]);
+    const regions = new Set([...recorded, defaultRegion()]);
     const orphans: Orphan[] = [];
     for (const region of regions) {
       let token: string | undefined;
@@ -201,6 +217,11 @@ export const awsPlatform: Platform = {
       } while (token);
     }
     return orphans;
+  },
+  async reclaim(jobId, region, pending) {
+    const where = region ?? defaultRegion();
+    const iam = () => new (require("@aws-sdk/client-iam") as typeof import("@aws-sdk/client-iam")).IAMClient({ region: where, maxAttempts: 5 });
+    return reclaimAws(jobId, pending, { ec2: ec2(where), iam });
   },
 };
 

@@ -18,6 +18,7 @@ import { currentOwner, ownerTags } from "./owner";
 import { backendUrl } from "./paths";
 import { Platform, platformNamed } from "./platform";
 import { createProgress, Progress } from "./progress";
+import { pendingCreates } from "./reclaim";
 import type { ResolvedJob } from "./options";
 import { waitForCompletion, WaitResult } from "./wait";
 
@@ -213,7 +214,8 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
     try {
       // After an interrupted update, refresh anyway: it drops pending creates the cut-off update left.
       const refresh = platform.refreshBeforeDestroy || options.signal.aborted || !computeStartedAt;
-      await teardown(stack, spec.jobId, describe(failure, wait), { onOutput: engineOutput, refresh });
+      const reclaimed = await teardown(stack, spec.jobId, describe(failure, wait), { onOutput: engineOutput, refresh, platform, region: spec.instance.region });
+      for (const line of reclaimed) progress.note(`deleted what the cut-off update had not recorded: ${line}`);
     } catch (err) {
       const explained = explainEngineError(err, spec.jobId);
       failure = {
@@ -313,11 +315,20 @@ async function installPlugins(stack: Stack, platform: Platform): Promise<void> {
 
 /**
  * Refresh (a compute that ended by itself is gone, and a cut-off update's pending creates are dropped), destroy
- * keeping the stack and its history, then confirm the stack holds nothing. A lock left by our own interrupted
- * update is cleared once.
+ * keeping the stack and its history, confirm the stack holds nothing, then delete what the pending creates stood
+ * for (found by tag, never just cleared: driver/reclaim.ts). A lock left by our own interrupted update is cleared
+ * once. Returns what the reclaim deleted.
  */
-export async function teardown(stack: Stack, jobId: string, message: string, opts: { onOutput?: (text: string) => void; refresh?: boolean } = {}): Promise<void> {
-  const { onOutput, refresh = true } = opts;
+export async function teardown(
+  stack: Stack,
+  jobId: string,
+  message: string,
+  opts: { onOutput?: (text: string) => void; refresh?: boolean; platform: Platform; region?: string },
+): Promise<string[]> {
+  const { onOutput, refresh = true, platform } = opts;
+  const pending = await pendingCreates(stack);
+  // Pending creates are dropped by a refresh only; what they stood for is deleted by the reclaim below.
+  const mustRefresh = refresh || pending.length > 0;
   const withLockRetry = async <T>(operation: () => Promise<T>): Promise<T> => {
     try {
       return await operation();
@@ -327,7 +338,7 @@ export async function teardown(stack: Stack, jobId: string, message: string, opt
       return operation();
     }
   };
-  if (refresh) {
+  if (mustRefresh) {
     try {
       await withLockRetry(() => stack.refresh({ onOutput, clearPendingCreates: true, message: `cloudcompute job ${jobId}: refresh before destroy` }));
     } catch {
@@ -337,6 +348,7 @@ export async function teardown(stack: Stack, jobId: string, message: string, opt
   await withLockRetry(() => stack.destroy({ onOutput, message }));
   const left = await resourceCount(stack);
   if (left > 0) throw new InfraError(`the stack of job ${jobId} still holds ${left} resource(s) after destroy`);
+  return platform.reclaim(jobId, opts.region, pending);
 }
 
 /**

@@ -190,6 +190,9 @@ const localProcessProvider: pulumi.dynamic.ResourceProvider<LocalProcessInputs, 
     // The agent may legitimately finish at once (a fast failure writes its marker and exits): then there is nothing
     // left to stop, and the fingerprint "exited" matches no process.
     const startFingerprint = processFingerprint(pid) ?? "exited";
+    // The local counterpart of an EC2 tag: if the engine dies before it records this create, the driver's teardown
+    // still finds the process through this file (reclaimLocalAgent) instead of leaving it running.
+    fs.writeFileSync(pathModule.join(inputs.workDir, "agent.pid"), `${pid}:${startFingerprint}\n`);
     const outs: LocalProcessOutputs = { ...inputs, pid, startFingerprint, logPath };
     return { id: `${pid}:${startFingerprint}`, outs };
   },
@@ -253,6 +256,25 @@ export class LocalJob extends pulumi.ComponentResource {
     this.workDir = proc.workDir;
     this.registerOutputs({ instanceId: this.instanceId, markerUrl: this.markerUrl });
   }
+}
+
+/**
+ * Stop a local agent the stack's state does not hold (its create was cut off before the engine recorded it), found
+ * through the `agent.pid` its create wrote in the work dir. Returns what it stopped, or undefined.
+ */
+export async function reclaimLocalAgent(workDir: string, jobId: string): Promise<string | undefined> {
+  const fs = require("node:fs") as typeof import("node:fs");
+  let id: string;
+  try {
+    id = fs.readFileSync(path.join(workDir, "agent.pid"), "utf8").trim();
+  } catch {
+    return undefined;
+  }
+  const { pid, fingerprint } = parseProcessId(id);
+  if (processFingerprint(pid) !== fingerprint) return undefined;
+  await stopProcess(pid, fingerprint);
+  removeJobContainers(jobId);
+  return `local agent process ${pid}`;
 }
 
 /** Is the agent behind a LocalJob instance id (`local:<pid>:<fingerprint>`) still running? */

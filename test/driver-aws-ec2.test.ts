@@ -1,12 +1,32 @@
 /**
  * The driver's EC2 paths against moto's EC2 (real SDK, real server): the instance state checks the wait makes, the
- * spot price lookup for cost estimates, and the orphan search of `gc --aws` across every region jobs ran in.
+ * spot price lookup for cost estimates, the orphan search of `gc --aws` across every region jobs ran in, and the
+ * teardown's reclaim of what a cut-off update created without recording it (pending creates), found by tag.
  */
 import { expect } from "chai";
-import { DescribeImagesCommand, EC2Client, RunInstancesCommand, TerminateInstancesCommand, type _InstanceType } from "@aws-sdk/client-ec2";
+import {
+  CreateSecurityGroupCommand,
+  DescribeImagesCommand,
+  DescribeInstancesCommand,
+  DescribeSecurityGroupsCommand,
+  EC2Client,
+  RunInstancesCommand,
+  TerminateInstancesCommand,
+  type _InstanceType,
+} from "@aws-sdk/client-ec2";
+import {
+  AddRoleToInstanceProfileCommand,
+  CreateInstanceProfileCommand,
+  CreateRoleCommand,
+  IAMClient,
+  ListInstanceProfilesCommand,
+  ListRolesCommand,
+  PutRolePolicyCommand,
+} from "@aws-sdk/client-iam";
 import { awsPlatform, JOB_TAG } from "../driver/platform";
 import { isRetryable } from "../driver/run";
 import { parseJobSpec, type JobSpec } from "../job/spec";
+import { EC2_ASSUME_ROLE_POLICY } from "../infra/policy";
 import { sharedMoto } from "./support/fixtures";
 
 function spec(region: string, spot = false): JobSpec {
@@ -87,5 +107,47 @@ describe("driver: EC2 paths against moto EC2", function () {
     // Only the default region without the recorded ones: the eu-west-1 orphan would be missed.
     const defaultOnly = await awsPlatform.findOrphans(new Set([owned]));
     expect(defaultOnly.some((o) => o.instanceId === west)).to.equal(false);
+  });
+
+  it("teardown's reclaim deletes what pending creates stood for, found by the job's tag — and nothing of another job", async () => {
+    const region = "eu-west-1";
+    const jobId = "job-pending-create";
+    const iam = new IAMClient({ region });
+    const tags = [{ Key: JOB_TAG, Value: jobId }];
+    // What an update cut off mid-create leaves: a live instance and security group, a role and profile the state lost.
+    const instance = await launch(region, jobId);
+    const bystander = await launch(region, "job-someone-else");
+    const group = await ec2(region).send(
+      new CreateSecurityGroupCommand({ GroupName: `cc-${jobId}`, Description: "job sg", TagSpecifications: [{ ResourceType: "security-group", Tags: tags }] }),
+    );
+    await iam.send(new CreateRoleCommand({ RoleName: "job-role-a1b2c3", AssumeRolePolicyDocument: JSON.stringify(EC2_ASSUME_ROLE_POLICY), Tags: tags }));
+    await iam.send(new PutRolePolicyCommand({ RoleName: "job-role-a1b2c3", PolicyName: "job-s3-access", PolicyDocument: JSON.stringify({ Version: "2012-10-17", Statement: [{ Effect: "Allow", Action: "s3:GetObject", Resource: "*" }] }) }));
+    await iam.send(new CreateInstanceProfileCommand({ InstanceProfileName: "job-profile-d4e5f6", Tags: tags }));
+    await iam.send(new AddRoleToInstanceProfileCommand({ InstanceProfileName: "job-profile-d4e5f6", RoleName: "job-role-a1b2c3" }));
+    // A role of the same name pattern someone else owns: named by a pending create, but not tagged with this job.
+    await iam.send(new CreateRoleCommand({ RoleName: "job-role-foreign", AssumeRolePolicyDocument: JSON.stringify(EC2_ASSUME_ROLE_POLICY) }));
+    const pending = [
+      { type: "aws:iam/role:Role", urn: "urn:role", inputs: { name: "job-role-a1b2c3" } },
+      { type: "aws:iam/role:Role", urn: "urn:foreign", inputs: { name: "job-role-foreign" } },
+      { type: "aws:iam/instanceProfile:InstanceProfile", urn: "urn:profile", inputs: { name: "job-profile-d4e5f6" } },
+      { type: "aws:ec2/instance:Instance", urn: "urn:instance", inputs: {} },
+    ];
+
+    const deleted = await awsPlatform.reclaim(jobId, region, pending);
+
+    expect(deleted).to.include.members([`EC2 instance ${instance} (terminated)`, `security group ${group.GroupId}`, "IAM role job-role-a1b2c3", "IAM instance profile job-profile-d4e5f6"]);
+    const states = async (ids: string[]) =>
+      (await ec2(region).send(new DescribeInstancesCommand({ InstanceIds: ids }))).Reservations!.flatMap((r) => r.Instances!).map((i) => i.State!.Name);
+    expect(await states([instance])).to.deep.equal(["terminated"]);
+    expect(await states([bystander]), "another job's instance").to.deep.equal(["running"]);
+    const groups = await ec2(region).send(new DescribeSecurityGroupsCommand({ Filters: [{ Name: `tag:${JOB_TAG}`, Values: [jobId] }] }));
+    expect(groups.SecurityGroups ?? []).to.have.length(0);
+    const roles = (await iam.send(new ListRolesCommand({}))).Roles!.map((r) => r.RoleName);
+    expect(roles).to.not.include("job-role-a1b2c3");
+    expect(roles, "an untagged role of the same name pattern").to.include("job-role-foreign");
+    const profiles = (await iam.send(new ListInstanceProfilesCommand({}))).InstanceProfiles!.map((p) => p.InstanceProfileName);
+    expect(profiles).to.not.include("job-profile-d4e5f6");
+    // Run again (a second cancel): nothing left to delete, no error.
+    expect(await awsPlatform.reclaim(jobId, region, pending)).to.deep.equal([]);
   });
 });
