@@ -2,5 +2,5 @@
 // The `cloudcompute` command: runs the TypeScript driver through tsx's require hook (no build step).
 "use strict";
 require("tsx/cjs");
-const { main } = require("../driver/cli.ts");
-main().then((code) => process.stdout.write("", () => process.exit(code)));
+const { main, exitProcess } = require("../driver/cli.ts");
+main().then(exitProcess);

@@ -67,22 +67,43 @@ function specFlags(argv: Record<string, unknown>): SpecFlags {
   return argv as SpecFlags;
 }
 
+/** A hang-up reached us while a stdio stream was a terminal: that terminal is gone (see exitProcess). */
+let terminalHungUp = false;
+
+/**
+ * End the process with `code`. After a terminal hang-up nobody reads the code, and Node's own exit would abort
+ * (SIGABRT, a core dump) restoring the settings of a tty that no longer exists; the driver ends by the hang-up's own
+ * signal instead, as a shell's jobs do — after its cleanup, which has run by now.
+ */
+export function exitProcess(code: number): void {
+  if (terminalHungUp) {
+    process.removeAllListeners("SIGHUP");
+    process.kill(process.pid, "SIGHUP");
+    return;
+  }
+  process.stdout.write("", () => process.exit(code));
+}
+
 /** SIGINT/SIGTERM: the first aborts (cancel, destroy, exit 130); the second leaves at once with the cleanup command. */
 function interruptController(): AbortController {
   const controller = new AbortController();
   let count = 0;
   const onSignal = (signal: NodeJS.Signals) => {
+    // A hang-up may arrive more than once (the kernel signals the session and the group): it never means "leave now".
+    if (signal === "SIGHUP") terminalHungUp ||= Boolean(process.stdin.isTTY || process.stdout.isTTY || process.stderr.isTTY);
+    if (signal === "SIGHUP" && count > 0) return;
     count++;
     if (count === 1) {
-      process.stderr.write(`\n${signal}: stopping — cancelling the update if one runs and destroying the job's resources (again to leave at once)\n`);
+      // Abort first: after a hang-up the terminal is gone and the write below only fails.
       controller.abort();
+      process.stderr.write(`\n${signal}: stopping — cancelling the update if one runs and destroying the job's resources (again to leave at once)\n`);
       return;
     }
     const jobs = [...activeJobs];
     process.stderr.write(
       `\nleaving now. ${jobs.length > 0 ? `Resources may remain; clean up with:\n${jobs.map((j) => `  npm run job -- cancel ${j}`).join("\n")}\n` : ""}`,
     );
-    process.exit(ExitCode.interrupted);
+    exitProcess(ExitCode.interrupted);
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
@@ -242,15 +263,12 @@ function quietSdkNodeWarning(): void {
 }
 
 /**
- * Output to a reader that is gone (a batch parent killed, a closed pipe) must not kill the driver mid-job: EPIPE
- * would otherwise end it before it destroys what it created. Such writes are dropped.
+ * Output to a reader that is gone must not kill the driver mid-job: a batch parent killed or a closed pipe (EPIPE),
+ * a closed terminal or ssh session (EIO on the tty). Any error of our own stdout/stderr would otherwise end the
+ * driver before it destroys what it created, so such writes are dropped: nothing is left to read them.
  */
 function surviveClosedOutput(): void {
-  for (const stream of [process.stdout, process.stderr]) {
-    stream.on("error", (err: NodeJS.ErrnoException) => {
-      if (err.code !== "EPIPE" && err.code !== "ERR_STREAM_DESTROYED") throw err;
-    });
-  }
+  for (const stream of [process.stdout, process.stderr]) stream.on("error", () => undefined);
 }
 
 export async function main(args: string[] = hideBin(process.argv)): Promise<number> {
@@ -272,6 +290,6 @@ export async function main(args: string[] = hideBin(process.argv)): Promise<numb
 if (require.main === module) {
   main().then((code) => {
     // Open sockets (S3 keep-alive) must not hold the process; flush stdout first.
-    process.stdout.write("", () => process.exit(code));
+    exitProcess(code);
   });
 }

@@ -5,10 +5,11 @@
  * destroyed — never an instance left running, never a pending create dropped from state.
  */
 import { expect } from "chai";
+import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { JobRecord } from "../driver/jobindex";
-import { DriverSandbox, localJobConfig, processAlive, startDriverSandbox } from "./support/driver-env";
+import { CLI, DriverSandbox, localJobConfig, processAlive, startDriverSandbox } from "./support/driver-env";
 import { scenario } from "./support/reliability";
 
 /** Live processes whose working directory is inside `dir` (a local job's agent and what it runs). */
@@ -46,7 +47,7 @@ describe("driver end to end: signals (real Pulumi engine, moto)", function () {
   this.timeout(10 * 60_000);
   let sandbox: DriverSandbox;
   let config: string;
-  const SUBJECTS = ["sub-ctrlc-up", "sub-ctrlc-wait", "sub-hangup", "sub-orphaned-batch"];
+  const SUBJECTS = ["sub-ctrlc-up", "sub-ctrlc-wait", "sub-hangup", "sub-pty-hangup", "sub-orphaned-batch"];
 
   async function waitForRecord(predicate: (r: JobRecord) => boolean, what: string, timeoutMs = 120_000): Promise<JobRecord> {
     const deadline = Date.now() + timeoutMs;
@@ -106,6 +107,44 @@ describe("driver end to end: signals (real Pulumi engine, moto)", function () {
     expectNothingLeft(rec.jobId);
     return `exit ${res.code}, ${JSON.parse(res.stdout).outcome}; ${sandbox.stackResources(rec.jobId)} resources`;
   }));
+
+  it("a real terminal hang-up (the driver on a pty whose other end closes: SIGHUP, then EIO on every write) is a clean stop", () =>
+    scenario("fault", "driver signal", "terminal hang-up on a real pty while waiting", "ends by SIGHUP after teardown: interrupted; 0 resources, no agent process", async () => {
+      // python's pty.fork makes the driver a session leader with the pty as its controlling terminal, as an ssh
+      // session does; closing the master end is the session going away.
+      const trigger = path.join(sandbox.home, "hang-up-now");
+      const script = [
+        "import os, pty, select, sys, json",
+        "pid, fd = pty.fork()",
+        "if pid == 0:",
+        "    os.execvpe(sys.argv[1], sys.argv[1:], os.environ)",
+        "while not os.path.exists(os.environ['PTY_TRIGGER']):",
+        "    r, _, _ = select.select([fd], [], [], 0.1)",
+        "    if r:",
+        "        try: os.read(fd, 65536)",
+        "        except OSError: break",
+        "os.close(fd)",
+        "_, status = os.waitpid(pid, 0)",
+        "print(json.dumps({'code': os.WEXITSTATUS(status) if os.WIFEXITED(status) else None, 'signal': os.WTERMSIG(status) if os.WIFSIGNALED(status) else None}))",
+      ].join("\n");
+      const env: NodeJS.ProcessEnv = { ...process.env, ...sandbox.env, PTY_TRIGGER: trigger };
+      delete env.PULUMI_BACKEND_URL;
+      const child = spawn("python3", ["-c", script, process.execPath, CLI, "--config", config, "--subject", "sub-pty-hangup"], { cwd: sandbox.home, env, stdio: ["ignore", "pipe", "inherit"] });
+      let out = "";
+      child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+      const exited = new Promise<void>((resolve) => child.on("close", () => resolve()));
+      const rec = await waitForRecord((r) => r.subject === "sub-pty-hangup" && r.state === "running", "sub-pty-hangup to run");
+      await new Promise((r) => setTimeout(r, 1000));
+      fs.writeFileSync(trigger, "");
+      await exited;
+      const status = JSON.parse(out.trim().split("\n").pop()!) as { code: number | null; signal: number | null };
+      // Ended by the hang-up's own signal after its cleanup (Node's normal exit would abort restoring the lost tty).
+      expect(status, "the driver's exit").to.deep.equal({ code: null, signal: 1 });
+      const done = sandbox.records().find((r) => r.jobId === rec.jobId)!;
+      expect(done.state).to.equal("interrupted");
+      expectNothingLeft(rec.jobId);
+      return `ended by signal ${status.signal} (SIGHUP), ${done.state}; ${sandbox.stackResources(rec.jobId)} resources`;
+    }));
 
   it("a batch parent killed (SIGKILL) while its worker waits: the worker survives the broken pipe, finishes and destroys its stack", () =>
     scenario("fault", "driver signal", "batch parent SIGKILLed while its worker waits", "the worker finishes (succeeded) and destroys its stack", async () => {
