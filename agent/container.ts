@@ -223,6 +223,8 @@ export interface RunContainerOptions {
   entrypoint?: string;
   env?: Record<string, string>;
   gpus?: number;
+  /** `none` (the default): no network at all; `bridge`: the runtime's default network. */
+  network?: "none" | "bridge";
   mounts?: Mount[];
   /** Working directory inside the container, or on the host for "none". */
   workdir: string;
@@ -253,13 +255,17 @@ export function containerInvocation(opts: RunContainerOptions & { name: string; 
   const env = opts.env ?? {};
   const mounts = opts.mounts ?? [];
   const gpus = opts.gpus ?? 0;
+  const isolated = (opts.network ?? "none") === "none";
   if (opts.runtime === "none") {
     const [program, ...args] = opts.entrypoint ? [opts.entrypoint, ...opts.command] : opts.command;
     if (!program) throw new JobFailure("container-failed", 'runtime "none" needs a command (or entrypoint) to run', "run");
-    return { program, args, env: { ...process.env, ...env } };
+    // A host process: it gets the basics of the agent's environment, never its credentials or the Pulumi passphrase.
+    return { program, args, env: { ...hostBasics(process.env), ...env } };
   }
   if (opts.runtime === "apptainer") {
-    const args = [opts.entrypoint ? "exec" : "run", "--cleanenv", "--pwd", opts.workdir];
+    // --containall: own PID/IPC namespaces, no host $HOME or /tmp; --no-privs: root in the image keeps no capabilities
+    // (it could otherwise stop the watchdog); --net --network none: no network, not even the instance's metadata.
+    const args = [opts.entrypoint ? "exec" : "run", "--containall", "--cleanenv", "--no-privs", ...(isolated ? ["--net", "--network", "none"] : []), "--pwd", opts.workdir];
     for (const m of mounts) args.push("--bind", `${m.host}:${m.container}${m.readOnly ? ":ro" : ""}`);
     if (gpus > 0) args.push("--nv");
     args.push(opts.image, ...(opts.entrypoint ? [opts.entrypoint] : []), ...opts.command);
@@ -267,7 +273,7 @@ export function containerInvocation(opts: RunContainerOptions & { name: string; 
     const passed = Object.fromEntries(Object.entries(env).map(([k, v]) => [`APPTAINERENV_${k}`, v]));
     return { program: "apptainer", args, env: { ...process.env, ...passed } };
   }
-  const args = ["run", "--rm", "--name", opts.name, "--pull=never", "-w", opts.workdir];
+  const args = ["run", "--rm", "--name", opts.name, "--pull=never", ...(isolated ? ["--network", "none"] : []), "-w", opts.workdir];
   for (const m of mounts) args.push("-v", `${m.host}:${m.container}${m.readOnly ? ":ro" : ""}`);
   if (Object.keys(env).length > 0) {
     if (!opts.envFile) throw new Error("container env needs an env file");
@@ -280,6 +286,13 @@ export function containerInvocation(opts: RunContainerOptions & { name: string; 
   if (opts.entrypoint) args.push("--entrypoint", opts.entrypoint);
   args.push(opts.image, ...opts.command);
   return { program: opts.runtime, args, env: process.env };
+}
+
+/** The variables a host command needs to work, and nothing that grants access (AWS_*, PULUMI_*, tokens). */
+const HOST_BASICS = ["PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM"];
+
+function hostBasics(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return Object.fromEntries(HOST_BASICS.filter((name) => env[name] !== undefined).map((name) => [name, env[name]]));
 }
 
 /** The env file docker and podman read (`NAME=value` per line; the spec refuses values with line breaks). */

@@ -174,6 +174,7 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
         entrypoint: spec.container.entrypoint,
         env: spec.container.env,
         gpus: spec.container.gpus,
+        network: spec.container.network,
         mounts,
         workdir: inContainer ? CONTAINER_PATHS.workdir : workdir,
         name: `cloudcompute-${spec.jobId}-${process.pid}`.replace(/[^A-Za-z0-9_.-]/g, "-"),

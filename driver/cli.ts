@@ -26,6 +26,7 @@ const SPEC_OPTIONS = {
   "output-glob": { type: "string", array: true, describe: "Glob of output files to upload (repeatable; default **)" },
   env: { type: "string", array: true, describe: "Container environment NAME=VALUE (repeatable)" },
   gpus: { type: "number", describe: "GPUs to pass through" },
+  network: { type: "string", choices: ["none", "bridge"], describe: "The container's network: none (default; the agent does all I/O) or bridge" },
   "instance-type": { type: "string", describe: "EC2 instance type, e.g. m5.4xlarge" },
   spot: { type: "boolean", describe: "Use a spot instance (--no-spot for on-demand)" },
   region: { type: "string", describe: "AWS region" },

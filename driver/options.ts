@@ -6,7 +6,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { load as loadYaml } from "js-yaml";
-import { ConfigError, ConfigLookup, deployConfigFromConfig, specFromConfig } from "../job/config";
+import { checkPlatformSupport, ConfigError, ConfigLookup, deployConfigFromConfig, specFromConfig } from "../job/config";
 import type { JobSpec } from "../job/spec";
 import { normaliseSubject } from "../job/subject";
 import { BadInputError } from "./errors";
@@ -27,6 +27,7 @@ export interface SpecFlags {
   outputGlob?: string[];
   env?: string[];
   gpus?: number;
+  network?: string;
   instanceType?: string;
   spot?: boolean;
   region?: string;
@@ -116,6 +117,7 @@ export function flagOverrides(flags: SpecFlags): Record<string, string | undefin
     "cloudcompute:outputGlobs": listToJson(flags.outputGlob),
     "cloudcompute:env": pairsToJson(flags.env, "env"),
     "cloudcompute:gpus": str(flags.gpus),
+    "cloudcompute:network": flags.network,
     "cloudcompute:instanceType": flags.instanceType,
     "cloudcompute:spot": str(flags.spot),
     "aws:region": flags.region,
@@ -166,6 +168,7 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date()): ResolvedJo
     spec = specFromConfig(lookup, { ...overrides, "cloudcompute:jobId": flags.jobId }, now);
     const deploy = deployConfigFromConfig((key) => (key === "cloudcompute:platform" ? flags.platform : undefined) ?? lookup(key));
     platform = deploy.platform;
+    checkPlatformSupport(spec, platform);
     agentBundle = flags.agentBundle ? path.resolve(flags.agentBundle) : deploy.agentBundlePath;
   } catch (err) {
     if (err instanceof ConfigError) {

@@ -13,6 +13,7 @@ import { getSubnetOutput } from "@pulumi/aws/ec2/getSubnet";
 import { getSubnetsOutput } from "@pulumi/aws/ec2/getSubnets";
 import { getVpcOutput } from "@pulumi/aws/ec2/getVpc";
 import { getParameterOutput } from "@pulumi/aws/ssm/getParameter";
+import { checkPlatformSupport } from "../job/config";
 import { markerUrl } from "../job/layout";
 import type { JobSpec } from "../job/spec";
 import { chooseMachineImage, MachineImage } from "./ami";
@@ -47,6 +48,7 @@ export interface AwsJobPlan {
 
 /** Throws (naming the field) when the job cannot run as specified. */
 export function planAwsJob(spec: JobSpec): AwsJobPlan {
+  checkPlatformSupport(spec, "aws");
   return {
     image: chooseMachineImage(spec),
     policy: jobPolicyDocument(spec),

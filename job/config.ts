@@ -32,6 +32,7 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   { key: "cloudcompute:command", specPath: ["container", "command"], kind: "command", expected: "a list of arguments, or one string split on whitespace, e.g. -m bvwn_multi_prior {input} {output}/{subject}", defaultValue: "[] (the image's default command)" },
   { key: "cloudcompute:entrypoint", specPath: ["container", "entrypoint"], kind: "string", expected: "an executable inside the image overriding its entrypoint" },
   { key: "cloudcompute:env", specPath: ["container", "env"], kind: "stringMap", expected: "a map of environment variable names to values", defaultValue: "{}" },
+  { key: "cloudcompute:network", specPath: ["container", "network"], kind: "string", expected: "none (no network: the agent does all I/O) or bridge (the image downloads at run time)", defaultValue: "none" },
   { key: "cloudcompute:gpus", specPath: ["container", "gpus"], kind: "integer", expected: "a whole number of GPUs (0-16)", defaultValue: "0" },
   { key: "cloudcompute:inputs", specPath: ["inputs"], kind: "inputs", required: true, expected: "a list of inputs, each an S3 URL or an object {name, url, access, extract, select, allowMultiple, sha256}" },
   { key: "cloudcompute:outputPrefix", specPath: ["outputs", "prefix"], kind: "string", required: true, expected: "an S3 prefix such as s3://my-lab-bucket/kwyk" },
@@ -211,4 +212,17 @@ function setAt(target: Record<string, unknown>, path: readonly string[], value: 
     node = node[part] as Record<string, unknown>;
   }
   node[path[path.length - 1]] = value;
+}
+
+/**
+ * What a platform cannot run safely. Runtime `none` runs the command as a host process beside the agent: on an EC2
+ * instance that means as root with the job role's credentials at hand, able to write the job's marker and results
+ * itself. It is for `--platform local`, where the host is the user's own machine.
+ */
+export function checkPlatformSupport(spec: JobSpec, platform: "aws" | "local"): void {
+  if (platform === "aws" && spec.container.runtime === "none") {
+    throw new ConfigError([
+      `cloudcompute:runtime: "none" runs the command on the instance itself, as root beside the agent and with the job role's credentials, where it could forge the job's result; on aws use docker, podman or apptainer ("none" is for --platform local)`,
+    ]);
+  }
 }

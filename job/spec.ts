@@ -94,6 +94,7 @@ export type InputSpec = z.infer<typeof InputSpec>;
 
 export const ContainerRuntime = z.enum(["docker", "podman", "apptainer", "none"]);
 export type ContainerRuntime = z.infer<typeof ContainerRuntime>;
+export const ContainerNetwork = z.enum(["none", "bridge"]);
 
 export const ContainerSpec = z
   .object({
@@ -113,6 +114,11 @@ export const ContainerSpec = z
       .default({}),
     /** Number of GPUs to pass through (0: none). */
     gpus: z.number().int().min(0).max(16).default(0),
+    /**
+     * The container's network. `none` (default): the agent does all input and output, so code in the image cannot
+     * send a restricted dataset anywhere. `bridge`: for images that must download at run time (e.g. TemplateFlow).
+     */
+    network: ContainerNetwork.default("none"),
   })
   .strict();
 export type ContainerSpec = z.infer<typeof ContainerSpec>;

@@ -62,6 +62,31 @@ describe("agent command building", () => {
     expect(apptainer.args).to.include("--nv");
     expect(apptainer.env.APPTAINERENV_TOKEN).to.equal("s3cret");
   });
+  it("gives the container no network unless the spec asks for bridge; apptainer is contained and drops privileges", () => {
+    const base = { image: "img", command: ["x"], workdir: "/data", name: "n" };
+    for (const runtime of ["docker", "podman"] as const) {
+      const isolated = containerInvocation({ ...base, runtime }).args.join(" ");
+      expect(isolated, runtime).to.include("--network none");
+      expect(containerInvocation({ ...base, runtime, network: "bridge" }).args.join(" "), runtime).to.not.include("--network");
+    }
+    const apptainer = containerInvocation({ ...base, runtime: "apptainer" }).args;
+    expect(apptainer).to.include.members(["--containall", "--cleanenv", "--no-privs"]);
+    expect(apptainer.join(" ")).to.include("--net --network none");
+    expect(containerInvocation({ ...base, runtime: "apptainer", network: "bridge" }).args).to.not.include("--net");
+  });
+  it("a host command (runtime none) gets the basics of the environment, never credentials or the Pulumi passphrase", () => {
+    const saved = { ...process.env };
+    Object.assign(process.env, { AWS_SECRET_ACCESS_KEY: "agent-key", AWS_SESSION_TOKEN: "tok", PULUMI_CONFIG_PASSPHRASE: "pass", PATH: "/usr/bin:/bin" });
+    try {
+      const none = containerInvocation({ image: "none", command: ["sh"], workdir: "/w", name: "n", runtime: "none", env: { JOB_SETTING: "1" } });
+      expect(none.env.PATH).to.equal("/usr/bin:/bin");
+      expect(none.env.JOB_SETTING).to.equal("1");
+      for (const name of ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "PULUMI_CONFIG_PASSPHRASE"]) expect(none.env[name], name).to.equal(undefined);
+    } finally {
+      for (const key of Object.keys(process.env)) if (!(key in saved)) delete process.env[key];
+      Object.assign(process.env, saved);
+    }
+  });
   it("treats only loopback registries as plain-HTTP", () => {
     expect(isLoopbackRegistry("127.0.0.1:5000/x/y:1")).to.equal(true);
     expect(isLoopbackRegistry("localhost:5000/x")).to.equal(true);

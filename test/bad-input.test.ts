@@ -54,6 +54,8 @@ const CASES: Array<[string, string[], RegExp]> = [
   ["a subjects file that does not exist", ["--subjects-file", "/nonexistent/subjects.txt"], /subjects file \/nonexistent\/subjects\.txt/],
   ["a subject given twice", ["--subject", "NDARINV0000BBBB", "--subject", "NDARINV0000CCCC"], /--subject is given 2 times/],
   ["an unknown platform", ["--platform", "gcp"], /platform.*gcp|Invalid values/s],
+  ["runtime none on aws (the command would run as root beside the agent)", ["--platform", "aws", "--runtime", "none"], /cloudcompute:runtime: "none" runs the command on the instance itself/],
+  ["an unknown container network", ["--network", "host"], /network.*host|Invalid values/s],
   ["an unknown flag", ["--no-such-flag"], /Unknown argument/],
   ["the reserved job id 'agent'", ["--job-id", "agent"], /jobId: .*reserved/],
   ["a job id that is no stack name", ["--job-id", "bad id!"], /cloudcompute:jobId|jobId/],

@@ -41,7 +41,7 @@ describe("driver end to end: the fault matrix (real Pulumi engine, moto, real ag
   let image: string;
   let registry: string;
   let copyConfig: string;
-  const SUBJECTS = ["sub-kill-download", "sub-kill-upload", "sub-presigned", "sub-no-image", "sub-exit137", "sub-disk-full", "sub-max-runtime", "sub-term-before-up", "sub-term-destroy", "sub-kill-destroy", "sub-pending-create"];
+  const SUBJECTS = ["sub-kill-download", "sub-kill-upload", "sub-presigned", "sub-no-image", "sub-exit137", "sub-disk-full", "sub-max-runtime", "sub-term-before-up", "sub-term-destroy", "sub-kill-destroy", "sub-pending-create", "sub-no-network", "sub-env"];
 
   async function waitForRecord(predicate: (r: JobRecord) => boolean, what: string, timeoutMs = 120_000): Promise<JobRecord> {
     const deadline = Date.now() + timeoutMs;
@@ -193,6 +193,30 @@ describe("driver end to end: the fault matrix (real Pulumi engine, moto, real ag
       }
     });
   });
+
+  it("code in the image has no network by default (podman): only the loopback interface exists, so it cannot send the data anywhere", () =>
+    scenario("fault", "container isolation", "an image trying to reach the network (podman, default network)", "the container sees only lo; the job succeeds", async () => {
+      const command = ["sh", "-c", 'cat /proc/net/dev > "$2/net.txt"; cp "$1" "$2/"', "sh", "{input}", "{output}"];
+      const res = await runJson(["--config", copyConfig, "--subject", "sub-no-network", "--runtime", "podman", "--image", image, "--command", JSON.stringify(command)]);
+      expect(res.code, res.stderr).to.equal(0);
+      const net = await (await sandbox.s3.send(new GetObjectCommand({ Bucket: sandbox.bucket, Key: "results/sub-no-network/net.txt" }))).Body!.transformToString();
+      const interfaces = net.split("\n").slice(2).map((line) => line.split(":")[0].trim()).filter(Boolean);
+      expect(interfaces).to.deep.equal(["lo"]);
+      expectNothingLeft(JSON.parse(res.stdout).jobId);
+      return `exit ${res.code}; interfaces in the container: ${interfaces.join(", ")}`;
+    }));
+
+  it("a host command (runtime none, local platform) cannot read the driver's AWS keys or the Pulumi passphrase", () =>
+    scenario("secret", "runtime none (local)", "the job's environment", "no AWS_SECRET_ACCESS_KEY, AWS_ACCESS_KEY_ID or PULUMI_CONFIG_PASSPHRASE in the command's environment", async () => {
+      const command = ["sh", "-c", 'env > "$2/env.txt"; cp "$1" "$2/"', "sh", "{input}", "{output}"];
+      const res = await runJson(["--config", copyConfig, "--subject", "sub-env", "--command", JSON.stringify(command)]);
+      expect(res.code, res.stderr).to.equal(0);
+      const env = await (await sandbox.s3.send(new GetObjectCommand({ Bucket: sandbox.bucket, Key: "results/sub-env/env.txt" }))).Body!.transformToString();
+      const names = env.split("\n").map((line) => line.split("=")[0]);
+      for (const secret of ["AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "PULUMI_CONFIG_PASSPHRASE"]) expect(names, secret).to.not.include(secret);
+      expect(env).to.not.include(SANDBOX_PASSPHRASE);
+      return `exit ${res.code}; variables seen: ${names.filter(Boolean).sort().join(" ")}`;
+    }));
 
   it("a job past its max runtime (1 min) is stopped by the agent with max-runtime", () =>
     scenario("fault", "driver", "max runtime reached (1 minute, the command sleeps 10)", "exit 1, max-runtime; results empty; nothing left", async () => {
