@@ -108,14 +108,19 @@ interface Worker {
   done: Promise<BatchEntry>;
 }
 
+/** The environment variable carrying a batch worker's job flags (a JSON list of arguments). */
+export const WORKER_ARGS_ENV = "CLOUDCOMPUTE_WORKER_ARGS";
+
 function startWorker(subject: string, options: BatchOptions, logDir: string): Worker {
   const stream = options.stream ?? process.stderr;
   const logPath = path.join(logDir, `${subject}.log`);
   const log = fs.createWriteStream(logPath);
   const started = Date.now();
-  const child = spawn(process.execPath, [CLI_ENTRY, "run", "--subject", subject, "--json", ...options.workerArgs], {
+  // The job's flags go through the environment, never argv: they may hold env values and presigned URLs, and a
+  // worker's command line is readable by every user of the machine for as long as its job runs.
+  const child = spawn(process.execPath, [CLI_ENTRY, "run", "--subject", subject, "--json"], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, CLOUDCOMPUTE_WORKER: "1" },
+    env: { ...process.env, CLOUDCOMPUTE_WORKER: "1", [WORKER_ARGS_ENV]: JSON.stringify(options.workerArgs) },
     // Its own process group: a terminal's Ctrl-C reaches only the batch, which forwards exactly one SIGINT (a
     // second one would make a worker leave without cleaning up).
     detached: true,

@@ -4,7 +4,7 @@
  */
 import yargs, { Argv, Options } from "yargs";
 import { hideBin } from "yargs/helpers";
-import { batchTable, readSubjectsFile, runBatch } from "./batch";
+import { batchTable, readSubjectsFile, runBatch, WORKER_ARGS_ENV } from "./batch";
 import { backendStacks, cancelJob, formatStatus, gc, jobListTable, jobStatus, listJobs, printLogs } from "./commands";
 import { BadInputError, DriverError, errorMessage, ExitCode } from "./errors";
 import { resolveJob, SpecFlags } from "./options";
@@ -273,6 +273,13 @@ function surviveClosedOutput(): void {
 }
 
 export async function main(args: string[] = hideBin(process.argv)): Promise<number> {
+  // A batch worker's job flags come through its environment (driver/batch.ts); taken out at once, so the engine
+  // and the agent it starts never inherit them.
+  const forwarded = process.env[WORKER_ARGS_ENV];
+  if (forwarded !== undefined) {
+    delete process.env[WORKER_ARGS_ENV];
+    args = [...args, ...(JSON.parse(forwarded) as string[])];
+  }
   surviveClosedOutput();
   silenceAwsSdkNodeNotice();
   quietSdkNodeWarning();

@@ -79,13 +79,23 @@ export function readConfigFile(file: string | undefined): ConfigFile {
   return { path: resolved, lookup: (key) => values.get(key) };
 }
 
-/** `KEY=VALUE` pairs to a JSON map (env, labels). */
+/**
+ * `KEY=VALUE` pairs to a JSON map (env, labels). For `--env`, a bare `NAME` takes the value of the driver's own
+ * environment variable, as `docker run -e NAME` does: a secret then never appears on a command line, where every
+ * user of the machine could read it in the process table.
+ */
 function pairsToJson(pairs: string[] | undefined, flag: string): string | undefined {
   if (!pairs || pairs.length === 0) return undefined;
   const map: Record<string, string> = {};
   for (const pair of pairs) {
     const eq = pair.indexOf("=");
-    if (eq <= 0) throw new BadInputError(`--${flag} "${pair}": expected NAME=VALUE`);
+    if (eq < 0 && flag === "env" && /^[A-Za-z_][A-Za-z0-9_]*$/.test(pair)) {
+      const value = process.env[pair];
+      if (value === undefined) throw new BadInputError(`--env ${pair}: no such variable in the environment (give NAME=VALUE, or export ${pair} first)`);
+      map[pair] = value;
+      continue;
+    }
+    if (eq <= 0) throw new BadInputError(`--${flag} "${pair}": expected NAME=VALUE${flag === "env" ? " or the NAME of a variable in the environment" : ""}`);
     map[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   return JSON.stringify(map);

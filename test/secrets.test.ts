@@ -32,7 +32,7 @@ describe("secrets stay secret (real Pulumi engine, moto)", function () {
     });
     const dry = await sandbox.run(["--config", config, "--subject", "NDARINV0000AAAA", "--dry-run", "--json"]);
     const presigned = JSON.stringify({ name: "t1", url: `https://bucket.s3.amazonaws.com/x.tgz?X-Amz-Signature=${SIGNATURE}`, access: "presigned" });
-    const aws = await sandbox.run(["--config", config, "--subject", "NDARINV0000AAAA", "--platform", "aws", "--input", presigned, "--dry-run", "--json"]);
+    const aws = await sandbox.run(["--config", config, "--subject", "NDARINV0000AAAA", "--platform", "aws", "--runtime", "docker", "--image", "neuronets/kwyk:latest-cpu", "--input", presigned, "--dry-run", "--json"]);
     expect(aws.code, aws.stderr).to.equal(0);
     dryRun = dry.stdout + dry.stderr + aws.stdout + aws.stderr;
     const res = await sandbox.run(["--config", config, "--subject", "NDARINV0000AAAA", "--json"]);
@@ -70,6 +70,36 @@ describe("secrets stay secret (real Pulumi engine, moto)", function () {
     const files = fs.readdirSync(root, { recursive: true }).map(String).filter((f) => f.includes(run.result.jobId) && fs.statSync(path.join(root, f)).isFile());
     return files.map((f) => fs.readFileSync(path.join(root, f), "utf8")).join("\n");
   });
+  it("no secret on any command line while a batch runs (`--env NAME` takes the value from the environment; workers get their flags through theirs)", () =>
+    scenario("secret", "batch with --env NAME", "the process table (/proc/*/cmdline) while the batch's worker, engine and agent run", "the env value on no process's command line", async () => {
+      await sandbox.seed(["NDARINV0000BBBB"]);
+      const subjects = path.join(sandbox.home, "secret-batch.txt");
+      fs.writeFileSync(subjects, "NDARINV0000BBBB\n");
+      const command = JSON.stringify(["sh", "-c", 'sleep 3; test -n "$SECRET_VALUE" && echo "got it" > "$2/ok.txt"', "sh", "{input}", "{output}"]);
+      const seen = new Set<string>();
+      let sampled = 0;
+      const running = sandbox.run(["--config", config, "--subjects-file", subjects, "--env", "SECRET_VALUE", "--command", command], { extraEnv: { SECRET_VALUE: SECRET } });
+      let done = false;
+      void running.then(() => (done = true));
+      while (!done) {
+        for (const pid of fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e))) {
+          try {
+            const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
+            sampled++;
+            if (cmdline.includes(SECRET)) seen.add(cmdline);
+          } catch {
+            /* gone */
+          }
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const res = await running;
+      expect(res.code, res.stderr).to.equal(0);
+      expect([...seen], "command lines holding the secret").to.deep.equal([]);
+      const body = await (await sandbox.s3.send(new GetObjectCommand({ Bucket: sandbox.bucket, Key: "results/NDARINV0000BBBB/ok.txt" }))).Body!.transformToString();
+      expect(body.trim(), "the job got the value").to.equal("got it");
+      return `${sampled} command lines sampled while it ran: the value on none; the job got it`;
+    }));
   it("the job really had the value (the container saw it)", async () => {
     const body = await (await sandbox.s3.send(new GetObjectCommand({ Bucket: sandbox.bucket, Key: "results/NDARINV0000AAAA/ok.txt" }))).Body!.transformToString();
     expect(body.trim()).to.equal("got it");
