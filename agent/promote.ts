@@ -6,6 +6,9 @@
  *
  * The pointer (`_cloudcompute/subjects/<subject>/results.json`) names the job whose outputs are current and lists
  * them: it is how the agent knows the previous run's objects without a ListBucket, which the role does not have.
+ * S3 cannot replace several objects at once, so while a promotion copies, the pointer says so (`complete: false`,
+ * listing the old and new keys): a promotion cut off halfway leaves results that say they are incomplete — the batch
+ * never takes them for a success — and the next successful run removes every key either run wrote.
  */
 import {
   AbortMultipartUploadCommand,
@@ -18,18 +21,11 @@ import {
   type S3Client,
 } from "@aws-sdk/client-s3";
 import { joinKey, type S3Location } from "../job/s3url";
-import type { OutputObject } from "../job/records";
+import { parseResultsPointer, type OutputObject, type ResultsPointer } from "../job/records";
 import { errorMessage, JobFailure } from "./errors";
 import { putJson } from "./report";
 import { httpStatusOf, mapLimit, withRetries } from "./retry";
 
-export interface ResultsPointer {
-  apiVersion: "cloudcompute/v1";
-  jobId: string;
-  launchId?: string;
-  promotedAt: string;
-  objects: OutputObject[];
-}
 
 export interface PromoteOptions {
   client: S3Client;
@@ -46,8 +42,7 @@ const GiB = 1024 * 1024 * 1024;
 async function readPointer(client: S3Client, pointer: S3Location): Promise<ResultsPointer | undefined> {
   try {
     const res = await withRetries(() => client.send(new GetObjectCommand({ Bucket: pointer.bucket, Key: pointer.key })), { attempts: 4 });
-    const parsed = JSON.parse(await res.Body!.transformToString()) as Partial<ResultsPointer>;
-    return Array.isArray(parsed.objects) ? (parsed as ResultsPointer) : undefined;
+    return parseResultsPointer(JSON.parse(await res.Body!.transformToString()));
   } catch (err) {
     // The role may GetObject the pointer but not list the bucket, so real S3 answers 403, not 404, while none exists.
     if ([403, 404].includes(httpStatusOf(err) ?? 0) || (err as { name?: string }).name === "NoSuchKey") return undefined;
@@ -94,6 +89,20 @@ export async function promoteResults(uploaded: OutputObject[], staged: S3Locatio
     throw new JobFailure("output-upload-failed", `the subject's results pointer ${pointer.key} could not be read: ${errorMessage(err)}`, "outputs");
   });
   const promoted = uploaded.map((object) => ({ ...object, key: joinKey(results.key, object.key.slice(staged.key.length)) }));
+  const pointerOf = (complete: boolean, objects: OutputObject[]): ResultsPointer => ({
+    apiVersion: "cloudcompute/v1",
+    jobId: opts.jobId,
+    launchId: opts.launchId,
+    promotedAt: new Date().toISOString(),
+    complete,
+    objects,
+  });
+  // Before the first copy: the results are in flux, and every key of the old and the new set is on record.
+  const promotedKeys = new Set(promoted.map((object) => object.key));
+  const inFlux = [...promoted, ...(previous?.objects ?? []).filter((object) => !promotedKeys.has(object.key))];
+  await putJson(opts.client, pointer, pointerOf(false, inFlux)).catch((err) => {
+    throw new JobFailure("output-upload-failed", `the subject's results pointer ${pointer.key} could not be written: ${errorMessage(err)}; the results are untouched`, "outputs");
+  });
   const replaced: string[] = [];
   try {
     await mapLimit(uploaded, 8, async (object, index) => {
@@ -104,15 +113,15 @@ export async function promoteResults(uploaded: OutputObject[], staged: S3Locatio
     throw new JobFailure(
       "output-upload-failed",
       `promoting the outputs to ${results.key} failed after ${replaced.length} of ${uploaded.length} object(s) (${replaced.slice(0, 5).join(", ")}` +
-        `${replaced.length > 5 ? ", ..." : ""}): ${errorMessage(err)}; the whole set is in ${staged.key}`,
+        `${replaced.length > 5 ? ", ..." : ""}): ${errorMessage(err)}; the whole set is in ${staged.key}. The results pointer marks ` +
+        `${results.key} incomplete; a successful re-run replaces it`,
       "outputs",
     );
   }
-  const record: ResultsPointer = { apiVersion: "cloudcompute/v1", jobId: opts.jobId, launchId: opts.launchId, promotedAt: new Date().toISOString(), objects: promoted };
-  await putJson(opts.client, pointer, record);
-  const current = new Set(promoted.map((object) => object.key));
-  const stale = (previous?.objects ?? []).map((object) => object.key).filter((key) => key.startsWith(results.key) && !current.has(key));
+  // Leftovers go first: the pointer says "complete" only once the results hold exactly this run's set.
+  const stale = inFlux.map((object) => object.key).filter((key) => key.startsWith(results.key) && !promotedKeys.has(key));
   await mapLimit(stale, 8, (key) => withRetries(() => opts.client.send(new DeleteObjectCommand({ Bucket: results.bucket, Key: key })), { attempts: 5 }));
+  await putJson(opts.client, pointer, pointerOf(true, promoted));
   opts.log?.(`promoted ${promoted.length} object(s) to ${results.key}${stale.length ? `, removed ${stale.length} left by ${previous!.jobId}` : ""}`);
   return promoted;
 }

@@ -7,15 +7,13 @@
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { ListObjectsV2Command } from "@aws-sdk/client-s3";
-import { s3ClientFor } from "../agent/s3";
-import { CONTROL_DIR } from "../job/layout";
-import type { CompletionMarker } from "../job/records";
-import { joinKey, parseS3Url } from "../job/s3url";
+import { jobLayout } from "../job/layout";
+import { parseCompletionMarker, parseResultsPointer } from "../job/records";
+import type { JobSpec } from "../job/spec";
 import { normaliseSubject } from "../job/subject";
 import { BadInputError, ExitCode } from "./errors";
 import { cloudcomputeHome, PACKAGE_ROOT } from "./paths";
-import { readJson } from "./s3";
+import { readRecord } from "./s3";
 import type { JobResult } from "./run";
 import { formatCost, table } from "./summary";
 
@@ -76,27 +74,19 @@ export function readSubjectsFile(file: string): string[] {
   return [...new Set(subjects)];
 }
 
-/** The id of a job of `subject` whose marker says it succeeded, if any (the newest). */
+/**
+ * The job whose results the subject holds, if they are a success: the subject's results pointer names it and says
+ * its promotion completed, and that job's marker — parsed, of this subject and this launch — says it succeeded.
+ * Anything else (no pointer, a promotion cut off, a failed or foreign marker) means the subject still needs a run.
+ */
 export async function findSuccess(outputPrefix: string, subject: string): Promise<string | undefined> {
-  const prefix = parseS3Url(outputPrefix);
-  const listPrefix = joinKey(prefix.key, CONTROL_DIR, `job-${subject}-`);
-  const pattern = new RegExp(`/(job-${subject.replace(/[.]/g, "\\.")}-\\d{8}T\\d{9}Z)/marker\\.json$`);
-  const client = s3ClientFor(prefix.bucket);
-  const jobIds: string[] = [];
-  let token: string | undefined;
-  do {
-    const res = await client.send(new ListObjectsV2Command({ Bucket: prefix.bucket, Prefix: listPrefix, ContinuationToken: token }));
-    for (const object of res.Contents ?? []) {
-      const match = object.Key ? pattern.exec(object.Key) : null;
-      if (match) jobIds.push(match[1]);
-    }
-    token = res.IsTruncated ? res.NextContinuationToken : undefined;
-  } while (token);
-  for (const jobId of jobIds.sort().reverse()) {
-    const marker = await readJson<CompletionMarker>({ bucket: prefix.bucket, key: joinKey(prefix.key, CONTROL_DIR, jobId, "marker.json") });
-    if (marker?.outcome === "succeeded") return jobId;
-  }
-  return undefined;
+  const layoutOf = (jobId: string) => jobLayout({ jobId, subject, outputs: { prefix: outputPrefix } as JobSpec["outputs"] });
+  const pointer = await readRecord(layoutOf("-").resultsPointer, parseResultsPointer);
+  if (!pointer || pointer.complete === false) return undefined;
+  const marker = await readRecord(layoutOf(pointer.jobId).marker, parseCompletionMarker);
+  if (!marker || marker.outcome !== "succeeded" || marker.subject !== subject || marker.jobId !== pointer.jobId) return undefined;
+  if (pointer.launchId && marker.launchId !== pointer.launchId) return undefined;
+  return pointer.jobId;
 }
 
 /** The CLI entry a worker runs: bin/cloudcompute.js registers tsx and loads driver/cli.ts. */

@@ -87,6 +87,25 @@ export const CompletionMarker = z.object({
 });
 export type CompletionMarker = z.infer<typeof CompletionMarker>;
 
+/**
+ * The subject's results pointer (`_cloudcompute/subjects/<subject>/results.json`, agent/promote.ts): which job's
+ * outputs `<prefix>/<subject>/` holds. `complete: false` while (or because) a promotion was cut off.
+ */
+export const ResultsPointer = z.object({
+  apiVersion: z.literal("cloudcompute/v1"),
+  jobId: z.string(),
+  launchId: z.string().optional(),
+  promotedAt: z.string(),
+  complete: z.boolean().optional(),
+  objects: z.array(OutputObject),
+});
+export type ResultsPointer = z.infer<typeof ResultsPointer>;
+
+export function parseResultsPointer(value: unknown): ResultsPointer | undefined {
+  const result = ResultsPointer.safeParse(value);
+  return result.success ? result.data : undefined;
+}
+
 export interface ProvenanceRecord {
   apiVersion: "cloudcompute/v1";
   agentVersion: string;

@@ -16,6 +16,7 @@ import type { AgentStatus, CompletionMarker, FailureReason, ProvenanceRecord } f
 import { parseJobSpec, type JobSpec, type JobSpecInput } from "../job/spec";
 import { runJob, type AgentOptions, type JobResult } from "../agent/run";
 import { MAX_PARTS, partSizeFor } from "../agent/outputs";
+import { findSuccess } from "../driver/batch";
 import { scenario } from "./support/reliability";
 import { getBytes, getJson, listKeys, makeAbcdArchive, newBucket, put, sharedMoto, testS3, type AbcdArchive } from "./support/fixtures";
 import { containerExists, podmanAvailable, podmanTestEnv, type PodmanEnv } from "./support/podman";
@@ -336,8 +337,8 @@ describe("agent jobs (moto S3 + podman)", function () {
     ["an upload to the job's area", /PutObject|CreateMultipartUpload|UploadPart/],
     ["the promotion into the results", /CopyObject/],
   ] as const) {
-    it(`output-upload-failed: ${where} fails for one file; the subject's earlier results stay as they were, nothing mixed`, () =>
-      scenario("fault", "outputs", `${where} fails for one file after an earlier success`, "output-upload-failed; earlier results exactly as they were", async () => {
+    it(`output-upload-failed: ${where} fails for one file; ${where === "the promotion into the results" ? "the pointer marks the results incomplete until a re-run completes them" : "the subject's earlier results stay as they were"}`, () =>
+      scenario("fault", "outputs", `${where} fails for one file after an earlier success`, where === "the promotion into the results" ? "output-upload-failed; the results pointer marks them incomplete (never a success); the next success replaces them" : "output-upload-failed; earlier results exactly as they were", async () => {
       // An earlier successful run of the subject under the same prefix.
       const first = makeSpec("ok");
       expect((await runTestJob(first)).result.marker.outcome).to.equal("succeeded");
@@ -358,7 +359,20 @@ describe("agent jobs (moto S3 + podman)", function () {
       expect(run.writes.at(-1)!.key).to.equal(run.layout.marker.key);
       expect(await listKeys(s3, bucket, layout.results.key)).to.deep.equal(before);
       expect((await getBytes(s3, bucket, `${layout.results.key}${GUID}_dims.txt`)).toString()).to.equal(beforeDims);
-      if (where === "the promotion into the results") expect(marker.message).to.match(/promoting the outputs .* failed after/);
+      if (where === "the promotion into the results") {
+        expect(marker.message).to.match(/promoting the outputs .* failed after .*marks .* incomplete/);
+        // The pointer owns up: this job's promotion was cut off, so nobody (the batch included) takes the results
+        // for a success until a re-run completes.
+        const pointer = await getJson<{ jobId: string; complete?: boolean }>(s3, bucket, layout.resultsPointer.key);
+        expect(pointer).to.include({ jobId: spec.jobId, complete: false });
+        expect(await findSuccess(first.outputs.prefix, first.subject)).to.equal(undefined);
+        const rerun = { ...makeSpec("ok"), outputs: first.outputs, jobId: `${first.jobId}-third` };
+        expect((await runTestJob(rerun)).result.marker.outcome).to.equal("succeeded");
+        expect(await getJson<{ jobId: string; complete?: boolean }>(s3, bucket, layout.resultsPointer.key)).to.include({ jobId: rerun.jobId, complete: true });
+        expect(await findSuccess(first.outputs.prefix, first.subject)).to.equal(rerun.jobId);
+        return `${marker.reason}; the pointer marks the results incomplete; the next success completes them`;
+      }
+      expect(await findSuccess(first.outputs.prefix, first.subject), "the earlier success still stands").to.equal(first.jobId);
       return `${marker.reason}; results unchanged (${before.length} objects)`;
     }));
   }
