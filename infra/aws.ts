@@ -152,8 +152,9 @@ export class AwsJob extends pulumi.ComponentResource {
         tags,
         volumeTags: tags,
       },
-      // The policy must be in force and the spec staged before the agent starts.
-      { parent: this, dependsOn: [rolePolicy, ...(args.startAfter ?? [])] },
+      // The policy must be in force and the spec staged before the agent starts. A second `pulumi up` (a new launch)
+      // terminates the old instance before the new one starts: two launches of one job never run, or promote, at once.
+      { parent: this, dependsOn: [rolePolicy, ...(args.startAfter ?? [])], deleteBeforeReplace: true },
     );
 
     this.instanceId = instance.id;

@@ -40,7 +40,7 @@ export interface StagingOutputs extends StagingInputs {
 /** Any change to what is staged means a new object set: replace, never update in place. */
 const REPLACE_ON = ["specJson", "specBucket", "specKey", "agentBucket", "agentKey", "agentSha256", "region"] as const;
 
-const stagingProvider: pulumi.dynamic.ResourceProvider<StagingInputs, StagingOutputs> = {
+export const stagingProvider: pulumi.dynamic.ResourceProvider<StagingInputs, StagingOutputs> = {
   async create(inputs) {
     const { S3Client, PutObjectCommand, HeadObjectCommand } = require("@aws-sdk/client-s3") as typeof import("@aws-sdk/client-s3");
     const { createHash } = require("node:crypto") as typeof import("node:crypto");
@@ -115,8 +115,26 @@ const stagingProvider: pulumi.dynamic.ResourceProvider<StagingInputs, StagingOut
   async delete(_id, props) {
     // spec.json holds the job's secrets (presigned URLs, env values): it goes when the job does. provenance.json,
     // with the redacted spec, is the record that stays; so does the content-addressed bundle other jobs share.
-    const { S3Client, DeleteObjectCommand } = require("@aws-sdk/client-s3") as typeof import("@aws-sdk/client-s3");
+    // A replacement (a second `pulumi up` of the stack: a new launch) has already staged its own spec under the same
+    // key by the time the old staging is deleted: that one is not ours to delete.
+    const { S3Client, DeleteObjectCommand, GetObjectCommand } = require("@aws-sdk/client-s3") as typeof import("@aws-sdk/client-s3");
     const s3 = new S3Client({ region: props.region, forcePathStyle: props.pathStyle });
+    const launchOf = (json: string): string | undefined => {
+      try {
+        return (JSON.parse(json) as { launchId?: string }).launchId;
+      } catch {
+        return undefined;
+      }
+    };
+    const ours = launchOf(props.specJson);
+    try {
+      const stored = await s3.send(new GetObjectCommand({ Bucket: props.specBucket, Key: props.specKey }));
+      const theirs = launchOf(await stored.Body!.transformToString());
+      if (ours && theirs && theirs !== ours) return;
+    } catch (err) {
+      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+      if (status === 404) return; // already gone
+    }
     await s3.send(new DeleteObjectCommand({ Bucket: props.specBucket, Key: props.specKey }));
   },
 };

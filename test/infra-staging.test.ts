@@ -1,0 +1,49 @@
+/**
+ * The staging provider (infra/staging.ts) against moto S3, called as the engine calls it: a second `pulumi up` of a
+ * job stack is a new launch whose staging replaces the old one create-before-delete, on the same spec.json key. The
+ * old staging's delete must leave the new launch's spec alone (else its instance boots to a missing spec), and the
+ * last delete removes the spec with its secrets.
+ */
+import { expect } from "chai";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { stagingProvider, type StagingInputs, type StagingOutputs } from "../infra/staging";
+import { getBytes, newBucket, sharedMoto, testS3 } from "./support/fixtures";
+
+describe("staging: a replaced launch's delete keeps the new launch's spec", function () {
+  this.timeout(60_000);
+
+  it("create A, create B (replacement), delete A: B's spec stays; delete B: gone", async () => {
+    await sharedMoto();
+    const s3 = testS3();
+    const bucket = await newBucket(s3, "cc-staging");
+    const bundle = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "cc-staging-")), "agent.js");
+    fs.writeFileSync(bundle, "console.log('agent')\n");
+    const sha = (await import("node:crypto")).createHash("sha256").update(fs.readFileSync(bundle)).digest("hex");
+    const inputsFor = (launchId: string): StagingInputs => ({
+      specJson: JSON.stringify({ jobId: "job-twice", launchId }),
+      specBucket: bucket,
+      specKey: "results/_cloudcompute/job-twice/spec.json",
+      agentBucket: bucket,
+      agentKey: `results/_cloudcompute/agent/${sha}.js`,
+      agentSha256: sha,
+      agentBundlePath: bundle,
+      region: "us-east-1",
+      pathStyle: true,
+      staleKeys: [],
+    });
+    const specOnS3 = async () => JSON.parse((await getBytes(s3, bucket, "results/_cloudcompute/job-twice/spec.json")).toString()) as { launchId: string };
+
+    const a = await stagingProvider.create!(inputsFor("launch-a"));
+    const b = await stagingProvider.create!(inputsFor("launch-b"));
+    expect((await specOnS3()).launchId).to.equal("launch-b");
+    await stagingProvider.delete!(a.id, a.outs as StagingOutputs);
+    expect((await specOnS3()).launchId, "the new launch's spec after the old staging's delete").to.equal("launch-b");
+    await stagingProvider.delete!(b.id, b.outs as StagingOutputs);
+    const gone = await getBytes(s3, bucket, "results/_cloudcompute/job-twice/spec.json").then(() => false, () => true);
+    expect(gone, "spec.json deleted with the last launch").to.equal(true);
+    // A delete of an already deleted spec is a no-op, not an error (a retried destroy).
+    await stagingProvider.delete!(b.id, b.outs as StagingOutputs);
+  });
+});
