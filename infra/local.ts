@@ -212,6 +212,11 @@ const localProcessProvider: pulumi.dynamic.ResourceProvider<LocalProcessInputs, 
     const { pid, fingerprint } = parseProcessId(id);
     await stopProcess(pid, fingerprint);
     removeJobContainers(props.jobId);
+    // The subject's data (often controlled-access) must not linger in the user's home, as it does not outlive an
+    // instance: inputs and outputs go with the job; the agent's logs stay for `logs` and the audit trail.
+    const fs = require("node:fs") as typeof import("node:fs");
+    const pathModule = require("node:path") as typeof import("node:path");
+    for (const dir of ["inputs", "outputs"]) fs.rmSync(pathModule.join(props.workDir, dir), { recursive: true, force: true });
   },
 };
 

@@ -71,6 +71,7 @@ describe("driver end to end: the fault matrix (real Pulumi engine, moto, real ag
     expect(state.deployment.pending_operations ?? [], "pending operations in state").to.deep.equal([]);
     expect(processesIn(localDir(jobId)), "agent processes left").to.deep.equal([]);
     expect(containersOf(jobId), "containers left").to.equal("");
+    for (const dir of ["inputs", "outputs"]) expect(fs.existsSync(path.join(localDir(jobId), dir)), `the subject's ${dir} left on disk`).to.equal(false);
   }
 
   /** A failed job: exit 1 with `reason`, no success marker, nothing in the subject's results, nothing left running. */
