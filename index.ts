@@ -1,10 +1,11 @@
 /**
  * The stack program for `pulumi up` by hand: one job from stack config (`cloudcompute:*` keys and `aws:region`).
- * The driver runs the same `declareJob` as an inline program instead.
+ * The driver runs the same `declareJob` as an inline program instead; both read config through job/config.ts.
  */
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
-import { ConfigLookup, deployConfigFromConfig, specFromConfig } from "./job/config";
+import { checkConfigKeys, checkPlatformSupport, ConfigError, ConfigLookup, deployConfigFromConfig, specFromConfig } from "./job/config";
+import { emptyPassphraseProblem } from "./job/spec";
 import { declareJob } from "./infra";
 
 /** `namespace:name` keys read through Pulumi's config; a job's id is its stack's name unless set. */
@@ -14,8 +15,25 @@ const get: ConfigLookup = (key) => {
   return value ?? (key === "cloudcompute:jobId" ? pulumi.getStack() : undefined);
 };
 
-const spec = specFromConfig(get);
-const deploy = deployConfigFromConfig(get);
+/** Bad config ends the update with its message alone (a RunError), before any resource is declared. */
+function resolve() {
+  try {
+    checkConfigKeys(Object.keys(pulumi.runtime.allConfig()));
+    const spec = specFromConfig(get);
+    const deploy = deployConfigFromConfig(get);
+    checkPlatformSupport(spec, deploy.platform);
+    // The stack's secrets provider is the passphrase one whenever the CLI hands us a passphrase variable.
+    const usesPassphrase = "PULUMI_CONFIG_PASSPHRASE" in process.env || "PULUMI_CONFIG_PASSPHRASE_FILE" in process.env;
+    const problem = usesPassphrase ? emptyPassphraseProblem(spec, process.env) : undefined;
+    if (problem) throw new ConfigError([problem]);
+    return { spec, deploy };
+  } catch (err) {
+    if (err instanceof ConfigError) throw new pulumi.RunError(err.message);
+    throw err;
+  }
+}
+
+const { spec, deploy } = resolve();
 const job = declareJob(spec, {
   platform: deploy.platform,
   agentBundlePath: deploy.agentBundlePath ?? path.join(__dirname, "dist", "agent.js"),

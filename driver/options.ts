@@ -6,9 +6,8 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { load as loadYaml } from "js-yaml";
-import { checkPlatformSupport, ConfigError, ConfigLookup, deployConfigFromConfig, specFromConfig } from "../job/config";
+import { checkConfigKeys, checkPlatformSupport, ConfigError, ConfigLookup, deployConfigFromConfig, specFromConfig } from "../job/config";
 import type { JobSpec } from "../job/spec";
-import { normaliseSubject } from "../job/subject";
 import { BadInputError } from "./errors";
 import { defaultAgentBundlePath } from "./paths";
 import type { PlatformName } from "./platform";
@@ -45,6 +44,8 @@ export const DEFAULT_CONFIG_FILE = "Pulumi.dev.yaml";
 export interface ConfigFile {
   path?: string;
   lookup: ConfigLookup;
+  /** Every key the file sets. */
+  keys: string[];
 }
 
 /**
@@ -56,7 +57,7 @@ export function readConfigFile(file: string | undefined): ConfigFile {
   const resolved = path.resolve(file ?? DEFAULT_CONFIG_FILE);
   if (!fs.existsSync(resolved)) {
     if (explicit) throw new BadInputError(`config file ${resolved} does not exist`);
-    return { lookup: () => undefined };
+    return { lookup: () => undefined, keys: [] };
   }
   let document: unknown;
   try {
@@ -76,7 +77,7 @@ export function readConfigFile(file: string | undefined): ConfigFile {
     }
     values.set(key, typeof value === "object" ? JSON.stringify(value) : String(value));
   }
-  return { path: resolved, lookup: (key) => values.get(key) };
+  return { path: resolved, lookup: (key) => values.get(key), keys: [...values.keys()] };
 }
 
 /**
@@ -147,34 +148,18 @@ export interface ResolvedJob {
   configPath?: string;
 }
 
-/** The normalised subject, or undefined when it does not normalise (specFromConfig then reports it). */
-function subjectFor(raw: string | undefined): string | undefined {
-  if (!raw) return undefined;
-  try {
-    return normaliseSubject(raw);
-  } catch {
-    return undefined;
-  }
-}
-
 /** What is common to the jobs of one run: the config file and the flags. A batch resolves once per subject. */
 export function resolveJob(flags: SpecFlags, now: Date = new Date()): ResolvedJob {
   const file = readConfigFile(flags.config);
   // A job id in the file names the stack `pulumi up` deploys by hand; every driver run is a new job.
   // `{subject}` in input URLs and globs is the job's subject, so one config file serves a whole batch.
-  const subject = subjectFor(flags.subject ?? file.lookup("cloudcompute:subject"));
-  const lookup: ConfigLookup = (key) => {
-    if (key === "cloudcompute:jobId") return undefined;
-    const value = file.lookup(key);
-    return key === "cloudcompute:inputs" && value && subject ? value.replaceAll("{subject}", subject) : value;
-  };
+  const lookup: ConfigLookup = (key) => (key === "cloudcompute:jobId" ? undefined : file.lookup(key));
   let spec: JobSpec;
   let platform: PlatformName;
   let agentBundle: string | undefined;
   try {
+    checkConfigKeys(file.keys);
     const overrides = flagOverrides(flags);
-    const inputs = overrides["cloudcompute:inputs"];
-    if (inputs && subject) overrides["cloudcompute:inputs"] = inputs.replaceAll("{subject}", subject);
     spec = specFromConfig(lookup, { ...overrides, "cloudcompute:jobId": flags.jobId }, now);
     const deploy = deployConfigFromConfig((key) => (key === "cloudcompute:platform" ? flags.platform : undefined) ?? lookup(key));
     platform = deploy.platform;

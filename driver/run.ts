@@ -9,7 +9,7 @@ import { ConcurrentUpdateError } from "@pulumi/pulumi/automation";
 import { jobLayout, makeJobId } from "../job/layout";
 import type { CompletionMarker } from "../job/records";
 import { formatS3Url } from "../job/s3url";
-import { JobSpec, redactSpec, specHasSecrets } from "../job/spec";
+import { JobSpec, redactSpec, emptyPassphraseProblem } from "../job/spec";
 import { declareJob, readAgentBundle, withAgent } from "../infra/index";
 import { BadInputError, errorMessage, ExitCode, InfraError, InterruptedError } from "./errors";
 import { explainEngineError, findPulumi, openJobStack, resourceCount } from "./engine";
@@ -356,21 +356,9 @@ export async function teardown(
  * decryptable by anyone who can read the backend. A job with secrets (presigned URLs, env values) needs a real one.
  */
 export function refuseSecretsWithoutPassphrase(spec: JobSpec, backend: string): void {
-  if (!specHasSecrets(spec)) return;
   if (!/^(file|s3|gs|azblob):/.test(backend)) return; // Pulumi Cloud encrypts secrets itself
-  if (process.env.PULUMI_CONFIG_PASSPHRASE_FILE || process.env.PULUMI_CONFIG_PASSPHRASE) return;
-  const what = [
-    ...spec.inputs.filter((input) => input.access === "presigned").map((input) => `inputs "${input.name}" (a presigned URL)`),
-    ...Object.keys(spec.container.env).map((name) => `container env ${name}`),
-  ];
-  throw new BadInputError(
-    `this job holds secrets (${what.join(", ")}), which Pulumi keeps encrypted in the stack's state — but the passphrase is empty, ` +
-      `so anyone who can read ${backend} could decrypt them.
-` +
-      `  Set one first, and keep it (every later command on these stacks needs it):  export PULUMI_CONFIG_PASSPHRASE='<a long random passphrase>'
-` +
-      `  (or PULUMI_CONFIG_PASSPHRASE_FILE=<a file holding it>).`,
-  );
+  const problem = emptyPassphraseProblem(spec, process.env);
+  if (problem) throw new BadInputError(problem);
 }
 
 /** The spec as the agent will read it (pointing at the content-addressed bundle); a missing bundle is bad input. */

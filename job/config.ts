@@ -54,7 +54,35 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
 export const DEPLOY_KEYS = {
   platform: { key: "cloudcompute:platform", expected: "aws or local", defaultValue: "aws" },
   agentBundle: { key: "cloudcompute:agentBundle", expected: "the path of the built agent bundle", defaultValue: "dist/agent.js" },
+  backend: { key: "cloudcompute:backend", expected: "a Pulumi backend URL (the driver's; PULUMI_BACKEND_URL wins)", defaultValue: "file://~/.cloudcompute/state" },
 } as const;
+
+/** Every `cloudcompute:*` key there is. */
+export const KNOWN_KEYS: ReadonlySet<string> = new Set([...CONFIG_KEYS.map((entry) => entry.key), ...Object.values(DEPLOY_KEYS).map((entry) => entry.key)]);
+
+/**
+ * Refuse `cloudcompute:*` keys nobody reads: a typo (`maxRuntimeMinute`) would otherwise leave the default in force
+ * silently — for max runtime, a cost guard four times looser than meant.
+ */
+export function checkConfigKeys(keys: Iterable<string>): void {
+  const problems: string[] = [];
+  for (const key of keys) {
+    if (!key.startsWith("cloudcompute:") || KNOWN_KEYS.has(key)) continue;
+    const near = [...KNOWN_KEYS].filter((known) => editDistance(known.toLowerCase(), key.toLowerCase()) <= 3);
+    problems.push(`${key}: no such key${near.length > 0 ? ` (did you mean ${near.join(" or ")}?)` : ""}: the keys are listed in the README's configuration table`);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    previous = current;
+  }
+  return previous[b.length];
+}
 
 export class ConfigError extends Error {
   constructor(
@@ -80,8 +108,12 @@ export function specFromConfig(get: ConfigLookup, overrides: Readonly<Record<str
   };
   const problems: string[] = [];
   const draft: Record<string, unknown> = { apiVersion: API_VERSION };
+  // `{subject}` in input URLs and globs is the job's subject: one config serves a whole batch, and `pulumi up` of a
+  // stack fills it in exactly as the driver does (a literal `{subject}` would only fail on the instance).
+  const subject = JobSpec.shape.subject.safeParse(lookup("cloudcompute:subject") ?? "");
   for (const entry of CONFIG_KEYS) {
-    const raw = lookup(entry.key);
+    let raw = lookup(entry.key);
+    if (entry.kind === "inputs" && raw !== undefined && subject.success) raw = raw.replaceAll("{subject}", subject.data);
     if (raw === undefined) {
       if (entry.required) problems.push(`${entry.key}: required: expected ${entry.expected}`);
       continue;

@@ -311,3 +311,31 @@ export function scrubSignatures(text: string): string {
 export function redactUrlIn(text: string, secretUrl: string): string {
   return scrubSignatures(text.split(secretUrl).join(redactUrl(secretUrl)));
 }
+
+/**
+ * Why this job's secrets would be decryptable by anyone who reads the state, or undefined: it holds secrets
+ * (presigned URLs, env values) and the passphrase is empty — unset, set to "", or a passphrase file that is empty.
+ */
+export function emptyPassphraseProblem(spec: JobSpec, env: NodeJS.ProcessEnv): string | undefined {
+  if (!specHasSecrets(spec)) return undefined;
+  const file = env.PULUMI_CONFIG_PASSPHRASE_FILE;
+  let passphrase = env.PULUMI_CONFIG_PASSPHRASE ?? "";
+  if (file) {
+    try {
+      passphrase = (require("node:fs") as typeof import("node:fs")).readFileSync(file, "utf8").trim();
+    } catch {
+      return `PULUMI_CONFIG_PASSPHRASE_FILE ${file} cannot be read`;
+    }
+  }
+  if (passphrase !== "") return undefined;
+  const what = [
+    ...spec.inputs.filter((input) => input.access === "presigned").map((input) => `inputs "${input.name}" (a presigned URL)`),
+    ...Object.keys(spec.container.env).map((name) => `container env ${name}`),
+  ];
+  return (
+    `this job holds secrets (${what.join(", ")}), which Pulumi keeps encrypted in the stack's state — but the passphrase is empty, ` +
+    `so anyone who can read the backend could decrypt them.\n` +
+    `  Set one first, and keep it (every later command on these stacks needs it):  export PULUMI_CONFIG_PASSPHRASE='<a long random passphrase>'\n` +
+    `  (or PULUMI_CONFIG_PASSPHRASE_FILE=<a file holding it>).`
+  );
+}

@@ -113,7 +113,17 @@ describe("driver: spec from config file and flags", () => {
     expect(() => resolveJob({ config: path.join(tmp, "missing.yaml") })).to.throw(BadInputError, /does not exist/);
     const secure = writeFile("Pulumi.secure.yaml", CONFIG + "  cloudcompute:image:\n    secure: AAABAxyz\n".replace("cloudcompute:image", "cloudcompute:entrypoint"));
     expect(() => resolveJob({ config: secure })).to.throw(BadInputError, /cloudcompute:entrypoint is an encrypted value/);
-    expect(() => resolveJob({ config, env: ["NOEQUALS"] })).to.throw(BadInputError, /--env "NOEQUALS": expected NAME=VALUE/);
+    expect(() => resolveJob({ config, env: ["=NONAME"] })).to.throw(BadInputError, /--env "=NONAME": expected NAME=VALUE/);
+    expect(() => resolveJob({ config, env: ["CC_UNSET_VARIABLE"] })).to.throw(BadInputError, /--env CC_UNSET_VARIABLE: no such variable in the environment/);
+    process.env.CC_TEST_TOKEN = "from-the-environment";
+    try {
+      expect(resolveJob({ config, env: ["CC_TEST_TOKEN"] }).spec.container.env).to.deep.equal({ CC_TEST_TOKEN: "from-the-environment" });
+    } finally {
+      delete process.env.CC_TEST_TOKEN;
+    }
+    // A typo in a key is refused with the key it was probably meant to be, not ignored (the default would apply).
+    const typo = writeFile("Pulumi.typo.yaml", CONFIG + "  cloudcompute:maxRuntimeMinute: \"60\"\n");
+    expect(() => resolveJob({ config: typo })).to.throw(BadInputError, /cloudcompute:maxRuntimeMinute: no such key \(did you mean cloudcompute:maxRuntimeMinutes\?\)/);
     const notYaml = writeFile("Pulumi.bad.yaml", "config: [unclosed\n");
     expect(() => resolveJob({ config: notYaml })).to.throw(BadInputError, /not valid YAML/);
   });

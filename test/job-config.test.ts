@@ -63,7 +63,7 @@ describe("job/config: stack config to JobSpec", () => {
     expect(spec.inputs).to.deep.equal([
       { name: "input", url: MINIMAL["cloudcompute:inputs"], access: "role", extract: "auto", allowMultiple: false },
     ]);
-    expect(spec.container).to.deep.equal({ image: "neuronets/kwyk:latest-cpu", runtime: "docker", command: [], env: {}, gpus: 0 });
+    expect(spec.container).to.deep.equal({ image: "neuronets/kwyk:latest-cpu", runtime: "docker", command: [], env: {}, gpus: 0, network: "none" });
     expect(spec.instance).to.deep.equal({ type: "m5.4xlarge", region: "us-east-1", spot: false, rootVolumeGiB: 50 });
     expect(spec.limits).to.deep.equal({ maxRuntimeMinutes: 240, graceMinutes: 10, heartbeatTimeoutSeconds: 300 });
     expect(spec.outputs.globs).to.deep.equal(["**"]);
