@@ -27,6 +27,8 @@ export interface LocalJobArgs {
 /** What the provider stores: nothing secret, so the process can be found and stopped later. */
 interface LocalProcessInputs {
   jobId: string;
+  /** A new launch (a second `pulumi up` of the stack) is a new agent process. */
+  launchId: string;
   specUrl: string;
   agentBundlePath: string;
   workDir: string;
@@ -204,7 +206,7 @@ const localProcessProvider: pulumi.dynamic.ResourceProvider<LocalProcessInputs, 
   },
 
   async diff(_id, olds, news) {
-    const changed = (["jobId", "specUrl", "agentBundlePath", "workDir"] as const).filter((key) => olds[key] !== news[key]);
+    const changed = (["jobId", "launchId", "specUrl", "agentBundlePath", "workDir"] as const).filter((key) => olds[key] !== news[key]);
     return { changes: changed.length > 0, replaces: changed, deleteBeforeReplace: true };
   },
 
@@ -248,10 +250,11 @@ export class LocalJob extends pulumi.ComponentResource {
     // Only non-secret parts of the spec are used; the job id and marker location are not secret.
     const spec = pulumi.unsecret(pulumi.output(args.spec));
     const jobId = spec.apply((s) => s.jobId);
+    const launchId = spec.apply((s) => s.launchId ?? "");
     const workDir = args.workDir ?? jobId.apply(defaultLocalWorkDir);
     const proc = new LocalProcess(
       `${name}-agent`,
-      { jobId, specUrl: args.specUrl, agentBundlePath: args.agentBundlePath, workDir },
+      { jobId, launchId, specUrl: args.specUrl, agentBundlePath: args.agentBundlePath, workDir },
       { parent: this },
     );
     this.instanceId = proc.id.apply((id) => `local:${id}`);

@@ -88,6 +88,8 @@ copy_plugins
 # not serve. Build it from the source kept beside the project (../shared/pulumi-language-nodejs, or
 # PULUMI_LANGUAGE_NODEJS_SRC) when it is there; inline programs (the driver) work without it.
 language_src="${PULUMI_LANGUAGE_NODEJS_SRC:-$(dirname "$repo")/shared/pulumi-language-nodejs}"
+# A clone made elsewhere (CI clones into a scratch directory) still finds the machine's shared copy.
+[ -f "$language_src/build.sh" ] || [ ! -f /work/shared/pulumi-language-nodejs/build.sh ] || language_src=/work/shared/pulumi-language-nodejs
 if [ ! -x "$bin_dir/pulumi-language-nodejs" ]; then
   if [ -f "$language_src/build.sh" ]; then
     log "building pulumi-language-nodejs from $language_src"
