@@ -85,16 +85,26 @@ export function exitProcess(code: number): void {
   process.stdout.write("", () => process.exit(code));
 }
 
+/**
+ * A terminal's Ctrl-C can reach the driver more than once: directly (it is in the foreground process group) and again
+ * through a parent that forwards signals (tsx does). Copies within this window are one Ctrl-C; only a deliberate
+ * second one, later, means "leave now".
+ */
+const SAME_SIGNAL_WINDOW_MS = 2000;
+
 /** SIGINT/SIGTERM: the first aborts (cancel, destroy, exit 130); the second leaves at once with the cleanup command. */
 function interruptController(): AbortController {
   const controller = new AbortController();
   let count = 0;
+  let firstAt = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     // A hang-up may arrive more than once (the kernel signals the session and the group): it never means "leave now".
     if (signal === "SIGHUP") terminalHungUp ||= Boolean(process.stdin.isTTY || process.stdout.isTTY || process.stderr.isTTY);
     if (signal === "SIGHUP" && count > 0) return;
+    if (count > 0 && Date.now() - firstAt < SAME_SIGNAL_WINDOW_MS) return;
     count++;
     if (count === 1) {
+      firstAt = Date.now();
       // Abort first: after a hang-up the terminal is gone and the write below only fails.
       controller.abort();
       process.stderr.write(`\n${signal}: stopping — cancelling the update if one runs and destroying the job's resources (again to leave at once)\n`);

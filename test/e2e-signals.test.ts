@@ -9,7 +9,7 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { JobRecord } from "../driver/jobindex";
-import { CLI, DriverSandbox, localJobConfig, processAlive, startDriverSandbox } from "./support/driver-env";
+import { CLI, REPO_ROOT, DriverSandbox, localJobConfig, processAlive, startDriverSandbox } from "./support/driver-env";
 import { scenario } from "./support/reliability";
 
 /** Live processes whose working directory is inside `dir` (a local job's agent and what it runs). */
@@ -47,7 +47,7 @@ describe("driver end to end: signals (real Pulumi engine, moto)", function () {
   this.timeout(10 * 60_000);
   let sandbox: DriverSandbox;
   let config: string;
-  const SUBJECTS = ["sub-ctrlc-up", "sub-ctrlc-wait", "sub-hangup", "sub-pty-hangup", "sub-orphaned-batch"];
+  const SUBJECTS = ["sub-ctrlc-up", "sub-ctrlc-wait", "sub-ctrlc-npm", "sub-hangup", "sub-pty-hangup", "sub-orphaned-batch"];
 
   async function waitForRecord(predicate: (r: JobRecord) => boolean, what: string, timeoutMs = 120_000): Promise<JobRecord> {
     const deadline = Date.now() + timeoutMs;
@@ -94,6 +94,26 @@ describe("driver end to end: signals (real Pulumi engine, moto)", function () {
       return `exit ${res.code}; ${sandbox.stackResources(rec.jobId)} resources; no agent process`;
     }));
   }
+
+  it("a terminal Ctrl-C through `npm run job` (npm forwards the signal too, so the driver gets it twice at once) is one Ctrl-C: a clean destroy", () =>
+    scenario("fault", "driver signal", "terminal Ctrl-C through npm run job (the signal arrives twice)", "one clean stop: interrupted, 0 resources, never 'leaving now'", async () => {
+      const env: NodeJS.ProcessEnv = { ...process.env, ...sandbox.env };
+      delete env.PULUMI_BACKEND_URL;
+      const child = spawn("npm", ["run", "-s", "job", "--", "--config", config, "--subject", "sub-ctrlc-npm", "--json"], { cwd: REPO_ROOT, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+      let stderr = "";
+      child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+      child.stdout.resume();
+      const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+      const rec = await waitForRecord((r) => r.subject === "sub-ctrlc-npm" && r.state === "running", "sub-ctrlc-npm to run");
+      await new Promise((r) => setTimeout(r, 1000));
+      process.kill(-child.pid!, "SIGINT"); // the terminal: npm, the driver and anything else in the foreground group
+      const code = await exited;
+      expect(stderr, "the second copy taken for a second Ctrl-C").to.not.include("leaving now");
+      const done = sandbox.records().find((r) => r.jobId === rec.jobId)!;
+      expect(done.state, stderr).to.equal("interrupted");
+      expectNothingLeft(rec.jobId);
+      return `npm exit ${code}; ${done.state}; ${sandbox.stackResources(rec.jobId)} resources`;
+    }));
 
   it("a hang-up (closed terminal or ssh session) while waiting is a clean stop like Ctrl-C, exit 130", () =>
     scenario("fault", "driver signal", "SIGHUP while waiting", "exit 130, outcome interrupted; nothing left", async () => {
