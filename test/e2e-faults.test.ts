@@ -15,25 +15,13 @@ import { GetObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import type { JobRecord } from "../driver/jobindex";
 import type { JobResult } from "../driver/run";
-import { DriverSandbox, localJobConfig, processAlive, pulumiBinary, SANDBOX_PASSPHRASE, startDriverSandbox } from "./support/driver-env";
+import { DriverSandbox, localJobConfig, processesIn, pulumiBinary, SANDBOX_PASSPHRASE, startDriverSandbox, waitForRecord as waitForJobRecord } from "./support/driver-env";
 import { startExpiryProxy, type ExpiryProxy } from "./support/s3-expiry-proxy";
 import { startFaultProxy, type FaultProxy } from "./support/fault-proxy";
 import { podmanAvailable, podmanTestEnv } from "./support/podman";
 import { scenario } from "./support/reliability";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Live processes whose working directory is inside `dir` (a local job's agent and what it runs). */
-function processesIn(dir: string): number[] {
-  return fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e)).map(Number).filter((pid) => {
-    try {
-      const cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
-      return (cwd === dir || cwd.startsWith(dir + path.sep)) && processAlive(pid);
-    } catch {
-      return false;
-    }
-  });
-}
 
 describe("driver end to end: the fault matrix (real Pulumi engine, moto, real agent)", function () {
   this.timeout(15 * 60_000);
@@ -43,15 +31,7 @@ describe("driver end to end: the fault matrix (real Pulumi engine, moto, real ag
   let copyConfig: string;
   const SUBJECTS = ["sub-kill-download", "sub-kill-upload", "sub-presigned", "sub-no-image", "sub-exit137", "sub-disk-full", "sub-max-runtime", "sub-term-before-up", "sub-term-destroy", "sub-kill-destroy", "sub-pending-create", "sub-no-network", "sub-env"];
 
-  async function waitForRecord(predicate: (r: JobRecord) => boolean, what: string, timeoutMs = 120_000): Promise<JobRecord> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = sandbox.records().find(predicate);
-      if (found) return found;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await sleep(50);
-    }
-  }
+  const waitForRecord = (predicate: (r: JobRecord) => boolean, what: string, timeoutMs?: number) => waitForJobRecord(sandbox, predicate, what, timeoutMs);
   const agentPid = (r: JobRecord) => Number(/^local:(\d+):/.exec(r.instanceId ?? "")?.[1]);
   const localDir = (jobId: string) => path.join(sandbox.home, "local", jobId);
   const containersOf = (jobId: string) =>

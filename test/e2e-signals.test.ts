@@ -9,19 +9,8 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { JobRecord } from "../driver/jobindex";
-import { CLI, REPO_ROOT, DriverSandbox, localJobConfig, processAlive, startDriverSandbox } from "./support/driver-env";
+import { CLI, REPO_ROOT, DriverSandbox, localJobConfig, processesIn, startDriverSandbox, waitForRecord as waitForJobRecord } from "./support/driver-env";
 import { scenario } from "./support/reliability";
-
-/** Live processes whose working directory is inside `dir` (a local job's agent and what it runs). */
-function processesIn(dir: string): number[] {
-  return fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e)).map(Number).filter((pid) => {
-    try {
-      return fs.readlinkSync(`/proc/${pid}/cwd`).startsWith(dir) && processAlive(pid);
-    } catch {
-      return false;
-    }
-  });
-}
 
 /** Is a `pulumi <operation>` of this stack running? */
 function engineRunning(operation: string, jobId: string): boolean {
@@ -49,15 +38,7 @@ describe("driver end to end: signals (real Pulumi engine, moto)", function () {
   let config: string;
   const SUBJECTS = ["sub-ctrlc-up", "sub-ctrlc-wait", "sub-ctrlc-npm", "sub-hangup", "sub-pty-hangup", "sub-orphaned-batch"];
 
-  async function waitForRecord(predicate: (r: JobRecord) => boolean, what: string, timeoutMs = 120_000): Promise<JobRecord> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = sandbox.records().find(predicate);
-      if (found) return found;
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
+  const waitForRecord = (predicate: (r: JobRecord) => boolean, what: string, timeoutMs?: number) => waitForJobRecord(sandbox, predicate, what, timeoutMs);
 
   function expectNothingLeft(jobId: string): void {
     expect(sandbox.stackResources(jobId), `resources left in ${jobId}`).to.equal(0);

@@ -174,3 +174,26 @@ export function localJobConfig(sandbox: DriverSandbox, container: { image: strin
     "cloudcompute:heartbeatTimeoutSeconds": "60",
   };
 }
+
+/** Live processes whose working directory is inside `dir` (a local job's agent and what it runs). */
+export function processesIn(dir: string): number[] {
+  return fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e)).map(Number).filter((pid) => {
+    try {
+      const cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
+      return (cwd === dir || cwd.startsWith(dir + path.sep)) && processAlive(pid);
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Wait until the sandbox's job index holds a record matching `predicate`. */
+export async function waitForRecord(sandbox: DriverSandbox, predicate: (r: JobRecord) => boolean, what: string, timeoutMs = 120_000): Promise<JobRecord> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const found = sandbox.records().find(predicate);
+    if (found) return found;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
