@@ -1,14 +1,16 @@
 /** The commands besides running jobs: status, logs, list, cancel, gc. */
 import { LocalWorkspace, type Stack } from "@pulumi/pulumi/automation";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseS3Url } from "../job/s3url";
 import { parseAgentStatus, parseCompletionMarker, type AgentStatus, type CompletionMarker } from "../job/records";
 import { BadInputError, errorMessage } from "./errors";
 import { engineEnv, findPulumi, openJobStack, PROJECT_NAME, resourceCount } from "./engine";
 import { JobRecord, latestJob, listJobRecords, readJobRecord, recordOwner, updateJobRecord } from "./jobindex";
-import { describeOwner, Owner, ownerFromTags, ownerState } from "./owner";
-import { cloudcomputeHome } from "./paths";
+import { describeOwner, Owner, ownerFromTags, ownerState, processStartTime } from "./owner";
+import { backendUrl, cloudcomputeHome } from "./paths";
 import { awsPlatform, Orphan, Platform, platformNamed } from "./platform";
 import { formatBytes } from "./progress";
 import { readRecord, readText } from "./s3";
@@ -124,6 +126,14 @@ export async function cancelJob(jobId: string, log: (line: string) => void, back
     }
     log("the driver did not finish within 10 minutes: destroying from here");
   }
+  // A driver killed by SIGKILL leaves its engine running in a session of its own: clearing its lock and destroying
+  // under it would race its update, which could record an instance after our destroy. Let it finish first.
+  const lockedBy = liveEngineHolding(backendUrl(backend ?? record?.backend), jobId);
+  if (lockedBy !== undefined) {
+    log(`the Pulumi engine (pid ${lockedBy}) still works on ${jobId}: waiting for it to finish before destroying`);
+    const deadline = Date.now() + 15 * 60_000;
+    while (liveEngineHolding(backendUrl(backend ?? record?.backend), jobId) !== undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
+  }
   const stack = await openJobStack({ jobId, backend: backend ?? record?.backend, mustExist: true });
   const tagged = ownerFromTags(await stack.listTags().catch(() => ({})));
   if (!owner && tagged && ownerState(tagged) === "unknown") log(`${jobId} belongs to ${describeOwner(tagged)}; destroying it from here as asked`);
@@ -136,6 +146,32 @@ export async function cancelJob(jobId: string, log: (line: string) => void, back
   for (const line of reclaimed) log(`${jobId}: deleted what a cut-off update had not recorded: ${line}`);
   updateJobRecord(jobId, { state: record && ["succeeded", "failed"].includes(record.state) ? record.state : "interrupted", driverPid: undefined, endedAt: record?.endedAt ?? new Date().toISOString(), reason: record?.reason ?? "cancelled" });
   log(`${jobId}: resources destroyed (${await resourceCount(stack)} left), history kept`);
+}
+
+/**
+ * The pid of a live Pulumi process on this host that holds the stack's lock (file backends: the lock files hold
+ * the locking process's pid and host), or undefined.
+ */
+function liveEngineHolding(backend: string, jobId: string): number | undefined {
+  if (!backend.startsWith("file:")) return undefined;
+  const dir = path.join(fileURLToPath(backend.split("?")[0]), ".pulumi", "locks", "organization", PROJECT_NAME, jobId);
+  let files: string[] = [];
+  try {
+    files = fs.readdirSync(dir).filter((f) => f.endsWith(".json"));
+  } catch {
+    return undefined;
+  }
+  for (const file of files) {
+    try {
+      const lock = JSON.parse(fs.readFileSync(path.join(dir, file), "utf8")) as { pid?: number; hostname?: string };
+      if (!lock.pid || lock.hostname !== os.hostname() || processStartTime(lock.pid) === undefined) continue;
+      // A reused pid is some other program: only a pulumi process can still be working on the stack.
+      if (/pulumi/.test(fs.readFileSync(`/proc/${lock.pid}/cmdline`, "utf8"))) return lock.pid;
+    } catch {
+      /* released meanwhile */
+    }
+  }
+  return undefined;
 }
 
 /** The platform a job ran on: its record says, else the state (any AWS resource, pending or recorded, means aws). */
