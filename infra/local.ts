@@ -267,22 +267,29 @@ export class LocalJob extends pulumi.ComponentResource {
 }
 
 /**
- * Stop a local agent the stack's state does not hold (its create was cut off before the engine recorded it), found
- * through the `agent.pid` its create wrote in the work dir. Returns what it stopped, or undefined.
+ * After the job's stack is destroyed: stop a local agent the state did not hold (its create was cut off before the
+ * engine recorded it), found through the `agent.pid` its create wrote in the work dir, and remove the subject's data
+ * whichever way the destroy went (an engine killed mid-destroy never ran the delete). Returns what it stopped.
  */
 export async function reclaimLocalAgent(workDir: string, jobId: string): Promise<string | undefined> {
   const fs = require("node:fs") as typeof import("node:fs");
-  let id: string;
+  let stopped: string | undefined;
+  let id: string | undefined;
   try {
     id = fs.readFileSync(path.join(workDir, "agent.pid"), "utf8").trim();
   } catch {
-    return undefined;
+    /* no agent was ever started here */
   }
-  const { pid, fingerprint } = parseProcessId(id);
-  if (processFingerprint(pid) !== fingerprint) return undefined;
-  await stopProcess(pid, fingerprint);
-  removeJobContainers(jobId);
-  return `local agent process ${pid}`;
+  if (id) {
+    const { pid, fingerprint } = parseProcessId(id);
+    if (processFingerprint(pid) === fingerprint) {
+      await stopProcess(pid, fingerprint);
+      removeJobContainers(jobId);
+      stopped = `local agent process ${pid}`;
+    }
+  }
+  for (const dir of ["inputs", "outputs"]) fs.rmSync(path.join(workDir, dir), { recursive: true, force: true });
+  return stopped;
 }
 
 /** Is the agent behind a LocalJob instance id (`local:<pid>:<fingerprint>`) still running? */
