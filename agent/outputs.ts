@@ -33,6 +33,8 @@ const HASH_SLICE = 256 * 1024;
 
 export interface UploadOptions {
   client?: S3Client;
+  /** Told of each symbolic link left out (it leads outside the output directory). */
+  onSkippedLink?: (link: SkippedLink) => void;
   /** Multipart part size (default 16 MiB; S3's minimum is 5 MiB). Files up to this size go in one PutObject. */
   partSize?: number;
   /** Parts of one file in flight (default 10). */
@@ -68,8 +70,20 @@ export class OutputUploadError extends JobFailure {
 
 class IntegrityError extends Error {}
 
-/** Regular files under `dir` matching any of `globs` and none of the `!globs` (symbolic links are skipped: they may point at host files). */
-export async function listOutputFiles(dir: string, globs: string[]): Promise<LocalFile[]> {
+/** A symbolic link in the outputs that was not followed: it leads outside the output directory, or nowhere. */
+export interface SkippedLink {
+  path: string;
+  target: string;
+}
+
+/**
+ * Regular files under `dir` matching any of `globs` and none of the `!globs`. A symbolic link that resolves inside
+ * `dir` is an output like any other (FreeSurfer's `surf/lh.white -> lh.white.preaparc`): uploaded under the link's
+ * name with its target's content; a link to a directory inside is walked once (no cycles). A link that leads outside
+ * `dir` (e.g. `fsaverage -> $FREESURFER_HOME/...`) or nowhere is never followed — it could reach host files — and is
+ * reported through `onSkippedLink`, so the job says what it left out instead of dropping it silently.
+ */
+export async function listOutputFiles(dir: string, globs: string[], onSkippedLink?: (link: SkippedLink) => void): Promise<LocalFile[]> {
   // picomatch ORs a list of globs; "!glob" entries are exclusions here, as in .gitignore-style lists.
   const include = globs.filter((g) => !g.startsWith("!"));
   const exclude = globs.filter((g) => g.startsWith("!")).map((g) => g.slice(1));
@@ -77,13 +91,30 @@ export async function listOutputFiles(dir: string, globs: string[]): Promise<Loc
   const excluded = exclude.length ? picomatch(exclude, { dot: true }) : () => false;
   const isMatch = (file: string) => included(file) && !excluded(file);
   const found: LocalFile[] = [];
+  const root = await fsp.realpath(dir);
+  const inside = (real: string) => real === root || real.startsWith(root + path.sep);
+  const walked = new Set<string>();
   const walk = async (rel: string): Promise<void> => {
+    const real = await fsp.realpath(path.join(dir, rel));
+    if (walked.has(real)) return; // a link back to a directory already listed
+    walked.add(real);
     const entries = await fsp.readdir(path.join(dir, rel), { withFileTypes: true });
     for (const entry of entries) {
       const child = rel ? `${rel}/${entry.name}` : entry.name;
       if (entry.isDirectory()) await walk(child);
       else if (entry.isFile() && isMatch(child)) {
         found.push({ path: child, size: (await fsp.stat(path.join(dir, child))).size });
+      } else if (entry.isSymbolicLink()) {
+        const full = path.join(dir, child);
+        const target = await fsp.readlink(full).catch(() => "?");
+        const resolved = await fsp.realpath(full).catch(() => undefined);
+        if (!resolved || !inside(resolved)) {
+          if (isMatch(child)) onSkippedLink?.({ path: child, target });
+          continue;
+        }
+        const stat = await fsp.stat(resolved);
+        if (stat.isDirectory()) await walk(child);
+        else if (stat.isFile() && isMatch(child)) found.push({ path: child, size: stat.size });
       }
     }
   };
@@ -364,7 +395,10 @@ async function uploadFile(localPath: string, dest: S3Location, ctx: FileUploadCo
  * it throws an OutputUploadError listing what did arrive.
  */
 export async function uploadOutputs(dir: string, globs: string[], dest: S3Location, opts: UploadOptions = {}): Promise<OutputObject[]> {
-  const files = await listOutputFiles(dir, globs);
+  const files = await listOutputFiles(dir, globs, (link) => {
+    opts.log?.(`not uploaded: ${link.path} is a symbolic link to ${link.target}, outside the output directory (or to nothing)`);
+    opts.onSkippedLink?.(link);
+  });
   const total = files.reduce((sum, file) => sum + file.size, 0);
   let done = 0;
   const concurrency = Math.max(1, opts.concurrency ?? 10);

@@ -14,7 +14,7 @@ import { pullImage, runContainer, expandCommand, type Mount, type PulledImage, t
 import { errorMessage, isOutOfDisk, JobFailure, toJobFailure } from "./errors";
 import { fetchInput, type FetchedInput, type FetchInputOptions } from "./inputs";
 import { instanceInfo } from "./instance";
-import { OutputUploadError, uploadOutputs, type UploadOptions } from "./outputs";
+import { OutputUploadError, uploadOutputs, type SkippedLink, type UploadOptions } from "./outputs";
 import { promoteResults } from "./promote";
 import { JobLog, putJson, Reporter } from "./report";
 import { mapLimit } from "./retry";
@@ -98,6 +98,7 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
   let image: PulledImage | undefined;
   let run: RunResult | undefined;
   let outputs: OutputObject[] = [];
+  const skippedLinks: SkippedLink[] = [];
   /** Where the outputs are: the job's own area until a successful job has promoted them to the results. */
   let outputPrefix = layout.outputs;
   let ranContainer = false;
@@ -209,6 +210,7 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
           signal: jobAbort.signal,
           log: (line) => log.line(line),
           onProgress: (done, total) => reporter.progress("outputs", done, total),
+          onSkippedLink: (link) => skippedLinks.push(link),
         });
         outputs = uploaded; // what a failed promotion leaves: the whole set, in the job's area
         if (failure || uploaded.length === 0) return uploaded;
@@ -264,6 +266,7 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
       files: input.files,
     })),
     outputs,
+    skippedLinks: skippedLinks.length > 0 ? skippedLinks : undefined,
     partialOutputs: partial,
     exitCode,
     timings,
@@ -281,7 +284,10 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
   }
   const summary = failure
     ? failure.message
-    : `succeeded: ${outputs.length} output(s), ${bytes} bytes in ${formatS3Url(outputPrefix)} after ${seconds(Date.now() - started)} s`;
+    : `succeeded: ${outputs.length} output(s), ${bytes} bytes in ${formatS3Url(outputPrefix)} after ${seconds(Date.now() - started)} s` +
+      (skippedLinks.length > 0
+        ? `; ${skippedLinks.length} symbolic link(s) leading outside the outputs not uploaded (${skippedLinks.slice(0, 3).map((l) => l.path).join(", ")}${skippedLinks.length > 3 ? ", ..." : ""}; see provenance.json)`
+        : "");
   reporter.stop();
   reporter.status.message = summary;
   reporter.beginPhase("done", summary);

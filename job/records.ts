@@ -115,6 +115,8 @@ export interface ProvenanceRecord {
   image?: { reference: string; digest?: string };
   inputs: Array<{ name: string; url: string; bytes: number; sha256?: string; etag?: string; files: string[] }>;
   outputs: OutputObject[];
+  /** Symbolic links in the outputs that lead outside them (or nowhere): not followed, not uploaded. */
+  skippedLinks?: Array<{ path: string; target: string }>;
   partialOutputs: boolean;
   exitCode?: number;
   timings: Partial<Record<Phase, number>>;

@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { expectedS3Sha256, listOutputFiles, OutputUploadError, uploadOutputs } from "../agent/outputs";
+import { expectedS3Sha256, listOutputFiles, OutputUploadError, uploadOutputs, type SkippedLink } from "../agent/outputs";
 import { getBytes, listKeys, newBucket, sharedMoto, testS3 } from "./support/fixtures";
 
 const MiB = 1024 * 1024;
@@ -60,9 +60,34 @@ describe("agent outputs (moto S3)", function () {
     expect(progress.at(-1)).to.equal(expected.reduce((s, f) => s + files[f].length, 0));
   });
 
-  it("skips symbolic links (they could point at host files)", async () => {
-    const listed = await listOutputFiles(dir, ["**"]);
+  it("never follows a symbolic link out of the outputs, and says which it left out", async () => {
+    const skipped: SkippedLink[] = [];
+    const listed = await listOutputFiles(dir, ["**"], (link) => skipped.push(link));
     expect(listed.map((f) => f.path)).to.not.include("link-to-host-file");
+    expect(skipped).to.deep.equal([{ path: "link-to-host-file", target: "/etc/hostname" }]);
+  });
+
+  it("uploads links that stay inside the outputs (FreeSurfer's surf/lh.white -> lh.white.preaparc) as their target, and survives link cycles", async () => {
+    const out = mkdtempSync(path.join(tmpdir(), "cc-links-"));
+    try {
+      mkdirSync(path.join(out, "surf"));
+      writeFileSync(path.join(out, "surf", "lh.white.preaparc"), "surface\n");
+      symlinkSync("lh.white.preaparc", path.join(out, "surf", "lh.white"));
+      symlinkSync("surf", path.join(out, "surf-alias")); // a directory link: walked once, not twice
+      symlinkSync("..", path.join(out, "surf", "up")); // a cycle back to the top
+      symlinkSync("/usr/share", path.join(out, "fsaverage")); // outside: left out, reported
+      symlinkSync("missing-target", path.join(out, "dangling"));
+      const skipped: SkippedLink[] = [];
+      const listed = await listOutputFiles(out, ["**"], (link) => skipped.push(link));
+      expect(listed.map((f) => f.path)).to.deep.equal(["surf/lh.white", "surf/lh.white.preaparc"]);
+      expect(listed.find((f) => f.path === "surf/lh.white")!.size).to.equal("surface\n".length);
+      expect(skipped.map((l) => l.path).sort()).to.deep.equal(["dangling", "fsaverage"]);
+      const uploaded = await uploadOutputs(out, ["**"], { bucket, key: "results/LINKS/" });
+      expect(uploaded.map((o) => o.key)).to.deep.equal(["results/LINKS/surf/lh.white", "results/LINKS/surf/lh.white.preaparc"]);
+      expect((await getBytes(s3, bucket, "results/LINKS/surf/lh.white")).toString()).to.equal("surface\n");
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
   });
 
   it("computes S3's composite checksum the way S3 does", () => {
