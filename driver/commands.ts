@@ -5,7 +5,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseS3Url } from "../job/s3url";
-import { parseAgentStatus, parseCompletionMarker, type AgentStatus, type CompletionMarker } from "../job/records";
+import { belongsToLaunch, parseAgentStatus, parseCompletionMarker, type AgentStatus, type CompletionMarker } from "../job/records";
 import { BadInputError, errorMessage } from "./errors";
 import { engineEnv, findPulumi, openJobStack, PROJECT_NAME, resourceCount } from "./engine";
 import { JobRecord, latestJob, listJobRecords, readJobRecord, recordOwner, updateJobRecord } from "./jobindex";
@@ -144,7 +144,16 @@ export async function cancelJob(jobId: string, log: (line: string) => void, back
   }
   const reclaimed = await teardown(stack, jobId, "cloudcompute job: cancelled", { platform: await jobPlatform(stack, record), region: record?.region });
   for (const line of reclaimed) log(`${jobId}: deleted what a cut-off update had not recorded: ${line}`);
-  updateJobRecord(jobId, { state: record && ["succeeded", "failed"].includes(record.state) ? record.state : "interrupted", driverPid: undefined, endedAt: record?.endedAt ?? new Date().toISOString(), reason: record?.reason ?? "cancelled" });
+  // The job may have ended by itself before we came (its driver killed while it ran on): its own marker says how.
+  const marker = record?.launchId ? await readRecord(parseS3Url(record.markerUrl), parseCompletionMarker).catch(() => undefined) : undefined;
+  const ended = marker && belongsToLaunch(marker, { launchId: record!.launchId! }) ? marker : undefined;
+  const finished = record && ["succeeded", "failed"].includes(record.state);
+  updateJobRecord(jobId, {
+    state: finished ? record!.state : ended ? ended.outcome : record?.state === "error" ? "error" : "interrupted",
+    driverPid: undefined,
+    endedAt: record?.endedAt ?? new Date().toISOString(),
+    reason: record?.reason ?? (ended ? ended.reason : "cancelled"),
+  });
   log(`${jobId}: resources destroyed (${await resourceCount(stack)} left), history kept`);
 }
 

@@ -30,6 +30,8 @@ export interface JobRecord {
   statusUrl: string;
   logUrl: string;
   instanceId?: string;
+  /** This launch's nonce: a marker found later (by cancel or gc) counts only if it carries it. */
+  launchId?: string;
   /** Failure reason from the marker or the driver (instance-lost, heartbeat-lost, max-runtime, up-failed, ...). */
   reason?: string;
   message?: string;

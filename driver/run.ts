@@ -147,6 +147,7 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
     logUrl: base.logUrl,
     attempt: options.attempt ?? 1,
     retryOf: options.retryOf,
+    launchId: spec.launchId,
   };
   const engineOutput = (text: string) => {
     if (options.verbose) stream.write(text);

@@ -29,7 +29,7 @@ describe("driver end to end: the fault matrix (real Pulumi engine, moto, real ag
   let image: string;
   let registry: string;
   let copyConfig: string;
-  const SUBJECTS = ["sub-kill-download", "sub-kill-upload", "sub-presigned", "sub-no-image", "sub-exit137", "sub-disk-full", "sub-max-runtime", "sub-term-before-up", "sub-term-destroy", "sub-kill-destroy", "sub-pending-create", "sub-no-network", "sub-env"];
+  const SUBJECTS = ["sub-kill-download", "sub-kill-upload", "sub-presigned", "sub-no-image", "sub-exit137", "sub-disk-full", "sub-max-runtime", "sub-term-before-up", "sub-term-destroy", "sub-kill-destroy", "sub-pending-create", "sub-no-network", "sub-env", "sub-finished-alone"];
 
   const waitForRecord = (predicate: (r: JobRecord) => boolean, what: string, timeoutMs?: number) => waitForJobRecord(sandbox, predicate, what, timeoutMs);
   const agentPid = (r: JobRecord) => Number(/^local:(\d+):/.exec(r.instanceId ?? "")?.[1]);
@@ -248,6 +248,23 @@ describe("driver end to end: the fault matrix (real Pulumi engine, moto, real ag
       const locks = path.join(sandbox.home, "state", ".pulumi", "locks", "organization", "cloudcompute", rec.jobId);
       expect(fs.existsSync(locks) ? fs.readdirSync(locks).filter((f) => f.endsWith(".json")) : []).to.deep.equal([]);
       return `cancel exit ${cancel.code}; ${sandbox.stackResources(rec.jobId)} resources`;
+    }));
+
+  it("a job that finished on its own after its driver was killed is recorded with its own outcome by `cancel`, not as interrupted", () =>
+    scenario("fault", "driver signal", "SIGKILL while waiting, the job then succeeds on its own, then cancel", "cancel exits 0; the record says succeeded (from this launch's marker); nothing left", async () => {
+      let driver = 0;
+      const running = sandbox.run(["--config", copyConfig, "--subject", "sub-finished-alone"], { onSpawn: (c) => (driver = c.pid!) });
+      const rec = await waitForRecord((r) => r.subject === "sub-finished-alone" && r.state === "running", "the job to run");
+      process.kill(driver, "SIGKILL");
+      await running;
+      const deadline = Date.now() + 60_000;
+      while ((await markerOf(rec.jobId))?.outcome !== "succeeded" && Date.now() < deadline) await new Promise((r) => setTimeout(r, 300));
+      const cancel = await sandbox.run(["cancel", rec.jobId]);
+      expect(cancel.code, cancel.stderr + cancel.stdout).to.equal(0);
+      const after = sandbox.records().find((r) => r.jobId === rec.jobId)!;
+      expect(after.state).to.equal("succeeded");
+      expectNothingLeft(rec.jobId);
+      return `cancel exit ${cancel.code}; record ${after.state}`;
     }));
 
   it("an update cut off mid-create (a pending create the state never recorded): teardown finds the running agent and stops it", () =>
