@@ -15,7 +15,7 @@ import { awsPlatform, Orphan, Platform, platformNamed } from "./platform";
 import { formatBytes } from "./progress";
 import { readRecord, readText } from "./s3";
 import { teardown } from "./run";
-import { jobListTable, table } from "./summary";
+import { jobListTable, printable, table } from "./summary";
 import { sleep } from "./wait";
 
 /** The job a command is about: the given id, else the latest job in the index. */
@@ -44,12 +44,13 @@ export async function jobStatus(jobId?: string): Promise<JobStatusReport> {
 export function formatStatus(report: JobStatusReport): string {
   const { record, status, marker } = report;
   const lines = [`job ${record.jobId} (${record.subject}, ${record.platform}): ${record.state}${record.reason ? ` [${record.reason}]` : ""}`];
+  if (record.message && record.state !== "succeeded") lines.push(`  ${printable(record.message.split("\n")[0])}`);
   lines.push(`  started ${record.createdAt}${record.endedAt ? `, ended ${record.endedAt}` : ""}`);
   if (status) {
     const p = status.phases[status.phase];
     lines.push(`  agent phase ${status.phase} (updated ${status.updatedAt})${p ? `: ${formatBytes(p.bytesDone)}${p.bytesTotal ? ` of ${formatBytes(p.bytesTotal)}` : ""}` : ""}`);
   }
-  if (marker) lines.push(`  marker: ${marker.outcome}${marker.reason ? ` (${marker.reason})` : ""}: ${marker.message}`);
+  if (marker) lines.push(`  marker: ${marker.outcome}${marker.reason ? ` (${marker.reason})` : ""}: ${printable(marker.message).replace(/^(succeeded|failed): /, "")}`);
   if (!report.driverAlive && ["creating", "running", "destroying"].includes(record.state)) {
     lines.push(`  its driver (pid ${record.driverPid}) is gone: clean up with  npm run job -- cancel ${record.jobId}`);
   }
@@ -65,7 +66,7 @@ export async function printLogs(jobId: string | undefined, follow: boolean, out:
   for (;;) {
     const text = await readText(log, offset);
     if (text) {
-      out.write(text);
+      out.write(printable(text));
       offset += Buffer.byteLength(text);
     }
     if (!follow) {

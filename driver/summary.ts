@@ -8,12 +8,28 @@ export function formatCost(usd: number | undefined): string {
   return usd < 0.01 && usd > 0 ? `$${usd.toFixed(4)}` : `$${usd.toFixed(2)}`;
 }
 
+/**
+ * Text from the job (container output reaches marker messages and the log) made safe for a terminal: control
+ * characters other than line breaks and tabs are shown as `?`, so output cannot move the cursor, repaint a failed
+ * job's summary as a success or set the terminal's title or clipboard.
+ */
+export function printable(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, "?");
+}
+
 export function jobSummary(result: JobResult): string {
   const lines = [
     `job ${result.jobId} (${result.subject}, ${result.platform}): ${result.outcome.toUpperCase()}${result.reason ? ` [${result.reason}]` : ""}`,
   ];
-  if (result.outcome !== "succeeded") lines.push(`  ${result.message.split("\n").join("\n  ")}`);
-  lines.push(`  results:  ${result.resultsUrl}${result.outputs ? ` (${result.outputs.count} objects, ${formatBytes(result.outputs.bytes)}${result.outputs.partial ? ", PARTIAL" : ""})` : ""}`);
+  if (result.outcome !== "succeeded") lines.push(`  ${printable(result.message).split("\n").join("\n  ")}`);
+  if (result.outcome === "succeeded") {
+    lines.push(`  results:  ${result.resultsUrl}${result.outputs ? ` (${result.outputs.count} objects, ${formatBytes(result.outputs.bytes)})` : ""}`);
+  } else {
+    // The subject's results folder holds an earlier run's results (or none): never present them as this job's.
+    const kept = result.outputs && result.outputs.count > 0 ? `; its ${result.outputs.count} partial output(s) are in the job's area` : "";
+    lines.push(`  results:  none from this job (${result.resultsUrl} is not its output${kept})`);
+  }
   lines.push(`  log:      ${result.logUrl}`);
   const agent = Object.entries(result.timings.agent).filter(([, v]) => v !== undefined);
   if (agent.length > 0) lines.push(`  phases:   ${agent.map(([phase, s]) => `${phase} ${formatDuration(s ?? 0)}`).join(", ")}`);

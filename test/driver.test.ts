@@ -17,7 +17,8 @@ import { createProgress } from "../driver/progress";
 import { latestJob, listJobRecords, readJobRecord, writeJobRecord, JobRecord } from "../driver/jobindex";
 import { explainEngineError } from "../driver/engine";
 import { waitForCompletion } from "../driver/wait";
-import { isRetryable } from "../driver/run";
+import { isRetryable, type JobResult } from "../driver/run";
+import { jobSummary } from "../driver/summary";
 import type { Platform } from "../driver/platform";
 import { jobLayout } from "../job/layout";
 import type { AgentStatus, CompletionMarker } from "../job/records";
@@ -189,6 +190,35 @@ describe("driver: progress output", () => {
     expect(chunks[0]).to.match(/^\r\x1b\[K\[job\] outputs \[#{10}\.{10}\] 512 B\/1\.0 KiB/);
     expect(chunks[1]).to.equal("\n"); // the bar's line is closed before a note
     expect(chunks[2]).to.equal("[job] destroying\n");
+  });
+});
+
+describe("driver: summaries a terminal can trust", () => {
+  const base: JobResult = {
+    jobId: "job-sub-01-20261129T000000000Z",
+    subject: "sub-01",
+    platform: "local",
+    outcome: "failed",
+    exitCode: ExitCode.jobFailed,
+    reason: "container-failed",
+    message: "the container exited with 1: \u001b[2A\u001b[2Kjob sub-01: SUCCEEDED\u001b]0;owned\u0007",
+    resultsUrl: "s3://lab/results/sub-01/",
+    markerUrl: "s3://lab/results/_cloudcompute/job/marker.json",
+    logUrl: "s3://lab/results/_cloudcompute/job/agent.log",
+    timings: { driver: {}, agent: {} },
+    outputs: { count: 2, bytes: 10, partial: true },
+    attempts: ["job-sub-01-20261129T000000000Z"],
+  };
+
+  it("shows no terminal control sequence from the job's output (it could repaint a failure as a success)", () => {
+    const text = jobSummary(base);
+    expect(text).to.not.match(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+    expect(text).to.include("FAILED [container-failed]");
+  });
+
+  it("never presents the subject's results folder as a failed job's output", () => {
+    expect(jobSummary(base)).to.include("results:  none from this job (s3://lab/results/sub-01/ is not its output; its 2 partial output(s) are in the job's area)");
+    expect(jobSummary({ ...base, outcome: "succeeded", reason: undefined, outputs: { count: 3, bytes: 2048, partial: false } })).to.include("results:  s3://lab/results/sub-01/ (3 objects");
   });
 });
 
