@@ -106,7 +106,12 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
   try {
     // --- inputs and image pull, side by side -------------------------------------------------------------------
     phase = "inputs";
-    reporter.beginPhase("inputs", `downloading ${spec.inputs.length} input(s) while pulling ${spec.container.image}`);
+    reporter.beginPhase(
+      "inputs",
+      spec.container.runtime === "none"
+        ? `downloading ${spec.inputs.length} input(s)`
+        : `downloading ${spec.inputs.length} input(s) while pulling ${spec.container.image}`,
+    );
     reporter.beginPhase("pull");
     reporter.status.phase = "inputs";
     const prep = new AbortController();
@@ -147,7 +152,8 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
 
     // --- run ------------------------------------------------------------------------------------------------------
     phase = "run";
-    reporter.beginPhase("run");
+    const program = spec.container.runtime === "none" ? (spec.container.entrypoint ?? spec.container.command[0] ?? "") : spec.container.image;
+    reporter.beginPhase("run", `running ${program} (${spec.container.runtime})`);
     const inContainer = spec.container.runtime !== "none";
     const inputPath = (input: FetchedInput, file: string) =>
       inContainer ? path.posix.join(CONTAINER_PATHS.inputs, input.name, file) : path.join(inputsDir, input.name, file);

@@ -48,7 +48,8 @@ export function formatStatus(report: JobStatusReport): string {
   lines.push(`  started ${record.createdAt}${record.endedAt ? `, ended ${record.endedAt}` : ""}`);
   if (status) {
     const p = status.phases[status.phase];
-    lines.push(`  agent phase ${status.phase} (updated ${status.updatedAt})${p ? `: ${formatBytes(p.bytesDone)}${p.bytesTotal ? ` of ${formatBytes(p.bytesTotal)}` : ""}` : ""}`);
+    const bytes = p && (p.bytesDone || p.bytesTotal) ? `, ${formatBytes(p.bytesDone)}${p.bytesTotal ? ` of ${formatBytes(p.bytesTotal)}` : ""}` : "";
+    lines.push(`  agent phase ${status.phase} (updated ${status.updatedAt})${status.message ? `: ${printable(status.message)}` : ""}${bytes}`);
   }
   if (marker) lines.push(`  marker: ${marker.outcome}${marker.reason ? ` (${marker.reason})` : ""}: ${printable(marker.message).replace(/^(succeeded|failed): /, "")}`);
   if (!report.driverAlive && ["creating", "running", "destroying"].includes(record.state)) {
