@@ -1,5 +1,6 @@
 /**
- * Who owns a running job: the driver process working on it, named by host, PID and the PID's start time. With a
+ * Who owns a running job: the driver process working on it, named by host (hostname, machine id, PID namespace), PID
+ * and the PID's boot and start time. With a
  * shared backend, stacks of other machines' drivers are in the same list; a PID alone can be reused by another
  * process. So a job counts as abandoned only when its owner is on this host and provably gone (no such PID, or a
  * PID that started at another time), and only an owner proven alive is ever signalled.
@@ -8,10 +9,43 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 
 export interface Owner {
+  /** This machine as `thisHost()` names it. */
   host: string;
   pid: number;
-  /** Kernel start time of the process (clock ticks since boot, /proc/<pid>/stat field 22); "" where unknown. */
+  /** `<boot id>:<start time in clock ticks since boot>` of the process (see processIdentity); "" where unknown. */
   pidStart: string;
+}
+
+function readTrimmed(file: string): string | undefined {
+  try {
+    return fs.readFileSync(file, "utf8").trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * This machine as owners name it: hostname, machine id and PID namespace. A hostname alone is shared by containers
+ * with a fixed hostname, CI runners and recycled cloud VMs, and a PID means nothing across PID namespaces: a driver
+ * elsewhere must never look like a dead one here.
+ */
+export function thisHost(): string {
+  const machine = readTrimmed("/etc/machine-id") ?? readTrimmed("/var/lib/dbus/machine-id") ?? "";
+  let pidNamespace = "";
+  try {
+    pidNamespace = fs.readlinkSync("/proc/self/ns/pid").replace(/\D/g, "");
+  } catch {
+    /* not Linux */
+  }
+  return [os.hostname(), machine.slice(0, 12), pidNamespace].filter(Boolean).join("/");
+}
+
+/** A live process's identity across reboots: the boot it started in and its start time, or undefined. */
+export function processIdentity(pid: number): string | undefined {
+  const started = processStartTime(pid);
+  if (started === undefined) return undefined;
+  const boot = (readTrimmed("/proc/sys/kernel/random/boot_id") ?? "").slice(0, 8);
+  return boot ? `${boot}:${started}` : started;
 }
 
 /** The stack tags that carry the owner into the backend, where every machine sharing it can read them. */
@@ -31,7 +65,7 @@ export function processStartTime(pid: number): string | undefined {
 }
 
 export function currentOwner(): Owner {
-  return { host: os.hostname(), pid: process.pid, pidStart: processStartTime(process.pid) ?? "" };
+  return { host: thisHost(), pid: process.pid, pidStart: processIdentity(process.pid) ?? "" };
 }
 
 export type OwnerState =
@@ -44,12 +78,12 @@ export type OwnerState =
 
 export function ownerState(owner: Partial<Owner> | undefined): OwnerState {
   if (!owner?.host || !owner.pid) return "unknown";
-  if (owner.host !== os.hostname()) return "unknown";
-  const started = processStartTime(owner.pid);
-  if (started === undefined) return "dead";
+  if (owner.host !== thisHost()) return "unknown";
+  const identity = processIdentity(owner.pid);
+  if (identity === undefined) return "dead";
   // Without a recorded start time a live PID may be anybody's: not provably ours, not provably dead.
   if (!owner.pidStart) return "unknown";
-  return started === owner.pidStart ? "alive" : "dead";
+  return identity === owner.pidStart ? "alive" : "dead";
 }
 
 export function ownerTags(owner: Owner): Record<string, string> {

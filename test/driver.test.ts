@@ -19,6 +19,7 @@ import { explainEngineError } from "../driver/engine";
 import { waitForCompletion } from "../driver/wait";
 import { isRetryable, type JobResult } from "../driver/run";
 import { jobSummary } from "../driver/summary";
+import { currentOwner, ownerState, thisHost } from "../driver/owner";
 import type { Platform } from "../driver/platform";
 import { jobLayout } from "../job/layout";
 import type { AgentStatus, CompletionMarker } from "../job/records";
@@ -190,6 +191,22 @@ describe("driver: progress output", () => {
     expect(chunks[0]).to.match(/^\r\x1b\[K\[job\] outputs \[#{10}\.{10}\] 512 B\/1\.0 KiB/);
     expect(chunks[1]).to.equal("\n"); // the bar's line is closed before a note
     expect(chunks[2]).to.equal("[job] destroying\n");
+  });
+});
+
+describe("driver: who owns a job (gc and cancel act only on provably dead owners)", () => {
+  it("a driver on another machine with the same hostname (a container, a CI runner, a recycled VM) is never taken for a dead one here", () => {
+    const deadPid = 2 ** 22 - 7; // above the usual pid_max: no such process
+    expect(ownerState({ host: os.hostname(), pid: deadPid, pidStart: "x" }), "hostname alone").to.equal("unknown");
+    expect(ownerState({ host: `${os.hostname()}/0123456789ab/4026531836`, pid: deadPid, pidStart: "x" }), "another machine id").to.equal(thisHost().includes("0123456789ab") ? "dead" : "unknown");
+    expect(ownerState({ host: thisHost(), pid: deadPid, pidStart: "x" }), "this machine, process gone").to.equal("dead");
+  });
+  it("a live PID is ours only with the same boot and start time", () => {
+    const me = currentOwner();
+    expect(me.pidStart).to.match(/^[0-9a-f]{8}:\d+$/);
+    expect(ownerState(me)).to.equal("alive");
+    expect(ownerState({ ...me, pidStart: `deadbeef:${me.pidStart.split(":")[1]}` }), "same start ticks, another boot").to.equal("dead");
+    expect(ownerState({ ...me, pidStart: "" }), "no start time recorded").to.equal("unknown");
   });
 });
 

@@ -7,10 +7,10 @@
 import { expect } from "chai";
 import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
 import { pathToFileURL } from "node:url";
 import type { JobRecord } from "../driver/jobindex";
+import { thisHost } from "../driver/owner";
 import { descendantsOf } from "../infra/local";
 import type { JobResult } from "../driver/run";
 import { startFakeImds } from "./support/imds";
@@ -250,7 +250,7 @@ describe("driver recovery end to end (real Pulumi engine, moto, real agent)", fu
       const jobId = "job-sub-reused-pid-20261128T000000000Z";
       const forged: Partial<JobRecord> = {
         jobId, subject: "sub-reused-pid", platform: "local", backend: "file:///nowhere", state: "running", createdAt: new Date().toISOString(),
-        driverPid: sleeper.pid, driverHost: os.hostname(), driverPidStart: "1", markerUrl: "s3://cc-study/m", resultsUrl: "s3://cc-study/r/", statusUrl: "s3://cc-study/s", logUrl: "s3://cc-study/l",
+        driverPid: sleeper.pid, driverHost: thisHost(), driverPidStart: "1", markerUrl: "s3://cc-study/m", resultsUrl: "s3://cc-study/r/", statusUrl: "s3://cc-study/s", logUrl: "s3://cc-study/l",
       };
       fs.mkdirSync(path.join(sandbox.home, "jobs"), { recursive: true });
       fs.writeFileSync(path.join(sandbox.home, "jobs", `${jobId}.json`), JSON.stringify(forged));
