@@ -244,9 +244,12 @@ export async function gc(options: { dryRun: boolean; backend?: string; aws: bool
     const owned = new Set(records.filter((r) => r.instanceId && ["creating", "running", "destroying"].includes(r.state) && ownerState(recordOwner(r)) !== "dead").map((r) => r.instanceId!));
     // Every region a job of this machine ran in, not just the default one.
     const regions = new Set(records.filter((r) => r.platform === "aws" && r.region).map((r) => r.region!));
-    report.orphans = await awsPlatform.findOrphans(owned, regions);
+    // An instance whose job has a stack holding resources in the backend is that stack's, whichever machine runs it.
+    const destroyed = new Set(report.destroyed);
+    const stacked = new Set(stacks.filter((s) => s.resourceCount && !destroyed.has(s.name)).map((s) => s.name));
+    report.orphans = (await awsPlatform.findOrphans(owned, regions)).filter((o) => !o.jobId || !stacked.has(o.jobId));
     if (report.orphans.length > 0) {
-      options.log(`instances tagged by cloudcompute with no live stack:\n${table(["INSTANCE", "JOB", "STATE", "LAUNCHED"], report.orphans.map((o) => [o.instanceId, o.jobId ?? "", o.state ?? "", o.launchedAt ?? ""]))}`);
+      options.log(`instances tagged by cloudcompute whose job has no stack with resources in this backend (a job of another backend may still own one: check JOB before terminating):\n${table(["INSTANCE", "JOB", "STATE", "LAUNCHED"], report.orphans.map((o) => [o.instanceId, o.jobId ?? "", o.state ?? "", o.launchedAt ?? ""]))}`);
     }
   }
   return report;
