@@ -144,12 +144,14 @@ async function stopProcess(pid: number, fingerprint: string): Promise<void> {
  * Remove containers the agent started for this job (named `cloudcompute-<jobId>-...`) that outlived it: a killed
  * container client does not take its container along.
  */
-function removeJobContainers(jobId: string): void {
+export function removeJobContainers(jobId: string): void {
   const childProcess = require("node:child_process") as typeof import("node:child_process");
   for (const runtime of ["podman", "docker"]) {
     let ids: string[];
     try {
-      const listed = childProcess.execFileSync(runtime, ["ps", "-aq", "--filter", `name=^cloudcompute-${jobId}-`], {
+      // The filter is a regular expression: a '.' in the job id must match only itself, not another job's name.
+      const name = `^cloudcompute-${jobId.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-`;
+      const listed = childProcess.execFileSync(runtime, ["ps", "-aq", "--filter", `name=${name}`], {
         encoding: "utf8",
         stdio: ["ignore", "pipe", "ignore"],
         timeout: 30_000,

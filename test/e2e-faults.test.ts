@@ -19,6 +19,7 @@ import { DriverSandbox, localJobConfig, processesIn, pulumiBinary, SANDBOX_PASSP
 import { startExpiryProxy, type ExpiryProxy } from "./support/s3-expiry-proxy";
 import { startFaultProxy, type FaultProxy } from "./support/fault-proxy";
 import { podmanAvailable, podmanTestEnv } from "./support/podman";
+import { removeJobContainers } from "../infra/local";
 import { scenario } from "./support/reliability";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -198,6 +199,21 @@ describe("driver end to end: the fault matrix (real Pulumi engine, moto, real ag
       expect(env).to.not.include(SANDBOX_PASSPHRASE);
       return `exit ${res.code}; variables seen: ${names.filter(Boolean).sort().join(" ")}`;
     }));
+
+  it("cleaning up a job's containers never touches another job's whose name only matches as a pattern ('.' in a job id)", async () => {
+    const other = "cloudcompute-job-aXb-1-4242";
+    const created = spawnSync("podman", ["create", "--tls-verify=false", "--name", other, image, "true"], { encoding: "utf8" });
+    expect(created.status, created.stderr).to.equal(0);
+    try {
+      removeJobContainers("job-a.b-1");
+      expect(containersOf("job-aXb-1"), "the other job's container").to.equal(other);
+      removeJobContainers("job-aXb-1");
+      expect(containersOf("job-aXb-1")).to.equal("");
+    } finally {
+      spawnSync("podman", ["rm", "-f", other]);
+      spawnSync("podman", ["rmi", image]); // only the registry holds it, as the other suites expect
+    }
+  });
 
   it("a job past its max runtime (1 min) is stopped by the agent with max-runtime", () =>
     scenario("fault", "driver", "max runtime reached (1 minute, the command sleeps 10)", "exit 1, max-runtime; results empty; nothing left", async () => {
