@@ -3,6 +3,8 @@
  * → refresh → destroy (the stack and its history stay: the audit trail) → confirm nothing is left → summary.
  * Whatever happens after the stack exists — a failed `up`, a lost instance, Ctrl-C — ends in the same teardown.
  */
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { randomUUID } from "node:crypto";
 import type { Stack } from "@pulumi/pulumi/automation";
 import { ConcurrentUpdateError } from "@pulumi/pulumi/automation";
@@ -12,7 +14,7 @@ import { formatS3Url } from "../job/s3url";
 import { JobSpec, redactSpec, emptyPassphraseProblem } from "../job/spec";
 import { declareJob, readAgentBundle, withAgent } from "../infra/index";
 import { BadInputError, errorMessage, ExitCode, InfraError, InterruptedError } from "./errors";
-import { explainEngineError, findPulumi, openJobStack, resourceCount } from "./engine";
+import { engineEnv, explainEngineError, findPulumi, openJobStack, resourceCount } from "./engine";
 import { JobRecord, readJobRecord, writeJobRecord } from "./jobindex";
 import { currentOwner, ownerTags } from "./owner";
 import { backendUrl } from "./paths";
@@ -121,6 +123,7 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
   await platform.preflight(spec, resolved.agentBundlePath);
   refuseSecretsWithoutPassphrase(spec, backendUrl(resolved.backend));
   await findPulumi(); // before anything is created: a missing CLI is reported with how to get it
+  await ensurePlugins(platform);
   const earlier = readJobRecord(spec.jobId);
   if (earlier) {
     throw new BadInputError(
@@ -174,7 +177,6 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
     writeJobRecord(record);
     // The owner goes into the backend too: gc and cancel on any machine sharing it can tell whose job this is.
     for (const [tag, value] of Object.entries(ownerTags(owner))) await stack.setTag(tag, value);
-    await installPlugins(stack, platform);
     // The AWS provider reads its region from stack config; the local platform declares no AWS provider resource.
     if (platform.name === "aws") await stack.setConfig("aws:region", { value: spec.instance.region });
     driverTimings.create = seconds(Date.now() - t0);
@@ -297,21 +299,33 @@ function describe(failure: ReturnType<typeof failureOf> | { reason: string } | u
   return `cloudcompute job: ${failure.reason}${detail ? ` — ${detail}` : ""}`.slice(0, 500);
 }
 
-async function installPlugins(stack: Stack, platform: Platform): Promise<void> {
+/**
+ * The resource plugins the platform needs, in place before anything exists: a missing one is a setup problem to fix
+ * with one command (printed with the CLI's full path), not an `up` that fails after the stack was made.
+ */
+async function ensurePlugins(platform: Platform): Promise<void> {
   if (platform.requiredPlugins.length === 0) return;
-  const installed = await stack.workspace.listPlugins();
+  const pulumi = await findPulumi();
+  const run = (args: string[]) =>
+    promisify(execFile)(pulumi.command, args, { env: { ...process.env, ...engineEnv() }, timeout: 10 * 60_000, maxBuffer: 16 * 1024 * 1024 });
+  const listed = await run(["plugin", "ls", "--json"]);
+  const installed = (JSON.parse(listed.stdout.trim() || "[]") ?? []) as Array<{ name: string; kind: string; version: string }>;
   for (const plugin of platform.requiredPlugins) {
-    const have = installed.some((p) => p.name === plugin.name && p.kind === "resource" && `v${p.version}` === plugin.version.replace(/^v?/, "v"));
-    if (have) continue;
+    const version = plugin.version.replace(/^v/, "");
+    if (installed.some((p) => p.name === plugin.name && p.kind === "resource" && p.version.replace(/^v/, "") === version)) continue;
     try {
-      await stack.workspace.installPlugin(plugin.name, plugin.version);
+      await run(["plugin", "install", "resource", plugin.name, version]);
     } catch (err) {
       throw new InfraError(
-        `the Pulumi ${plugin.name} provider ${plugin.version} is not installed and could not be installed: ` +
-          `run  pulumi plugin install resource ${plugin.name} ${plugin.version.replace(/^v/, "")}\n${errorMessage(err)}`,
+        `the Pulumi ${plugin.name} provider ${version}, which ${platform.name} jobs need, is not installed and could not be downloaded ` +
+          `(${firstLineOf(errorMessage(err))}). Nothing was created. Install it with:\n  ${pulumi.command} plugin install resource ${plugin.name} ${version}`,
       );
     }
   }
+}
+
+function firstLineOf(text: string): string {
+  return text.split("\n").map((line) => line.trim()).find((line) => /error/i.test(line)) ?? text.split("\n")[0];
 }
 
 /**

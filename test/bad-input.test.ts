@@ -95,6 +95,20 @@ describe("bad input is refused before anything exists (real CLI)", function () {
     });
   }
 
+  it("an aws job without the AWS provider plugin (offline here) fails before anything exists, with the exact install command", async function () {
+    const pulumiHome = path.join(sandbox.home, "empty-pulumi-home"); // no plugins at all, whatever this machine has
+    const res = await sandbox.run(["--config", config, "--subject", SUBJECT, "--platform", "aws", "--runtime", "docker", "--image", "neuronets/kwyk:latest-cpu"], {
+      extraEnv: { PULUMI_HOME: pulumiHome },
+    });
+    if (!/is not installed/.test(res.stderr)) this.skip(); // a machine that could download the plugin: nothing to show
+    expect(res.code, res.stderr).to.equal(3);
+    expect(res.stderr).to.match(/the Pulumi aws provider 7\.48\.0, which aws jobs need, is not installed .*Nothing was created/s);
+    expect(res.stderr).to.match(/\n  \/\S*pulumi plugin install resource aws 7\.48\.0/);
+    const stacks = path.join(sandbox.home, "state", ".pulumi", "stacks");
+    expect(fs.existsSync(stacks) ? fs.readdirSync(stacks, { recursive: true }).filter((f) => String(f).endsWith(".json")) : []).to.deep.equal([]);
+    expect(sandbox.records()).to.deep.equal([]);
+  });
+
   it("has at least 30 cases", () => {
     expect(CASES.length).to.be.at.least(30);
   });
