@@ -50,7 +50,19 @@ async function main(): Promise<number> {
     process.stdout.write(`\nResult location: ${result.resultsUrl}\n`);
     for (const object of listed.Contents ?? []) process.stdout.write(`  s3://${sandbox.bucket}/${object.Key} (${object.Size} bytes)\n`);
     process.stdout.write(`Outcome: ${result.outcome}; driver ${result.timings.driver.total}s in all (stack create ${result.timings.driver.create}s, up ${result.timings.driver.up}s, wait ${result.timings.driver.wait}s, destroy ${result.timings.driver.destroy}s)\n`);
-    process.stdout.write(`The job's stack was destroyed and kept with its history; the local S3 endpoint now stops, taking the results with it.\n`);
+    if (process.env.CLOUDCOMPUTE_KEEP_SANDBOX) {
+      process.stdout.write(
+        `The job's stack was destroyed and kept with its history. Its state stays in ${sandbox.home}; explore it with\n` +
+          `  CLOUDCOMPUTE_HOME=${sandbox.home} npm run job -- list\n` +
+          `  CLOUDCOMPUTE_HOME=${sandbox.home} npm run job -- status ${result.jobId}\n` +
+          `(the local S3 endpoint stops now, so results and logs are gone)\n`,
+      );
+    } else {
+      process.stdout.write(
+        `The job's stack was destroyed. The demo's whole state (backend, job index, local S3) is temporary and is removed now;\n` +
+          `to keep it and explore the job with list/status/stack history:  CLOUDCOMPUTE_KEEP_SANDBOX=1 npm run demo\n`,
+      );
+    }
     return res.code ?? 3;
   } finally {
     await sandbox.stop();
