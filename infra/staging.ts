@@ -113,12 +113,15 @@ export const stagingProvider: pulumi.dynamic.ResourceProvider<StagingInputs, Sta
   },
 
   async delete(_id, props) {
-    // spec.json holds the job's secrets (presigned URLs, env values): it goes when the job does. provenance.json,
-    // with the redacted spec, is the record that stays; so does the content-addressed bundle other jobs share.
+    // spec.json holds the job's secrets (presigned URLs, env values): it goes when the job does — every version of
+    // it, since on a versioned bucket a plain delete only hides it behind a delete marker. provenance.json, with the
+    // redacted spec, is the record that stays; so does the content-addressed bundle other jobs share.
     // A replacement (a second `pulumi up` of the stack: a new launch) has already staged its own spec under the same
-    // key by the time the old staging is deleted: that one is not ours to delete.
-    const { S3Client, DeleteObjectCommand, GetObjectCommand } = require("@aws-sdk/client-s3") as typeof import("@aws-sdk/client-s3");
+    // key by the time the old staging is deleted: that one, and its versions, are not ours to delete.
+    const { S3Client, DeleteObjectCommand, GetObjectCommand, ListObjectVersionsCommand } = require("@aws-sdk/client-s3") as typeof import("@aws-sdk/client-s3");
     const s3 = new S3Client({ region: props.region, forcePathStyle: props.pathStyle });
+    const Bucket = props.specBucket;
+    const Key = props.specKey;
     const launchOf = (json: string): string | undefined => {
       try {
         return (JSON.parse(json) as { launchId?: string }).launchId;
@@ -127,15 +130,32 @@ export const stagingProvider: pulumi.dynamic.ResourceProvider<StagingInputs, Sta
       }
     };
     const ours = launchOf(props.specJson);
+    const isOurs = async (VersionId?: string): Promise<boolean | undefined> => {
+      try {
+        const stored = await s3.send(new GetObjectCommand({ Bucket, Key, VersionId }));
+        const theirs = launchOf(await stored.Body!.transformToString());
+        return !(ours && theirs && theirs !== ours);
+      } catch (err) {
+        const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+        return status === 404 ? undefined : true; // gone; or unreadable, which a delete settles either way
+      }
+    };
+    let versions: Array<{ VersionId?: string }> | undefined;
     try {
-      const stored = await s3.send(new GetObjectCommand({ Bucket: props.specBucket, Key: props.specKey }));
-      const theirs = launchOf(await stored.Body!.transformToString());
-      if (ours && theirs && theirs !== ours) return;
-    } catch (err) {
-      const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-      if (status === 404) return; // already gone
+      const listed = await s3.send(new ListObjectVersionsCommand({ Bucket, Prefix: Key }));
+      versions = (listed.Versions ?? []).filter((v) => v.Key === Key);
+    } catch {
+      versions = undefined; // no versioning API (or no permission for it): the plain delete below
     }
-    await s3.send(new DeleteObjectCommand({ Bucket: props.specBucket, Key: props.specKey }));
+    if (versions === undefined || versions.length === 0 || versions.every((v) => !v.VersionId || v.VersionId === "null")) {
+      if ((await isOurs()) !== true) return;
+      await s3.send(new DeleteObjectCommand({ Bucket, Key }));
+      return;
+    }
+    for (const version of versions) {
+      if ((await isOurs(version.VersionId)) !== true) continue;
+      await s3.send(new DeleteObjectCommand({ Bucket, Key, VersionId: version.VersionId }));
+    }
   },
 };
 
