@@ -29,20 +29,24 @@ export class JobLog {
     });
   }
 
-  private write(data: string | Buffer): void {
+  private write(data: string | Buffer, echo: boolean): void {
     if (!this.writeError && !this.stream.destroyed) this.stream.write(data);
-    if (this.echo) process.stderr.write(data);
+    if (echo && this.echo) process.stderr.write(data);
   }
 
   line(message: string): void {
-    this.write(`${new Date().toISOString()} ${message}\n`);
+    this.write(`${new Date().toISOString()} ${message}\n`, true);
   }
 
-  /** A sink for a child's raw stdout/stderr; ending it leaves the log open. */
+  /**
+   * A sink for a child's raw stdout/stderr; ending it leaves the log open. The job's own output goes to the log file
+   * only, never echoed: on EC2 the agent's stderr reaches the serial console, which anyone in the account allowed
+   * GetConsoleOutput can read, and the output of a neuroimaging tool may name subjects or values.
+   */
   raw(): Writable {
     return new Writable({
       write: (chunk: Buffer, _enc, callback) => {
-        this.write(chunk);
+        this.write(chunk, false);
         callback();
       },
     });

@@ -3,7 +3,7 @@
  * and a long log is uploaded as head + tail, never read whole (real moto S3).
  */
 import { expect } from "chai";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { JobLog, LOG_UPLOAD_HEAD_BYTES, LOG_UPLOAD_TAIL_BYTES, Reporter } from "../agent/report";
@@ -23,6 +23,26 @@ describe("agent log (moto S3)", () => {
     expect(log.writeError && (log.writeError as NodeJS.ErrnoException).code).to.equal("ENOSPC");
     log.line("after the failure");
     await log.close();
+  });
+
+  it("echoes the agent's own lines (the console) but never the job's output, which goes to the log file only", async () => {
+    const file = path.join(dir, "echo.log");
+    const log = new JobLog(file, true);
+    const echoed: string[] = [];
+    const original = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string | Uint8Array) => {
+      echoed.push(chunk.toString());
+      return true;
+    }) as typeof process.stderr.write;
+    try {
+      log.line("phase run");
+      log.raw().write(Buffer.from("subject NDARINV1A2B3C4D: hippocampus 4123 mm3\n"));
+    } finally {
+      process.stderr.write = original;
+    }
+    await log.close();
+    expect(echoed.join("")).to.include("phase run").and.not.include("hippocampus");
+    expect(readFileSync(file, "utf8")).to.include("phase run").and.include("hippocampus 4123 mm3");
   });
 
   it("uploads a long log as head + elision line + tail, and only when it changed", async () => {
