@@ -9,7 +9,13 @@
  * S3 cannot replace several objects at once, so while a promotion copies, the pointer says so (`complete: false`,
  * listing the old and new keys): a promotion cut off halfway leaves results that say they are incomplete — the batch
  * never takes them for a success — and the next successful run removes every key either run wrote.
+ *
+ * The in-flux pointer is also the subject's promotion lease (Terraform's S3 backend locks the same way): it is
+ * written only if the pointer is still the one this job read (If-Match, or If-None-Match when there was none), and
+ * finished only if it is still this job's. Two jobs of one subject (two batches, two lab members on one prefix) thus
+ * promote one after the other, never interleaved; a lease older than PROMOTION_LEASE_MS is taken over (its job died).
  */
+import { randomUUID } from "node:crypto";
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -17,13 +23,13 @@ import {
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  PutObjectCommand,
   UploadPartCopyCommand,
   type S3Client,
 } from "@aws-sdk/client-s3";
 import { joinKey, type S3Location } from "../job/s3url";
 import { parseResultsPointer, type OutputObject, type ResultsPointer } from "../job/records";
 import { errorMessage, JobFailure } from "./errors";
-import { putJson } from "./report";
 import { httpStatusOf, mapLimit, withRetries } from "./retry";
 
 
@@ -35,17 +41,55 @@ export interface PromoteOptions {
   multipartCopyAbove?: number;
   copyPartSize?: number;
   log?: (line: string) => void;
+  /** How long to wait for another job's promotion of the subject to finish (default 20 min). */
+  leaseWaitMs?: number;
+  leasePollMs?: number;
+  /** Overrides PROMOTION_LEASE_MS (tests). */
+  leaseMs?: number;
 }
 
 const GiB = 1024 * 1024 * 1024;
+/** How long a promotion may hold the subject's results before another job may take them over. */
+export const PROMOTION_LEASE_MS = 30 * 60_000;
 
-async function readPointer(client: S3Client, pointer: S3Location): Promise<ResultsPointer | undefined> {
+interface PointerVersion {
+  pointer?: ResultsPointer;
+  /** The stored object's ETag; absent when there is no pointer. */
+  etag?: string;
+}
+
+async function readPointer(client: S3Client, pointer: S3Location): Promise<PointerVersion> {
   try {
     const res = await withRetries(() => client.send(new GetObjectCommand({ Bucket: pointer.bucket, Key: pointer.key })), { attempts: 4 });
-    return parseResultsPointer(JSON.parse(await res.Body!.transformToString()));
+    return { pointer: parseResultsPointer(JSON.parse(await res.Body!.transformToString())), etag: res.ETag };
   } catch (err) {
     // The role may GetObject the pointer but not list the bucket, so real S3 answers 403, not 404, while none exists.
-    if ([403, 404].includes(httpStatusOf(err) ?? 0) || (err as { name?: string }).name === "NoSuchKey") return undefined;
+    // Taking that for "none" is safe: the lease below is then created with If-None-Match, which no existing pointer passes.
+    if ([403, 404].includes(httpStatusOf(err) ?? 0) || (err as { name?: string }).name === "NoSuchKey") return {};
+    throw err;
+  }
+}
+
+/** Write the pointer only if it is still `expected` (undefined: only if there is none). Returns the new ETag, or "conflict". */
+async function writePointer(client: S3Client, loc: S3Location, value: ResultsPointer, expected: string | undefined): Promise<string | "conflict"> {
+  try {
+    const res = await withRetries(
+      () =>
+        client.send(
+          new PutObjectCommand({
+            Bucket: loc.bucket,
+            Key: loc.key,
+            Body: JSON.stringify(value, null, 2) + "\n",
+            ContentType: "application/json",
+            ...(expected ? { IfMatch: expected } : { IfNoneMatch: "*" }),
+          }),
+        ),
+      { attempts: 6 },
+    );
+    return res.ETag ?? "";
+  } catch (err) {
+    // 412: the pointer changed; 409: a concurrent conditional write to the same key won.
+    if ([409, 412].includes(httpStatusOf(err) ?? 0)) return "conflict";
     throw err;
   }
 }
@@ -85,24 +129,57 @@ async function copyObject(source: S3Location, dest: S3Location, size: number, op
  * results at them and delete the previous run's leftovers. Returns the objects as they now are under `results`.
  */
 export async function promoteResults(uploaded: OutputObject[], staged: S3Location, results: S3Location, pointer: S3Location, opts: PromoteOptions): Promise<OutputObject[]> {
-  const previous = await readPointer(opts.client, pointer).catch((err) => {
-    throw new JobFailure("output-upload-failed", `the subject's results pointer ${pointer.key} could not be read: ${errorMessage(err)}`, "outputs");
-  });
+  const { client } = opts;
+  const fail = (why: string) => new JobFailure("output-upload-failed", why, "outputs");
   const promoted = uploaded.map((object) => ({ ...object, key: joinKey(results.key, object.key.slice(staged.key.length)) }));
-  const pointerOf = (complete: boolean, objects: OutputObject[]): ResultsPointer => ({
+  const promotedKeys = new Set(promoted.map((object) => object.key));
+  const leaseId = randomUUID();
+  const pointerOf = (complete: boolean, objects: OutputObject[], released?: boolean): ResultsPointer => ({
     apiVersion: "cloudcompute/v1",
     jobId: opts.jobId,
     launchId: opts.launchId,
+    leaseId,
     promotedAt: new Date().toISOString(),
     complete,
+    ...(released ? { released } : {}),
     objects,
   });
-  // Before the first copy: the results are in flux, and every key of the old and the new set is on record.
-  const promotedKeys = new Set(promoted.map((object) => object.key));
-  const inFlux = [...promoted, ...(previous?.objects ?? []).filter((object) => !promotedKeys.has(object.key))];
-  await putJson(opts.client, pointer, pointerOf(false, inFlux)).catch((err) => {
-    throw new JobFailure("output-upload-failed", `the subject's results pointer ${pointer.key} could not be written: ${errorMessage(err)}; the results are untouched`, "outputs");
-  });
+
+  // Take the lease: the in-flux pointer, written over exactly the pointer read (the old and the new keys on record).
+  const leaseMs = opts.leaseMs ?? PROMOTION_LEASE_MS;
+  const waitUntil = Date.now() + (opts.leaseWaitMs ?? 20 * 60_000);
+  let previous: ResultsPointer | undefined;
+  let inFlux: OutputObject[] = [];
+  let held: string | undefined;
+  let conflicts = 0;
+  while (held === undefined) {
+    const read = await readPointer(client, pointer).catch((err) => {
+      throw fail(`the subject's results pointer ${pointer.key} could not be read: ${errorMessage(err)}`);
+    });
+    const other = read.pointer;
+    if (other?.leaseId === leaseId) {
+      held = read.etag; // our own write arrived, its answer did not
+      break;
+    }
+    if (other && other.complete === false && !other.released && Date.now() - Date.parse(other.promotedAt) < leaseMs) {
+      if (Date.now() > waitUntil) throw fail(`job ${other.jobId} is promoting results of this subject into ${results.key} (since ${other.promotedAt}); the results are untouched`);
+      opts.log?.(`job ${other.jobId} is promoting results of this subject (since ${other.promotedAt}); waiting for it`);
+      await new Promise((resolve) => setTimeout(resolve, opts.leasePollMs ?? 5000));
+      continue;
+    }
+    previous = other;
+    inFlux = [...promoted, ...(previous?.objects ?? []).filter((object) => !promotedKeys.has(object.key))];
+    const written = await writePointer(client, pointer, pointerOf(false, inFlux), read.etag).catch((err) => {
+      throw fail(`the subject's results pointer ${pointer.key} could not be written: ${errorMessage(err)}; the results are untouched`);
+    });
+    if (written !== "conflict") {
+      held = written;
+      break;
+    }
+    // Another job wrote the pointer between our read and our write: look again.
+    if (++conflicts > 20) throw fail(`the subject's results pointer ${pointer.key} keeps changing (or cannot be read); the results are untouched`);
+  }
+
   const replaced: string[] = [];
   try {
     await mapLimit(uploaded, 8, async (object, index) => {
@@ -110,18 +187,23 @@ export async function promoteResults(uploaded: OutputObject[], staged: S3Locatio
       replaced.push(promoted[index].key);
     });
   } catch (err) {
-    throw new JobFailure(
-      "output-upload-failed",
+    // Give the lease up (the results stay marked incomplete, every key on record) so the next job need not wait.
+    await writePointer(client, pointer, pointerOf(false, inFlux, true), held || undefined).catch(() => undefined);
+    throw fail(
       `promoting the outputs to ${results.key} failed after ${replaced.length} of ${uploaded.length} object(s) (${replaced.slice(0, 5).join(", ")}` +
         `${replaced.length > 5 ? ", ..." : ""}): ${errorMessage(err)}; the whole set is in ${staged.key}. The results pointer marks ` +
         `${results.key} incomplete; a successful re-run replaces it`,
-      "outputs",
     );
   }
   // Leftovers go first: the pointer says "complete" only once the results hold exactly this run's set.
   const stale = inFlux.map((object) => object.key).filter((key) => key.startsWith(results.key) && !promotedKeys.has(key));
-  await mapLimit(stale, 8, (key) => withRetries(() => opts.client.send(new DeleteObjectCommand({ Bucket: results.bucket, Key: key })), { attempts: 5 }));
-  await putJson(opts.client, pointer, pointerOf(true, promoted));
-  opts.log?.(`promoted ${promoted.length} object(s) to ${results.key}${stale.length ? `, removed ${stale.length} left by ${previous!.jobId}` : ""}`);
+  await mapLimit(stale, 8, (key) => withRetries(() => client.send(new DeleteObjectCommand({ Bucket: results.bucket, Key: key })), { attempts: 5 }));
+  // Finish only what is still ours: a job that took over a lease it thought stale must not be overwritten.
+  const finished = await writePointer(client, pointer, pointerOf(true, promoted), held || undefined);
+  const ours = finished !== "conflict" || (await readPointer(client, pointer).then((r) => r.pointer?.leaseId === leaseId && r.pointer.complete === true, () => false));
+  if (!ours) {
+    throw fail(`another job took over the subject's results (${results.key}) while this one promoted (its lease had run past ${Math.round(leaseMs / 60_000)} min)`);
+  }
+  opts.log?.(`promoted ${promoted.length} object(s) to ${results.key}${stale.length ? `, removed ${stale.length} left by ${previous?.jobId ?? "an earlier run"}` : ""}`);
   return promoted;
 }

@@ -95,8 +95,12 @@ export const ResultsPointer = z.object({
   apiVersion: z.literal("cloudcompute/v1"),
   jobId: z.string(),
   launchId: z.string().optional(),
+  /** The promotion that wrote it: a writer recognises its own pointer when a write's answer was lost. */
+  leaseId: z.string().optional(),
   promotedAt: z.string(),
   complete: z.boolean().optional(),
+  /** A promotion that failed part way gave up its lease: the results stay marked incomplete, the next job goes ahead. */
+  released: z.boolean().optional(),
   objects: z.array(OutputObject),
 });
 export type ResultsPointer = z.infer<typeof ResultsPointer>;
