@@ -1,6 +1,6 @@
 /**
  * Results become visible under `<prefix>/<subject>/` only for a successful job. Every job uploads its outputs to its
- * own area (`_cloudcompute/<jobId>/outputs/`); a successful one then copies them server-side into the subject's
+ * own area (`_cloudcompute/<jobId>/launch/<launchId>/outputs/`); a successful one then copies them server-side into the subject's
  * results, records the set in the subject's results pointer, and deletes what the previous run left there that this
  * run did not write. A failed job never touches the results; a re-run never leaves old and new files mixed.
  *

@@ -40,13 +40,13 @@ export interface JobLayout {
   marker: S3Location;
   /** The instance's bootstrap log, uploaded by the user-data when bootstrap fails. */
   bootstrapLog: S3Location;
-  /** Where the job uploads its outputs (a prefix); a successful job then promotes them to `results`. */
+  /** Where the job uploads its outputs (a prefix, per launch); a successful job then promotes them to `results`. */
   outputs: S3Location;
   /** The subject's results pointer: which job's outputs `results` holds, and their list (agent/promote.ts). */
   resultsPointer: S3Location;
 }
 
-export function jobLayout(spec: Pick<JobSpec, "jobId" | "subject" | "outputs">): JobLayout {
+export function jobLayout(spec: Pick<JobSpec, "jobId" | "subject" | "outputs"> & { launchId?: string }): JobLayout {
   const prefix = parseS3Url(spec.outputs.prefix);
   const at = (...parts: string[]): S3Location => ({ bucket: prefix.bucket, key: joinKey(prefix.key, ...parts) });
   const controlKey = (name: string) => at(CONTROL_DIR, spec.jobId, name);
@@ -59,7 +59,9 @@ export function jobLayout(spec: Pick<JobSpec, "jobId" | "subject" | "outputs">):
     provenance: controlKey("provenance.json"),
     marker: controlKey("marker.json"),
     bootstrapLog: controlKey("bootstrap.log"),
-    outputs: { bucket: prefix.bucket, key: joinKey(prefix.key, CONTROL_DIR, spec.jobId, "outputs") + "/" },
+    // Per launch: two launches under one job id (a reused stack name on two backends sharing the prefix, a second
+    // `pulumi up`) never upload into one set, so a promotion copies only what its own job wrote.
+    outputs: { bucket: prefix.bucket, key: joinKey(prefix.key, CONTROL_DIR, spec.jobId, ...(spec.launchId ? ["launch", spec.launchId] : []), "outputs") + "/" },
     resultsPointer: at(CONTROL_DIR, SUBJECTS_DIR, spec.subject, "results.json"),
   };
 }
