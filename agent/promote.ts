@@ -13,7 +13,9 @@
  * The in-flux pointer is also the subject's promotion lease (Terraform's S3 backend locks the same way): it is
  * written only if the pointer is still the one this job read (If-Match, or If-None-Match when there was none), and
  * finished only if it is still this job's. Two jobs of one subject (two batches, two lab members on one prefix) thus
- * promote one after the other, never interleaved; a lease older than PROMOTION_LEASE_MS is taken over (its job died).
+ * promote one after the other, never interleaved. The holder renews the lease every tenth of PROMOTION_LEASE_MS while
+ * it copies and once more before it deletes anything, and stops at once if a renewal finds the lease gone; a lease
+ * whose object S3 last wrote more than PROMOTION_LEASE_MS ago is taken over (its job died). Any error releases it.
  */
 import { randomUUID } from "node:crypto";
 import {
@@ -49,19 +51,21 @@ export interface PromoteOptions {
 }
 
 const GiB = 1024 * 1024 * 1024;
-/** How long a promotion may hold the subject's results before another job may take them over. */
-export const PROMOTION_LEASE_MS = 30 * 60_000;
+/** A lease not renewed for this long (by S3's clock: LastModified) is taken over: its job died. */
+export const PROMOTION_LEASE_MS = 10 * 60_000;
 
 interface PointerVersion {
   pointer?: ResultsPointer;
   /** The stored object's ETag; absent when there is no pointer. */
   etag?: string;
+  /** When S3 last wrote it (the server's clock, not the writer's). */
+  lastModified?: Date;
 }
 
 async function readPointer(client: S3Client, pointer: S3Location): Promise<PointerVersion> {
   try {
     const res = await withRetries(() => client.send(new GetObjectCommand({ Bucket: pointer.bucket, Key: pointer.key })), { attempts: 4 });
-    return { pointer: parseResultsPointer(JSON.parse(await res.Body!.transformToString())), etag: res.ETag };
+    return { pointer: parseResultsPointer(JSON.parse(await res.Body!.transformToString())), etag: res.ETag, lastModified: res.LastModified };
   } catch (err) {
     // The role may GetObject the pointer but not list the bucket, so real S3 answers 403, not 404, while none exists.
     // Taking that for "none" is safe: the lease below is then created with If-None-Match, which no existing pointer passes.
@@ -94,11 +98,12 @@ async function writePointer(client: S3Client, loc: S3Location, value: ResultsPoi
   }
 }
 
-async function copyObject(source: S3Location, dest: S3Location, size: number, opts: PromoteOptions): Promise<void> {
-  const { client } = opts;
+async function copyObject(source: S3Location, dest: S3Location, size: number, opts: PromoteOptions & { signal?: AbortSignal }): Promise<void> {
+  const { client, signal } = opts;
+  const send = client.send.bind(client) as (command: unknown, options?: { abortSignal?: AbortSignal }) => Promise<{ CopyPartResult?: { ETag?: string }; UploadId?: string }>;
   const copySource = encodeURIComponent(`${source.bucket}/${source.key}`).replace(/%2F/g, "/");
   if (size <= (opts.multipartCopyAbove ?? 5 * GiB)) {
-    await withRetries(() => client.send(new CopyObjectCommand({ Bucket: dest.bucket, Key: dest.key, CopySource: copySource })), { attempts: 5 });
+    await withRetries(() => send(new CopyObjectCommand({ Bucket: dest.bucket, Key: dest.key, CopySource: copySource }), { abortSignal: signal }), { attempts: 5, signal });
     return;
   }
   const partSize = opts.copyPartSize ?? GiB;
@@ -110,10 +115,11 @@ async function copyObject(source: S3Location, dest: S3Location, size: number, op
     const parts = await mapLimit(ranges, 4, async ([start, end], index) => {
       const res = await withRetries(
         () =>
-          client.send(
+          send(
             new UploadPartCopyCommand({ Bucket: dest.bucket, Key: dest.key, UploadId: uploadId, PartNumber: index + 1, CopySource: copySource, CopySourceRange: `bytes=${start}-${end}` }),
+            { abortSignal: signal },
           ),
-        { attempts: 5 },
+        { attempts: 5, signal },
       );
       return { PartNumber: index + 1, ETag: res.CopyPartResult?.ETag };
     });
@@ -147,7 +153,8 @@ export async function promoteResults(uploaded: OutputObject[], staged: S3Locatio
 
   // Take the lease: the in-flux pointer, written over exactly the pointer read (the old and the new keys on record).
   const leaseMs = opts.leaseMs ?? PROMOTION_LEASE_MS;
-  const waitUntil = Date.now() + (opts.leaseWaitMs ?? 20 * 60_000);
+  // Longer than a dead job's lease takes to go stale: a waiter then always gets its turn.
+  const waitUntil = Date.now() + (opts.leaseWaitMs ?? 2 * leaseMs);
   let previous: ResultsPointer | undefined;
   let inFlux: OutputObject[] = [];
   let held: string | undefined;
@@ -161,7 +168,8 @@ export async function promoteResults(uploaded: OutputObject[], staged: S3Locatio
       held = read.etag; // our own write arrived, its answer did not
       break;
     }
-    if (other && other.complete === false && !other.released && Date.now() - Date.parse(other.promotedAt) < leaseMs) {
+    const age = Date.now() - (read.lastModified?.getTime() ?? Date.parse(other?.promotedAt ?? "")); // S3's clock where known
+    if (other && other.complete === false && !other.released && age < leaseMs) {
       if (Date.now() > waitUntil) throw fail(`job ${other.jobId} is promoting results of this subject into ${results.key} (since ${other.promotedAt}); the results are untouched`);
       opts.log?.(`job ${other.jobId} is promoting results of this subject (since ${other.promotedAt}); waiting for it`);
       await new Promise((resolve) => setTimeout(resolve, opts.leasePollMs ?? 5000));
@@ -180,30 +188,55 @@ export async function promoteResults(uploaded: OutputObject[], staged: S3Locatio
     if (++conflicts > 20) throw fail(`the subject's results pointer ${pointer.key} keeps changing (or cannot be read); the results are untouched`);
   }
 
+  // Hold the lease while copying: renew it on a timer, stop at once if it was taken (our renewal then conflicts).
+  const lease = new AbortController();
+  let renewing: Promise<void> = Promise.resolve();
+  const renew = async (): Promise<void> => {
+    const written = await writePointer(client, pointer, pointerOf(false, inFlux), held || undefined);
+    if (written === "conflict") {
+      lease.abort(fail(`another job took over the subject's results (${results.key}) while this one promoted`));
+      throw lease.signal.reason;
+    }
+    held = written;
+  };
+  const heartbeat = setInterval(() => {
+    renewing = renewing.then(renew).catch(() => undefined);
+  }, Math.max(1000, Math.floor(leaseMs / 10)));
+  let finished = false;
   const replaced: string[] = [];
   try {
-    await mapLimit(uploaded, 8, async (object, index) => {
-      await copyObject({ bucket: staged.bucket, key: object.key }, { bucket: results.bucket, key: promoted[index].key }, object.size, opts);
-      replaced.push(promoted[index].key);
-    });
-  } catch (err) {
-    // Give the lease up (the results stay marked incomplete, every key on record) so the next job need not wait.
-    await writePointer(client, pointer, pointerOf(false, inFlux, true), held || undefined).catch(() => undefined);
-    throw fail(
-      `promoting the outputs to ${results.key} failed after ${replaced.length} of ${uploaded.length} object(s) (${replaced.slice(0, 5).join(", ")}` +
-        `${replaced.length > 5 ? ", ..." : ""}): ${errorMessage(err)}; the whole set is in ${staged.key}. The results pointer marks ` +
-        `${results.key} incomplete; a successful re-run replaces it`,
-    );
+    try {
+      await mapLimit(uploaded, 8, async (object, index) => {
+        lease.signal.throwIfAborted();
+        await copyObject({ bucket: staged.bucket, key: object.key }, { bucket: results.bucket, key: promoted[index].key }, object.size, { ...opts, signal: lease.signal });
+        replaced.push(promoted[index].key);
+      });
+    } catch (err) {
+      if (lease.signal.aborted) throw lease.signal.reason;
+      throw fail(
+        `promoting the outputs to ${results.key} failed after ${replaced.length} of ${uploaded.length} object(s) (${replaced.slice(0, 5).join(", ")}` +
+          `${replaced.length > 5 ? ", ..." : ""}): ${errorMessage(err)}; the whole set is in ${staged.key}. The results pointer marks ` +
+          `${results.key} incomplete; a successful re-run replaces it`,
+      );
+    }
+    clearInterval(heartbeat);
+    await renewing;
+    // Still ours? Renew once more before deleting anything: a job that took over must never lose keys to us.
+    await renew();
+    // Leftovers go first: the pointer says "complete" only once the results hold exactly this run's set.
+    const stale = inFlux.map((object) => object.key).filter((key) => key.startsWith(results.key) && !promotedKeys.has(key));
+    await mapLimit(stale, 8, (key) => withRetries(() => client.send(new DeleteObjectCommand({ Bucket: results.bucket, Key: key })), { attempts: 5 }));
+    // Finish only what is still ours.
+    const done = await writePointer(client, pointer, pointerOf(true, promoted), held || undefined);
+    const ours = done !== "conflict" || (await readPointer(client, pointer).then((r) => r.pointer?.leaseId === leaseId && r.pointer.complete === true, () => false));
+    if (!ours) throw fail(`another job took over the subject's results (${results.key}) while this one promoted`);
+    finished = true;
+    opts.log?.(`promoted ${promoted.length} object(s) to ${results.key}${stale.length ? `, removed ${stale.length} left by ${previous?.jobId ?? "an earlier run"}` : ""}`);
+  } finally {
+    clearInterval(heartbeat);
+    // Any failure gives the lease up (the results stay marked incomplete, every key on record): the next job need
+    // not wait for it to go stale. A lease taken by another job is not ours to release: the write then conflicts.
+    if (!finished) await writePointer(client, pointer, pointerOf(false, inFlux, true), held || undefined).catch(() => undefined);
   }
-  // Leftovers go first: the pointer says "complete" only once the results hold exactly this run's set.
-  const stale = inFlux.map((object) => object.key).filter((key) => key.startsWith(results.key) && !promotedKeys.has(key));
-  await mapLimit(stale, 8, (key) => withRetries(() => client.send(new DeleteObjectCommand({ Bucket: results.bucket, Key: key })), { attempts: 5 }));
-  // Finish only what is still ours: a job that took over a lease it thought stale must not be overwritten.
-  const finished = await writePointer(client, pointer, pointerOf(true, promoted), held || undefined);
-  const ours = finished !== "conflict" || (await readPointer(client, pointer).then((r) => r.pointer?.leaseId === leaseId && r.pointer.complete === true, () => false));
-  if (!ours) {
-    throw fail(`another job took over the subject's results (${results.key}) while this one promoted (its lease had run past ${Math.round(leaseMs / 60_000)} min)`);
-  }
-  opts.log?.(`promoted ${promoted.length} object(s) to ${results.key}${stale.length ? `, removed ${stale.length} left by ${previous?.jobId ?? "an earlier run"}` : ""}`);
   return promoted;
 }

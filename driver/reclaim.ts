@@ -31,33 +31,53 @@ export const JOB_TAG = "cloudcompute:job";
 const LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"];
 
 /**
- * Delete the job's AWS resources that outlived its stack. Called after destroy, when the stack holds nothing: any
- * instance or security group still tagged with the job id is an orphan. IAM cannot be searched by tag, so roles and
- * instance profiles are taken from the pending creates by name, and deleted only if they carry the job's tag.
+ * EC2 filters matching exactly what one pending create declared: every `cloudcompute:*` tag in its inputs (job, stack,
+ * subject) — the same job id on another backend or stack never matches — and its name where it has one.
+ */
+function filtersFor(create: PendingCreate, jobId: string): Array<{ Name: string; Values: string[] }> {
+  const tags = (create.inputs.tags ?? {}) as Record<string, unknown>;
+  const own = Object.entries(tags).filter(([key, value]) => key.startsWith("cloudcompute:") && typeof value === "string");
+  if (!own.some(([key]) => key === JOB_TAG)) own.push([JOB_TAG, jobId]);
+  return own.map(([key, value]) => ({ Name: `tag:${key}`, Values: [value as string] }));
+}
+
+/**
+ * Delete the job's AWS resources that outlived its stack: only what a pending create stood for, found by the tags the
+ * create declared (EC2 instances, security groups) or by the name the engine had chosen and the job's tag (IAM role,
+ * instance profile). Called after destroy, when the stack holds nothing. Nothing else is touched: another stack's
+ * job under the same id (another backend, a colleague) carries another `cloudcompute:stack` tag.
  */
 export async function reclaimAws(
   jobId: string,
   pending: PendingCreate[],
   clients: { ec2: EC2Client; iam: () => IAMClient },
 ): Promise<string[]> {
+  if (pending.length === 0) return [];
   const ec2Sdk = require("@aws-sdk/client-ec2") as typeof import("@aws-sdk/client-ec2");
   const deleted: string[] = [];
-  const jobFilter = { Name: `tag:${JOB_TAG}`, Values: [jobId] };
 
-  const described = await clients.ec2.send(
-    new ec2Sdk.DescribeInstancesCommand({ Filters: [jobFilter, { Name: "instance-state-name", Values: LIVE_INSTANCE_STATES }] }),
-  );
-  const instanceIds = (described.Reservations ?? []).flatMap((r) => r.Instances ?? []).map((i) => i.InstanceId!).filter(Boolean);
-  if (instanceIds.length > 0) {
-    await clients.ec2.send(new ec2Sdk.TerminateInstancesCommand({ InstanceIds: instanceIds }));
-    deleted.push(...instanceIds.map((id) => `EC2 instance ${id} (terminated)`));
-    // A security group can be deleted only once no instance uses it.
-    await ec2Sdk.waitUntilInstanceTerminated({ client: clients.ec2, maxWaitTime: 600, minDelay: 5 }, { InstanceIds: instanceIds });
+  const instanceIds = new Set<string>();
+  for (const create of pending.filter((p) => p.type === "aws:ec2/instance:Instance")) {
+    const described = await clients.ec2.send(
+      new ec2Sdk.DescribeInstancesCommand({ Filters: [...filtersFor(create, jobId), { Name: "instance-state-name", Values: LIVE_INSTANCE_STATES }] }),
+    );
+    for (const instance of (described.Reservations ?? []).flatMap((r) => r.Instances ?? [])) if (instance.InstanceId) instanceIds.add(instance.InstanceId);
   }
-  const groups = await clients.ec2.send(new ec2Sdk.DescribeSecurityGroupsCommand({ Filters: [jobFilter] }));
-  for (const group of groups.SecurityGroups ?? []) {
-    await clients.ec2.send(new ec2Sdk.DeleteSecurityGroupCommand({ GroupId: group.GroupId }));
-    deleted.push(`security group ${group.GroupId}`);
+  if (instanceIds.size > 0) {
+    const ids = [...instanceIds];
+    await clients.ec2.send(new ec2Sdk.TerminateInstancesCommand({ InstanceIds: ids }));
+    deleted.push(...ids.map((id) => `EC2 instance ${id} (terminated)`));
+    // A security group can be deleted only once no instance uses it.
+    await ec2Sdk.waitUntilInstanceTerminated({ client: clients.ec2, maxWaitTime: 600, minDelay: 5 }, { InstanceIds: ids });
+  }
+  for (const create of pending.filter((p) => p.type === "aws:ec2/securityGroup:SecurityGroup")) {
+    const filters = filtersFor(create, jobId);
+    if (typeof create.inputs.name === "string") filters.push({ Name: "group-name", Values: [create.inputs.name] });
+    const groups = await clients.ec2.send(new ec2Sdk.DescribeSecurityGroupsCommand({ Filters: filters }));
+    for (const group of groups.SecurityGroups ?? []) {
+      await clients.ec2.send(new ec2Sdk.DeleteSecurityGroupCommand({ GroupId: group.GroupId }));
+      deleted.push(`security group ${group.GroupId}`);
+    }
   }
 
   const named = (type: string) =>

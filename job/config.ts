@@ -252,6 +252,12 @@ function setAt(target: Record<string, unknown>, path: readonly string[], value: 
  * itself. It is for `--platform local`, where the host is the user's own machine.
  */
 export function checkPlatformSupport(spec: JobSpec, platform: "aws" | "local"): void {
+  if (platform === "aws" && spec.container.runtime === "apptainer" && spec.container.network === "bridge") {
+    // Without --net, apptainer shares the host's network namespace: IMDS is then one hop away for the job's code.
+    throw new ConfigError([
+      `cloudcompute:network: "bridge" with apptainer shares the instance's network, where the job's code could take the job role's credentials and forge its result; on aws use docker or podman for a job that needs the network`,
+    ]);
+  }
   if (platform === "aws" && spec.container.runtime === "none") {
     throw new ConfigError([
       `cloudcompute:runtime: "none" runs the command on the instance itself, as root beside the agent and with the job role's credentials, where it could forge the job's result; on aws use docker, podman or apptainer ("none" is for --platform local)`,

@@ -4,7 +4,7 @@
  * dead job is taken over once stale; a live one is waited for, and given up on with the results untouched.
  */
 import { expect } from "chai";
-import { PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
+import { CopyObjectCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import { promoteResults } from "../agent/promote";
 import type { OutputObject } from "../job/records";
 import { getBytes, getJson, listKeys, newBucket, sharedMoto, testS3 } from "./support/fixtures";
@@ -58,9 +58,37 @@ describe("promotion under contention (moto S3)", function () {
     const dead = { apiVersion: "cloudcompute/v1", jobId: "job-dead", promotedAt: new Date(Date.now() - 3_600_000).toISOString(), complete: false, objects: [{ key: "results/sub-stale/left-by-dead.txt", size: 1, sha256: "-" }] };
     await s3.send(new PutObjectCommand({ Bucket: bucket, Key: "results/_cloudcompute/subjects/sub-stale/results.json", Body: JSON.stringify(dead) }));
     const c = await staged("job-c", { "c.txt": "C" });
-    await promote("sub-stale", "job-c", c);
+    // Staleness is judged by S3's LastModified (not the dead writer's promotedAt): a 1 s lease, written 1.5 s ago.
+    await new Promise((r) => setTimeout(r, 1500));
+    await promote("sub-stale", "job-c", c, { leaseMs: 1000 });
     expect(await listKeys(s3, bucket, "results/sub-stale/")).to.deep.equal(["results/sub-stale/c.txt"]);
     expect(await getJson(s3, bucket, "results/_cloudcompute/subjects/sub-stale/results.json")).to.include({ jobId: "job-c", complete: true });
+  });
+
+  it("a holder whose lease is taken over mid-copy (a slow promotion) stops at its next renewal and deletes nothing", async () => {
+    const e = await staged("job-slow", { "slow.txt": "S" });
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: "results/sub-taken/theirs.txt", Body: "T" }));
+    // A client whose copies take 2.5 s: long enough for a renewal (every second with a 1 s lease here) to come due.
+    const slow = Object.create(s3) as S3Client;
+    slow.send = (async (command: unknown, options?: unknown) => {
+      if (command instanceof CopyObjectCommand) await new Promise((r) => setTimeout(r, 2500));
+      return (s3.send as (c: unknown, o?: unknown) => Promise<unknown>)(command, options);
+    }) as S3Client["send"];
+    const running = promoteResults(
+      e,
+      { bucket, key: "results/_cloudcompute/job-slow/outputs/" },
+      { bucket, key: "results/sub-taken/" },
+      { bucket, key: "results/_cloudcompute/subjects/sub-taken/results.json" },
+      { client: slow, jobId: "job-slow", leaseMs: 1000, leasePollMs: 50 },
+    ).then(() => undefined, (err: Error) => err);
+    await new Promise((r) => setTimeout(r, 300));
+    // Another job takes the subject over (as it would once the lease looked stale to it).
+    const taker = { apiVersion: "cloudcompute/v1", jobId: "job-taker", leaseId: "taker", promotedAt: new Date().toISOString(), complete: true, objects: [{ key: "results/sub-taken/theirs.txt", size: 1, sha256: "-" }] };
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: "results/_cloudcompute/subjects/sub-taken/results.json", Body: JSON.stringify(taker) }));
+    const failed = await running;
+    expect(failed?.message).to.match(/another job took over the subject's results/);
+    expect(await listKeys(s3, bucket, "results/sub-taken/")).to.include("results/sub-taken/theirs.txt");
+    expect(await getJson(s3, bucket, "results/_cloudcompute/subjects/sub-taken/results.json")).to.include({ jobId: "job-taker", complete: true });
   });
 
   it("a live lease is waited for; past the wait the job fails with the results untouched", async () => {

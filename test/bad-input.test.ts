@@ -57,6 +57,7 @@ const CASES: Array<[string, string[], RegExp]> = [
   ["an unknown platform", ["--platform", "gcp"], /platform.*gcp|Invalid values/s],
   ["runtime none on aws (the command would run as root beside the agent)", ["--platform", "aws", "--runtime", "none"], /cloudcompute:runtime: "none" runs the command on the instance itself/],
   ["an unknown container network", ["--network", "host"], /network.*host|Invalid values/s],
+  ["apptainer with the bridge network on aws (the job could reach the instance role)", ["--platform", "aws", "--runtime", "apptainer", "--network", "bridge"], /cloudcompute:network: "bridge" with apptainer shares the instance's network/],
   ["an unknown flag", ["--no-such-flag"], /Unknown argument/],
   ["the reserved job id 'agent'", ["--job-id", "agent"], /jobId: .*reserved/],
   ["a job id that is no stack name", ["--job-id", "bad id!"], /cloudcompute:jobId|jobId/],

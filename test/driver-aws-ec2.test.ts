@@ -48,7 +48,7 @@ describe("driver: EC2 paths against moto EC2", function () {
     if (!clients.has(region)) clients.set(region, new EC2Client({ region }));
     return clients.get(region)!;
   };
-  async function launch(region: string, jobId: string, spot = false): Promise<string> {
+  async function launch(region: string, jobId: string, spot = false, extraTags: Array<{ Key: string; Value: string }> = []): Promise<string> {
     const images = await ec2(region).send(new DescribeImagesCommand({ Owners: ["amazon"] }));
     const res = await ec2(region).send(
       new RunInstancesCommand({
@@ -57,7 +57,7 @@ describe("driver: EC2 paths against moto EC2", function () {
         MinCount: 1,
         MaxCount: 1,
         InstanceMarketOptions: spot ? { MarketType: "spot", SpotOptions: { SpotInstanceType: "one-time" } } : undefined,
-        TagSpecifications: [{ ResourceType: "instance", Tags: [{ Key: JOB_TAG, Value: jobId }] }],
+        TagSpecifications: [{ ResourceType: "instance", Tags: [{ Key: JOB_TAG, Value: jobId }, ...extraTags] }],
       }),
     );
     return res.Instances![0].InstanceId!;
@@ -113,10 +113,13 @@ describe("driver: EC2 paths against moto EC2", function () {
     const region = "eu-west-1";
     const jobId = "job-pending-create";
     const iam = new IAMClient({ region });
-    const tags = [{ Key: JOB_TAG, Value: jobId }];
+    const tags = [{ Key: JOB_TAG, Value: jobId }, { Key: "cloudcompute:stack", Value: jobId }];
+    const declared = Object.fromEntries(tags.map((t) => [t.Key, t.Value]));
     // What an update cut off mid-create leaves: a live instance and security group, a role and profile the state lost.
-    const instance = await launch(region, jobId);
+    const instance = await launch(region, jobId, false, tags.slice(1));
     const bystander = await launch(region, "job-someone-else");
+    // The same job id used by a colleague with another backend/stack (its stack tag differs): never touched.
+    const sameIdElsewhere = await launch(region, jobId, false, [{ Key: "cloudcompute:stack", Value: "organization/cloudcompute/other-backend" }]);
     const group = await ec2(region).send(
       new CreateSecurityGroupCommand({ GroupName: `cc-${jobId}`, Description: "job sg", TagSpecifications: [{ ResourceType: "security-group", Tags: tags }] }),
     );
@@ -130,7 +133,8 @@ describe("driver: EC2 paths against moto EC2", function () {
       { type: "aws:iam/role:Role", urn: "urn:role", inputs: { name: "job-role-a1b2c3" } },
       { type: "aws:iam/role:Role", urn: "urn:foreign", inputs: { name: "job-role-foreign" } },
       { type: "aws:iam/instanceProfile:InstanceProfile", urn: "urn:profile", inputs: { name: "job-profile-d4e5f6" } },
-      { type: "aws:ec2/instance:Instance", urn: "urn:instance", inputs: {} },
+      { type: "aws:ec2/instance:Instance", urn: "urn:instance", inputs: { tags: declared } },
+      { type: "aws:ec2/securityGroup:SecurityGroup", urn: "urn:sg", inputs: { name: `cc-${jobId}`, tags: declared } },
     ];
 
     const deleted = await awsPlatform.reclaim(jobId, region, pending);
@@ -140,6 +144,10 @@ describe("driver: EC2 paths against moto EC2", function () {
       (await ec2(region).send(new DescribeInstancesCommand({ InstanceIds: ids }))).Reservations!.flatMap((r) => r.Instances!).map((i) => i.State!.Name);
     expect(await states([instance])).to.deep.equal(["terminated"]);
     expect(await states([bystander]), "another job's instance").to.deep.equal(["running"]);
+    expect(await states([sameIdElsewhere]), "the same job id in another stack").to.deep.equal(["running"]);
+    // Nothing pending (a clean teardown): nothing is looked for, nothing deleted.
+    expect(await awsPlatform.reclaim(jobId, region, [])).to.deep.equal([]);
+    expect(await states([sameIdElsewhere])).to.deep.equal(["running"]);
     const groups = await ec2(region).send(new DescribeSecurityGroupsCommand({ Filters: [{ Name: `tag:${JOB_TAG}`, Values: [jobId] }] }));
     expect(groups.SecurityGroups ?? []).to.have.length(0);
     const roles = (await iam.send(new ListRolesCommand({}))).Roles!.map((r) => r.RoleName);
