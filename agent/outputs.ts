@@ -93,15 +93,16 @@ export async function listOutputFiles(dir: string, globs: string[], onSkippedLin
   const found: LocalFile[] = [];
   const root = await fsp.realpath(dir);
   const inside = (real: string) => real === root || real.startsWith(root + path.sep);
-  const walked = new Set<string>();
-  const walk = async (rel: string): Promise<void> => {
+  // Directories on the current path, by real path: a link back to one of them is a cycle, walked no further. A link to
+  // a directory elsewhere inside is listed under the link's name too, as a copy would have it.
+  const walk = async (rel: string, ancestors: ReadonlySet<string> = new Set()): Promise<void> => {
     const real = await fsp.realpath(path.join(dir, rel));
-    if (walked.has(real)) return; // a link back to a directory already listed
-    walked.add(real);
+    if (ancestors.has(real)) return;
+    const here = new Set(ancestors).add(real);
     const entries = await fsp.readdir(path.join(dir, rel), { withFileTypes: true });
     for (const entry of entries) {
       const child = rel ? `${rel}/${entry.name}` : entry.name;
-      if (entry.isDirectory()) await walk(child);
+      if (entry.isDirectory()) await walk(child, here);
       else if (entry.isFile() && isMatch(child)) {
         found.push({ path: child, size: (await fsp.stat(path.join(dir, child))).size });
       } else if (entry.isSymbolicLink()) {
@@ -113,7 +114,7 @@ export async function listOutputFiles(dir: string, globs: string[], onSkippedLin
           continue;
         }
         const stat = await fsp.stat(resolved);
-        if (stat.isDirectory()) await walk(child);
+        if (stat.isDirectory()) await walk(child, here);
         else if (stat.isFile() && isMatch(child)) found.push({ path: child, size: stat.size });
       }
     }

@@ -97,10 +97,13 @@ function interruptController(): AbortController {
   const controller = new AbortController();
   let count = 0;
   let firstAt = 0;
+  let hungUp = false;
   const onSignal = (signal: NodeJS.Signals) => {
     // A hang-up may arrive more than once (the kernel signals the session and the group): it never means "leave now".
     if (signal === "SIGHUP") terminalHungUp ||= Boolean(process.stdin.isTTY || process.stdout.isTTY || process.stderr.isTTY);
-    if (signal === "SIGHUP" && count > 0) return;
+    // After a hang-up, the session's manager may follow with SIGTERM: still the same stop, never "leave now".
+    if (count > 0 && (signal === "SIGHUP" || hungUp)) return;
+    if (signal === "SIGHUP") hungUp = true;
     if (count > 0 && Date.now() - firstAt < SAME_SIGNAL_WINDOW_MS) return;
     count++;
     if (count === 1) {

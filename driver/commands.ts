@@ -165,7 +165,13 @@ export async function cancelJob(jobId: string, log: (line: string) => void, back
  */
 function liveEngineHolding(backend: string, jobId: string): number | undefined {
   if (!backend.startsWith("file:")) return undefined;
-  const dir = path.join(fileURLToPath(backend.split("?")[0]), ".pulumi", "locks", "organization", PROJECT_NAME, jobId);
+  let root: string;
+  try {
+    root = fileURLToPath(backend.split("?")[0]);
+  } catch {
+    root = backend.replace(/^file:\/\//, "").replace(/^~(?=\/|$)/, os.homedir()).split("?")[0]; // file://~/… as Pulumi writes it
+  }
+  const dir = path.join(root, ".pulumi", "locks", "organization", PROJECT_NAME, jobId);
   let files: string[] = [];
   try {
     files = fs.readdirSync(dir).filter((f) => f.endsWith(".json"));
@@ -177,7 +183,8 @@ function liveEngineHolding(backend: string, jobId: string): number | undefined {
       const lock = JSON.parse(fs.readFileSync(path.join(dir, file), "utf8")) as { pid?: number; hostname?: string };
       if (!lock.pid || lock.hostname !== os.hostname() || processStartTime(lock.pid) === undefined) continue;
       // A reused pid is some other program: only a pulumi process can still be working on the stack.
-      if (/pulumi/.test(fs.readFileSync(`/proc/${lock.pid}/cmdline`, "utf8"))) return lock.pid;
+      const argv = fs.readFileSync(`/proc/${lock.pid}/cmdline`, "utf8").split("\0");
+      if (path.basename(argv[0] ?? "") === "pulumi") return lock.pid;
     } catch {
       /* released meanwhile */
     }

@@ -182,7 +182,11 @@ const localProcessProvider: pulumi.dynamic.ResourceProvider<LocalProcessInputs, 
         cwd: inputs.workDir,
         detached: true, // its own session: outlives this plugin process, and its group can be signalled as a whole
         stdio: ["ignore", log, log],
-        env: { ...process.env, CLOUDCOMPUTE_POWEROFF: "0" },
+        // The agent needs the S3 endpoint and credentials; never the passphrase that decrypts every stack's secrets
+        // (a job's command, a process of the same user, could read it from /proc/<agent>/environ).
+        env: Object.fromEntries(
+          Object.entries({ ...process.env, CLOUDCOMPUTE_POWEROFF: "0" }).filter(([name]) => !/^PULUMI_(CONFIG_PASSPHRASE|CONFIG_PASSPHRASE_FILE|ACCESS_TOKEN)$/.test(name)),
+        ),
       },
     );
     fs.closeSync(log);

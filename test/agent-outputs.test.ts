@@ -73,17 +73,17 @@ describe("agent outputs (moto S3)", function () {
       mkdirSync(path.join(out, "surf"));
       writeFileSync(path.join(out, "surf", "lh.white.preaparc"), "surface\n");
       symlinkSync("lh.white.preaparc", path.join(out, "surf", "lh.white"));
-      symlinkSync("surf", path.join(out, "surf-alias")); // a directory link: walked once, not twice
+      symlinkSync("surf", path.join(out, "surf-alias")); // a directory link: listed under its own name too, as a copy would
       symlinkSync("..", path.join(out, "surf", "up")); // a cycle back to the top
       symlinkSync("/usr/share", path.join(out, "fsaverage")); // outside: left out, reported
       symlinkSync("missing-target", path.join(out, "dangling"));
       const skipped: SkippedLink[] = [];
       const listed = await listOutputFiles(out, ["**"], (link) => skipped.push(link));
-      expect(listed.map((f) => f.path)).to.deep.equal(["surf/lh.white", "surf/lh.white.preaparc"]);
+      expect(listed.map((f) => f.path)).to.deep.equal(["surf-alias/lh.white", "surf-alias/lh.white.preaparc", "surf/lh.white", "surf/lh.white.preaparc"]);
       expect(listed.find((f) => f.path === "surf/lh.white")!.size).to.equal("surface\n".length);
       expect(skipped.map((l) => l.path).sort()).to.deep.equal(["dangling", "fsaverage"]);
       const uploaded = await uploadOutputs(out, ["**"], { bucket, key: "results/LINKS/" });
-      expect(uploaded.map((o) => o.key)).to.deep.equal(["results/LINKS/surf/lh.white", "results/LINKS/surf/lh.white.preaparc"]);
+      expect(uploaded.map((o) => o.key)).to.deep.equal(["results/LINKS/surf-alias/lh.white", "results/LINKS/surf-alias/lh.white.preaparc", "results/LINKS/surf/lh.white", "results/LINKS/surf/lh.white.preaparc"]);
       expect((await getBytes(s3, bucket, "results/LINKS/surf/lh.white")).toString()).to.equal("surface\n");
     } finally {
       rmSync(out, { recursive: true, force: true });
