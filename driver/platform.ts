@@ -11,7 +11,8 @@ import type { JobSpec } from "../job/spec";
 import { encodeUserData, renderUserData, USER_DATA_LIMIT_BYTES } from "../infra/userdata";
 import { defaultLocalWorkDir, localJobAlive, reclaimLocalAgent } from "../infra/local";
 import { BadInputError } from "./errors";
-import { JOB_TAG, PendingCreate, reclaimAws } from "./reclaim";
+import { JOB_TAG } from "../job/layout";
+import { PendingCreate, reclaimAws } from "./reclaim";
 
 export type PlatformName = "aws" | "local";
 
@@ -142,7 +143,8 @@ export const awsPlatform: Platform = {
   pollIntervalMs: Number(process.env.CLOUDCOMPUTE_POLL_MS ?? 10_000),
   bootGraceSeconds: 15 * 60,
   refreshBeforeDestroy: true,
-  requiredPlugins: [{ name: "aws", version: "v7.48.0" }],
+  // The provider plugin matching the @pulumi/aws SDK in package.json: one version, written down once.
+  requiredPlugins: [{ name: "aws", version: `v${(require("@pulumi/aws/package.json") as { version: string }).version}` }],
   async preflight() {
     // Credentials and quotas are checked by the engine at `up`; a failing `up` destroys what it created.
   },

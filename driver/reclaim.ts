@@ -2,13 +2,14 @@
  * What a cut-off update created but never recorded. When the engine dies (or is told to stop) while a create is in
  * flight, the state keeps only a *pending create*; `refresh --clear-pending-creates` drops it from the state, and the
  * instance it stood for would live on, billed, owned by no stack. So teardown reads the pending creates first and,
- * once the stack holds nothing, deletes whatever of the job still exists: found by the job's tag (EC2 instances,
- * security groups), by the name the engine had chosen and the tag it carries (IAM role and instance profile), or
- * through the pid file a local agent's create writes.
+ * once the stack holds nothing, deletes exactly what they stood for: found by the tags each create declared (EC2
+ * instances, security groups), by the name the engine had chosen and the job's tag (IAM role and instance profile),
+ * or through the pid file a local agent's create writes.
  */
 import type { EC2Client } from "@aws-sdk/client-ec2";
 import type { IAMClient } from "@aws-sdk/client-iam";
 import type { Stack } from "@pulumi/pulumi/automation";
+import { JOB_TAG } from "../job/layout";
 
 export interface PendingCreate {
   type: string;
@@ -25,8 +26,6 @@ export async function pendingCreates(stack: Stack): Promise<PendingCreate[]> {
     .map((op) => ({ type: op.resource!.type!, urn: op.resource!.urn!, inputs: op.resource!.inputs ?? {} }));
 }
 
-/** The tag every resource of a job carries (infra/aws.ts jobTags): its job id. */
-export const JOB_TAG = "cloudcompute:job";
 
 const LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped"];
 

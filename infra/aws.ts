@@ -14,7 +14,7 @@ import { getSubnetsOutput } from "@pulumi/aws/ec2/getSubnets";
 import { getVpcOutput } from "@pulumi/aws/ec2/getVpc";
 import { getParameterOutput } from "@pulumi/aws/ssm/getParameter";
 import { checkPlatformSupport } from "../job/config";
-import { markerUrl } from "../job/layout";
+import { JOB_TAG, markerUrl } from "../job/layout";
 import type { JobSpec } from "../job/spec";
 import { chooseMachineImage, MachineImage } from "./ami";
 import { EC2_ASSUME_ROLE_POLICY, jobPolicyDocument, PolicyDocument } from "./policy";
@@ -67,7 +67,7 @@ export function jobTags(spec: Pick<JobSpec, "jobId" | "subject" | "labels">, sta
   if (labels.length > MAX_LABELS) throw new Error(`labels: at most ${MAX_LABELS} labels fit in EC2's tag limit, got ${labels.length}`);
   return {
     ...spec.labels,
-    "cloudcompute:job": spec.jobId,
+    [JOB_TAG]: spec.jobId,
     "cloudcompute:subject": spec.subject,
     "cloudcompute:stack": stack,
     Name: `cloudcompute-${spec.jobId}`,

@@ -7,6 +7,8 @@ import type { JobSpec } from "./spec";
 
 /** Private area name under the output prefix. Subjects cannot start with '_', so it never collides with results. */
 export const CONTROL_DIR = "_cloudcompute";
+/** The tag every AWS resource of a job carries (infra/aws.ts): how the driver finds them (gc --aws, reclaim). */
+export const JOB_TAG = "cloudcompute:job";
 /** Per-subject records in the private area (results pointers); a reserved job id (job/spec.ts). */
 export const SUBJECTS_DIR = "subjects";
 
