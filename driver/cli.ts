@@ -68,8 +68,8 @@ function specFlags(argv: Record<string, unknown>): SpecFlags {
   return argv as SpecFlags;
 }
 
-/** A hang-up reached us while a stdio stream was a terminal: that terminal is gone (see exitProcess). */
-let terminalHungUp = false;
+/** A hang-up reached us (a closed terminal or ssh session). */
+let hungUp = false;
 
 /**
  * End the process with `code`. After a terminal hang-up nobody reads the code, and Node's own exit would abort
@@ -77,7 +77,7 @@ let terminalHungUp = false;
  * signal instead, as a shell's jobs do — after its cleanup, which has run by now.
  */
 export function exitProcess(code: number): void {
-  if (terminalHungUp) {
+  if (hungUp && (process.stdin.isTTY || process.stdout.isTTY || process.stderr.isTTY)) {
     process.removeAllListeners("SIGHUP");
     process.kill(process.pid, "SIGHUP");
     return;
@@ -97,11 +97,9 @@ function interruptController(): AbortController {
   const controller = new AbortController();
   let count = 0;
   let firstAt = 0;
-  let hungUp = false;
   const onSignal = (signal: NodeJS.Signals) => {
-    // A hang-up may arrive more than once (the kernel signals the session and the group): it never means "leave now".
-    if (signal === "SIGHUP") terminalHungUp ||= Boolean(process.stdin.isTTY || process.stdout.isTTY || process.stderr.isTTY);
-    // After a hang-up, the session's manager may follow with SIGTERM: still the same stop, never "leave now".
+    // A hang-up may arrive more than once (the kernel signals the session and the group), and the session's manager
+    // may follow it with SIGTERM: all the same stop, never "leave now".
     if (count > 0 && (signal === "SIGHUP" || hungUp)) return;
     if (signal === "SIGHUP") hungUp = true;
     if (count > 0 && Date.now() - firstAt < SAME_SIGNAL_WINDOW_MS) return;

@@ -130,11 +130,12 @@ export async function cancelJob(jobId: string, log: (line: string) => void, back
   }
   // A driver killed by SIGKILL leaves its engine running in a session of its own: clearing its lock and destroying
   // under it would race its update, which could record an instance after our destroy. Let it finish first.
-  const lockedBy = liveEngineHolding(backendUrl(backend ?? record?.backend), jobId);
+  const backendOfJob = backendUrl(backend ?? record?.backend);
+  const lockedBy = liveEngineHolding(backendOfJob, jobId);
   if (lockedBy !== undefined) {
     log(`the Pulumi engine (pid ${lockedBy}) still works on ${jobId}: waiting for it to finish before destroying`);
     const deadline = Date.now() + 15 * 60_000;
-    while (liveEngineHolding(backendUrl(backend ?? record?.backend), jobId) !== undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
+    while (liveEngineHolding(backendOfJob, jobId) !== undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
   }
   const stack = await openJobStack({ jobId, backend: backend ?? record?.backend, mustExist: true });
   const tagged = ownerFromTags(await stack.listTags().catch(() => ({})));

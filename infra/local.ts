@@ -164,6 +164,16 @@ export function removeJobContainers(jobId: string): void {
   }
 }
 
+/**
+ * The subject's data (often controlled-access) must not linger in the user's home, as it does not outlive an
+ * instance: inputs and outputs go with the job; the agent's logs stay for `logs` and the audit trail.
+ */
+function removeSubjectData(workDir: string): void {
+  const fs = require("node:fs") as typeof import("node:fs");
+  const pathModule = require("node:path") as typeof import("node:path");
+  for (const dir of ["inputs", "outputs"]) fs.rmSync(pathModule.join(workDir, dir), { recursive: true, force: true });
+}
+
 const localProcessProvider: pulumi.dynamic.ResourceProvider<LocalProcessInputs, LocalProcessOutputs> = {
   async create(inputs) {
     const fs = require("node:fs") as typeof import("node:fs");
@@ -220,11 +230,7 @@ const localProcessProvider: pulumi.dynamic.ResourceProvider<LocalProcessInputs, 
     const { pid, fingerprint } = parseProcessId(id);
     await stopProcess(pid, fingerprint);
     removeJobContainers(props.jobId);
-    // The subject's data (often controlled-access) must not linger in the user's home, as it does not outlive an
-    // instance: inputs and outputs go with the job; the agent's logs stay for `logs` and the audit trail.
-    const fs = require("node:fs") as typeof import("node:fs");
-    const pathModule = require("node:path") as typeof import("node:path");
-    for (const dir of ["inputs", "outputs"]) fs.rmSync(pathModule.join(props.workDir, dir), { recursive: true, force: true });
+    removeSubjectData(props.workDir);
   },
 };
 
@@ -294,7 +300,7 @@ export async function reclaimLocalAgent(workDir: string, jobId: string): Promise
       stopped = `local agent process ${pid}`;
     }
   }
-  for (const dir of ["inputs", "outputs"]) fs.rmSync(path.join(workDir, dir), { recursive: true, force: true });
+  removeSubjectData(workDir);
   return stopped;
 }
 

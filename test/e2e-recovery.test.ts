@@ -14,22 +14,7 @@ import { thisHost } from "../driver/owner";
 import { descendantsOf } from "../infra/local";
 import type { JobResult } from "../driver/run";
 import { startFakeImds } from "./support/imds";
-import { DriverSandbox, localJobConfig, processAlive as alive, pulumiBinary, SANDBOX_PASSPHRASE, startDriverSandbox } from "./support/driver-env";
-
-/** Live processes whose working directory is inside `dir` (the agent and the job it runs, for a local job). */
-function processesIn(dir: string): number[] {
-  const found: number[] = [];
-  for (const entry of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cwd = fs.readlinkSync(`/proc/${entry}/cwd`);
-      if ((cwd === dir || cwd.startsWith(dir + path.sep)) && alive(Number(entry))) found.push(Number(entry));
-    } catch {
-      /* gone, or not ours to read */
-    }
-  }
-  return found;
-}
+import { DriverSandbox, localJobConfig, processAlive as alive, processesIn, pulumiBinary, SANDBOX_PASSPHRASE, startDriverSandbox, waitForRecord as waitForJobRecord } from "./support/driver-env";
 
 /** The processes below `pid` whose command line matches. */
 function descendantsMatching(pid: number, pattern: RegExp): number[] {
@@ -51,15 +36,7 @@ describe("driver recovery end to end (real Pulumi engine, moto, real agent)", fu
   const SUBJECTS = ["sub-killed", "sub-locked", "sub-frozen", "sub-retried", "sub-lost", "sub-gc", "sub-other-host"];
 
   const records = () => sandbox.records();
-  async function waitForRecord(predicate: (r: JobRecord) => boolean, what: string): Promise<JobRecord> {
-    const deadline = Date.now() + 120_000;
-    while (Date.now() < deadline) {
-      const found = records().find(predicate);
-      if (found) return found;
-      await sleep(100);
-    }
-    throw new Error(`timed out waiting for ${what}`);
-  }
+  const waitForRecord = (predicate: (r: JobRecord) => boolean, what: string) => waitForJobRecord(sandbox, predicate, what);
   const agentPid = (r: JobRecord) => Number(/^local:(\d+):/.exec(r.instanceId ?? "")?.[1]);
   const localDir = (jobId: string) => path.join(sandbox.home, "local", jobId);
   const pulumiJson = (jobId: string, args: string[]) => sandbox.pulumiJson(jobId, args);

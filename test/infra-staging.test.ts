@@ -13,6 +13,25 @@ import { createHash } from "node:crypto";
 import { stagingProvider, type StagingInputs, type StagingOutputs } from "../infra/staging";
 import { getBytes, newBucket, sharedMoto, testS3 } from "./support/fixtures";
 
+/** Staging inputs for one launch of `jobId` in `bucket`, with a bundle of its own; the spec holds a fake secret. */
+function stagingInputsFor(bucket: string, jobId: string): (launchId: string) => StagingInputs {
+  const bundle = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "cc-staging-")), "agent.js");
+  fs.writeFileSync(bundle, "console.log('agent')\n");
+  const sha = createHash("sha256").update(fs.readFileSync(bundle)).digest("hex");
+  return (launchId) => ({
+    specJson: JSON.stringify({ jobId, launchId, secret: `presigned-${launchId}` }),
+    specBucket: bucket,
+    specKey: `results/_cloudcompute/${jobId}/spec.json`,
+    agentBucket: bucket,
+    agentKey: `results/_cloudcompute/agent/${sha}.js`,
+    agentSha256: sha,
+    agentBundlePath: bundle,
+    region: "us-east-1",
+    pathStyle: true,
+    staleKeys: [],
+  });
+}
+
 describe("staging: a replaced launch's delete keeps the new launch's spec", function () {
   this.timeout(60_000);
 
@@ -20,21 +39,7 @@ describe("staging: a replaced launch's delete keeps the new launch's spec", func
     await sharedMoto();
     const s3 = testS3();
     const bucket = await newBucket(s3, "cc-staging");
-    const bundle = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "cc-staging-")), "agent.js");
-    fs.writeFileSync(bundle, "console.log('agent')\n");
-    const sha = (await import("node:crypto")).createHash("sha256").update(fs.readFileSync(bundle)).digest("hex");
-    const inputsFor = (launchId: string): StagingInputs => ({
-      specJson: JSON.stringify({ jobId: "job-twice", launchId }),
-      specBucket: bucket,
-      specKey: "results/_cloudcompute/job-twice/spec.json",
-      agentBucket: bucket,
-      agentKey: `results/_cloudcompute/agent/${sha}.js`,
-      agentSha256: sha,
-      agentBundlePath: bundle,
-      region: "us-east-1",
-      pathStyle: true,
-      staleKeys: [],
-    });
+    const inputsFor = stagingInputsFor(bucket, "job-twice");
     const specOnS3 = async () => JSON.parse((await getBytes(s3, bucket, "results/_cloudcompute/job-twice/spec.json")).toString()) as { launchId: string };
 
     const a = await stagingProvider.create!(inputsFor("launch-a"));
@@ -54,22 +59,8 @@ describe("staging: a replaced launch's delete keeps the new launch's spec", func
     const s3 = testS3();
     const bucket = await newBucket(s3, "cc-staging-versioned");
     await s3.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: "Enabled" } }));
-    const bundle = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "cc-staging-")), "agent.js");
-    fs.writeFileSync(bundle, "console.log('agent')\n");
-    const sha = createHash("sha256").update(fs.readFileSync(bundle)).digest("hex");
     const key = "results/_cloudcompute/job-versioned/spec.json";
-    const inputsFor = (launchId: string): StagingInputs => ({
-      specJson: JSON.stringify({ jobId: "job-versioned", launchId, secret: `presigned-${launchId}` }),
-      specBucket: bucket,
-      specKey: key,
-      agentBucket: bucket,
-      agentKey: `results/_cloudcompute/agent/${sha}.js`,
-      agentSha256: sha,
-      agentBundlePath: bundle,
-      region: "us-east-1",
-      pathStyle: true,
-      staleKeys: [],
-    });
+    const inputsFor = stagingInputsFor(bucket, "job-versioned");
     const versionsHolding = async () => {
       const listed = await s3.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: key }));
       const bodies = await Promise.all(
