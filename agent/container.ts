@@ -10,7 +10,8 @@ import path from "node:path";
 import type { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { ContainerRuntime } from "../job/spec";
-import { errorMessage, JobFailure } from "./errors";
+import { errorMessage } from "../common/errors";
+import { JobFailure } from "./errors";
 
 export interface Mount {
   host: string;

@@ -2,6 +2,7 @@
  * Job failures: every error the agent reports carries one FailureReason (job/records.ts) and the phase it hit.
  * Anything else that escapes is classified here, so the completion marker always names a reason.
  */
+import { errorMessage } from "../common/errors";
 import type { FailureReason, Phase } from "../job/records";
 
 export class JobFailure extends Error {
@@ -22,10 +23,6 @@ export function isOutOfDisk(err: unknown): boolean {
   if (e.code === "ENOSPC") return true;
   if (typeof e.message === "string" && /ENOSPC|no space left on device/i.test(e.message)) return true;
   return e.cause !== undefined && e.cause !== err && isOutOfDisk(e.cause);
-}
-
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 /** Turn any error into a JobFailure for `phase`; out-of-disk wins over whatever the error said. */

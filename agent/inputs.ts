@@ -14,10 +14,11 @@ import picomatch from "picomatch";
 import { parseS3Url } from "../job/s3url";
 import { archiveKindFor, inputFileName, ZIP_REFUSAL, type ArchiveKind } from "../job/input-file";
 import { redactUrl, redactUrlIn, type InputSpec } from "../job/spec";
-import { errorMessage, isOutOfDisk, JobFailure } from "./errors";
+import { errorMessage } from "../common/errors";
+import { isOutOfDisk, JobFailure } from "./errors";
 import { extractTar } from "./extract";
-import { httpStatusOf, withRetries } from "./retry";
-import { s3ClientFor } from "./s3";
+import { httpStatusOf, withRetries } from "../common/retry";
+import { s3ClientFor } from "../common/s3-client";
 
 export interface FetchInputOptions {
   /** Client for `role` inputs (default: the agent's client for the bucket); `public` inputs always go unsigned. */

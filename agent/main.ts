@@ -11,15 +11,16 @@ import yargs from "yargs";
 import type { CompletionMarker } from "../job/records";
 import { joinKey, parseS3Url } from "../job/s3url";
 import { API_VERSION, parseJobSpec, type JobSpec } from "../job/spec";
-import { errorMessage, JobFailure } from "./errors";
+import { errorMessage } from "../common/errors";
+import { JobFailure } from "./errors";
 import { instanceInfo, spotInterruptionNotice, type SpotNotice } from "./instance";
 
 /** EC2 gives a spot instance two minutes' notice: looking every 5 s leaves the agent most of them to stop cleanly. */
 const SPOT_NOTICE_POLL_MS = Number(process.env.CLOUDCOMPUTE_SPOT_POLL_MS ?? 5000);
 import { runJob } from "./run";
 import { putJson } from "./report";
-import { withRetries } from "./retry";
-import { s3ClientFor } from "./s3";
+import { withRetries } from "../common/retry";
+import { s3ClientFor } from "../common/s3-client";
 import { AGENT_VERSION } from "./version";
 import { silenceAwsSdkNodeNotice } from "../job/node-support";
 

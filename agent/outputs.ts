@@ -23,9 +23,10 @@ import path from "node:path";
 import picomatch from "picomatch";
 import type { OutputObject } from "../job/records";
 import { joinKey, type S3Location } from "../job/s3url";
-import { errorMessage, JobFailure } from "./errors";
-import { isTransientError, mapLimit, withRetries } from "./retry";
-import { s3ClientFor } from "./s3";
+import { errorMessage } from "../common/errors";
+import { JobFailure } from "./errors";
+import { isTransientError, mapLimit, withRetries } from "../common/retry";
+import { s3ClientFor } from "../common/s3-client";
 import { setMaxListeners } from "node:events";
 
 const MiB = 1024 * 1024;

@@ -31,8 +31,9 @@ import {
 } from "@aws-sdk/client-s3";
 import { joinKey, type S3Location } from "../job/s3url";
 import { parseResultsPointer, type OutputObject, type ResultsPointer } from "../job/records";
-import { errorMessage, JobFailure } from "./errors";
-import { httpStatusOf, mapLimit, withRetries } from "./retry";
+import { errorMessage } from "../common/errors";
+import { JobFailure } from "./errors";
+import { httpStatusOf, mapLimit, withRetries } from "../common/retry";
 
 
 export interface PromoteOptions {

@@ -7,8 +7,8 @@ import { createWriteStream, promises as fsp, WriteStream } from "node:fs";
 import { Writable } from "node:stream";
 import type { AgentStatus, Phase } from "../job/records";
 import type { S3Location } from "../job/s3url";
-import { errorMessage } from "./errors";
-import { withRetries } from "./retry";
+import { errorMessage } from "../common/errors";
+import { withRetries } from "../common/retry";
 
 /**
  * The job's log file. A write that fails (a full disk: ENOSPC) must not end the agent through an unhandled stream

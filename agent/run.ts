@@ -11,14 +11,15 @@ import type { CompletionMarker, OutputObject, Phase, ProvenanceRecord } from "..
 import { formatS3Url } from "../job/s3url";
 import { API_VERSION, redactSpec, type JobSpec } from "../job/spec";
 import { pullImage, runContainer, expandCommand, type Mount, type PulledImage, type RunResult } from "./container";
-import { errorMessage, isOutOfDisk, JobFailure, toJobFailure } from "./errors";
+import { errorMessage } from "../common/errors";
+import { isOutOfDisk, JobFailure, toJobFailure } from "./errors";
 import { fetchInput, type FetchedInput, type FetchInputOptions } from "./inputs";
 import { instanceInfo } from "./instance";
 import { OutputUploadError, uploadOutputs, type SkippedLink, type UploadOptions } from "./outputs";
 import { promoteResults } from "./promote";
 import { JobLog, putJson, Reporter } from "./report";
-import { mapLimit } from "./retry";
-import { s3ClientFor } from "./s3";
+import { mapLimit } from "../common/retry";
+import { s3ClientFor } from "../common/s3-client";
 import { AGENT_VERSION } from "./version";
 
 export interface AgentOptions {

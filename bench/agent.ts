@@ -293,7 +293,7 @@ const IMAGE_LAYER_BYTES = 256 * MiB;
  * real data. Only the registry holds it afterwards.
  */
 async function buildJobImage(ctx: BenchContext): Promise<{ image: string; cleanup: () => Promise<void> }> {
-  const { podmanTestEnv } = await import("../test/support/podman");
+  const { podmanTestEnv } = await import("../sandbox/podman");
   const { registryImage, registry } = await podmanTestEnv();
   const context = fresh(join(ctx.scratchDir, "image"));
   async function* weights() {
@@ -438,7 +438,7 @@ export async function agentCases(ctx: BenchContext, which: AgentCase[] = AGENT_C
   }
   if (which.includes("upload")) results.push(await uploadCase(ctx));
   if (which.includes("overlap")) {
-    const { podmanAvailable } = await import("../test/support/podman");
+    const { podmanAvailable } = await import("../sandbox/podman");
     if (!podmanAvailable() || !existsSync("/usr/bin/docker-registry")) {
       ctx.log("overlap case skipped: it needs podman and /usr/bin/docker-registry");
     } else {

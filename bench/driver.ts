@@ -19,7 +19,7 @@ import type { JobResult } from "../driver/run";
 import type { BatchResult } from "../driver/batch";
 import { findPulumi } from "../driver/engine";
 import { descendantsOf } from "../infra/local";
-import { DriverSandbox, localJobConfig, startDriverSandbox } from "../test/support/driver-env";
+import { DriverSandbox, localJobConfig, startDriverSandbox } from "../sandbox/driver-sandbox";
 import { silenceAwsSdkNodeNotice } from "../job/node-support";
 
 function arg(name: string, fallback: number): number {

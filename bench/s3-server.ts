@@ -11,7 +11,7 @@ import { ChildProcess, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { freePort, startMoto } from "../test/support/moto";
+import { freePort, startMoto } from "../sandbox/moto";
 
 export type S3ServerKind = "versitygw" | "moto";
 

@@ -12,7 +12,7 @@ import { parseCompletionMarker, parseResultsPointer } from "../job/records";
 import type { JobSpec } from "../job/spec";
 import { normaliseSubject } from "../job/subject";
 import { BadInputError, ExitCode } from "./errors";
-import { cloudcomputeHome, PACKAGE_ROOT } from "./paths";
+import { cloudcomputeHome, PACKAGE_ROOT } from "../common/paths";
 import { readRecord } from "./s3";
 import type { JobResult } from "./run";
 import { formatCost, table } from "./summary";

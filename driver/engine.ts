@@ -14,8 +14,9 @@ import {
   StackAlreadyExistsError,
   StackNotFoundError,
 } from "@pulumi/pulumi/automation";
-import { BadInputError, errorMessage, InfraError } from "./errors";
-import { backendUrl, cloudcomputeHome, jobWorkspaceDir, PACKAGE_ROOT } from "./paths";
+import { errorMessage } from "../common/errors";
+import { BadInputError, InfraError } from "./errors";
+import { backendUrl, cloudcomputeHome, jobWorkspaceDir, PACKAGE_ROOT } from "../common/paths";
 
 export const PROJECT_NAME = "cloudcompute";
 /** The CLI version scripts/pulumi-cli.sh builds, and the lowest the driver accepts. */

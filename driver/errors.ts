@@ -42,6 +42,3 @@ export class InterruptedError extends DriverError {
     super(message, ExitCode.interrupted);
   }
 }
-
-// One definition for the agent and the driver; re-exported so driver modules keep importing from here.
-export { errorMessage } from "../agent/errors";

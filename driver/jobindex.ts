@@ -6,7 +6,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Owner } from "./owner";
-import { jobIndexDir } from "./paths";
+import { jobIndexDir } from "../common/paths";
 
 export type JobState = "creating" | "running" | "destroying" | "succeeded" | "failed" | "interrupted" | "error";
 

@@ -9,7 +9,7 @@ import { load as loadYaml } from "js-yaml";
 import { checkConfigKeys, checkPlatformSupport, ConfigError, ConfigLookup, deployConfigFromConfig, specFromConfig } from "../job/config";
 import type { JobSpec } from "../job/spec";
 import { BadInputError } from "./errors";
-import { defaultAgentBundlePath } from "./paths";
+import { defaultAgentBundlePath } from "../common/paths";
 import type { PlatformName } from "./platform";
 
 /** The job-describing flags every run command (single job or batch) accepts. */

@@ -1,7 +1,7 @@
 /** The few S3 reads the driver makes: the agent's status, marker and log. */
 import { GetObjectCommand } from "@aws-sdk/client-s3";
-import { httpStatusOf } from "../agent/retry";
-import { s3ClientFor } from "../agent/s3";
+import { httpStatusOf } from "../common/retry";
+import { s3ClientFor } from "../common/s3-client";
 import type { S3Location } from "../job/s3url";
 
 function isMissing(err: unknown): boolean {

@@ -11,7 +11,7 @@ import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import type { JobSpec } from "../job/spec";
 import { markerUrl } from "../job/layout";
-import { cloudcomputeHome } from "../driver/paths";
+import { cloudcomputeHome } from "../common/paths";
 
 export interface LocalJobArgs {
   /** The validated spec (may be a secret output when it holds presigned URLs); only its id and layout are read. */

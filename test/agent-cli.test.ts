@@ -15,7 +15,7 @@ import { parseJobSpec, serialiseJobSpec } from "../job/spec";
 import { getJson, makeAbcdArchive, newBucket, put, sharedMoto, testS3 } from "./support/fixtures";
 import { startFakeImds } from "./support/imds";
 import { scenario } from "./support/reliability";
-import { podmanAvailable, podmanTestEnv } from "./support/podman";
+import { podmanAvailable, podmanTestEnv } from "../sandbox/podman";
 
 const execFileAsync = promisify(execFile);
 // eslint-disable-next-line @typescript-eslint/no-require-imports

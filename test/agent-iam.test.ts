@@ -19,7 +19,7 @@ import { jobPolicyDocument } from "../infra/policy";
 import { jobLayout } from "../job/layout";
 import { parseJobSpec } from "../job/spec";
 import { makeAbcdArchive } from "./support/fixtures";
-import { startMoto, type MotoServer } from "./support/moto";
+import { startMoto, type MotoServer } from "../sandbox/moto";
 
 const BUCKET = "cc-iam-study";
 const SUBJECT = "NDARINV0000AAAA";

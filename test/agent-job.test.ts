@@ -19,7 +19,7 @@ import { MAX_PARTS, partSizeFor } from "../agent/outputs";
 import { findSuccess } from "../driver/batch";
 import { scenario } from "./support/reliability";
 import { getBytes, getJson, listKeys, makeAbcdArchive, newBucket, put, sharedMoto, testS3, type AbcdArchive } from "./support/fixtures";
-import { containerExists, podmanAvailable, podmanTestEnv, type PodmanEnv } from "./support/podman";
+import { containerExists, podmanAvailable, podmanTestEnv, type PodmanEnv } from "../sandbox/podman";
 import { startExpiryProxy, type ExpiryProxy } from "./support/s3-expiry-proxy";
 
 const GUID = "NDARINVJOB12345";

@@ -7,7 +7,7 @@ import { expect } from "chai";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { ListObjectsV2Command } from "@aws-sdk/client-s3";
-import { DriverSandbox, localJobConfig, startDriverSandbox } from "./support/driver-env";
+import { DriverSandbox, localJobConfig, startDriverSandbox } from "../sandbox/driver-sandbox";
 import { scenario } from "./support/reliability";
 
 const SUBJECT = "NDARINV0000AAAA";

@@ -25,7 +25,7 @@ import { jobLayout } from "../job/layout";
 import type { AgentStatus, CompletionMarker } from "../job/records";
 import { parseJobSpec } from "../job/spec";
 import { newBucket, sharedMoto, testS3 } from "./support/fixtures";
-import { CLI, withoutSdkNoise } from "./support/driver-env";
+import { CLI, withoutSdkNoise } from "../sandbox/driver-sandbox";
 import { startFaultProxy } from "./support/fault-proxy";
 import { scenario } from "./support/reliability";
 

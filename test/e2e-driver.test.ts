@@ -11,8 +11,8 @@ import { GetObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import type { JobRecord } from "../driver/jobindex";
 import type { JobResult } from "../driver/run";
 import type { BatchResult } from "../driver/batch";
-import { podmanAvailable, podmanTestEnv } from "./support/podman";
-import { DriverSandbox, localJobConfig, processAlive, startDriverSandbox } from "./support/driver-env";
+import { podmanAvailable, podmanTestEnv } from "../sandbox/podman";
+import { DriverSandbox, localJobConfig, processAlive, startDriverSandbox } from "../sandbox/driver-sandbox";
 
 describe("driver end to end (real Pulumi engine, moto, podman)", function () {
   this.timeout(15 * 60_000);

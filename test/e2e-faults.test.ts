@@ -15,10 +15,10 @@ import { GetObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import type { JobRecord } from "../driver/jobindex";
 import type { JobResult } from "../driver/run";
-import { DriverSandbox, localJobConfig, processesIn, pulumiBinary, SANDBOX_PASSPHRASE, startDriverSandbox, waitForRecord as waitForJobRecord } from "./support/driver-env";
+import { DriverSandbox, localJobConfig, processesIn, pulumiBinary, SANDBOX_PASSPHRASE, startDriverSandbox, waitForRecord as waitForJobRecord } from "../sandbox/driver-sandbox";
 import { startExpiryProxy, type ExpiryProxy } from "./support/s3-expiry-proxy";
 import { startFaultProxy, type FaultProxy } from "./support/fault-proxy";
-import { podmanAvailable, podmanTestEnv } from "./support/podman";
+import { podmanAvailable, podmanTestEnv } from "../sandbox/podman";
 import { removeJobContainers } from "../infra/local";
 import { scenario } from "./support/reliability";
 

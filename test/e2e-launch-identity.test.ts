@@ -11,7 +11,7 @@ import * as path from "node:path";
 import { pathToFileURL } from "node:url";
 import { GetObjectCommand, PutObjectCommand } from "@aws-sdk/client-s3";
 import type { JobResult } from "../driver/run";
-import { DriverSandbox, localJobConfig, startDriverSandbox } from "./support/driver-env";
+import { DriverSandbox, localJobConfig, startDriverSandbox } from "../sandbox/driver-sandbox";
 import { scenario } from "./support/reliability";
 
 describe("driver end to end: launch identity (real Pulumi engine, moto)", function () {

@@ -12,7 +12,7 @@ import * as path from "node:path";
 import { pathToFileURL } from "node:url";
 import { GetObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import { dump as toYaml, load as fromYaml } from "js-yaml";
-import { DriverSandbox, pulumiBinary, REPO_ROOT, SANDBOX_PASSPHRASE, startDriverSandbox } from "./support/driver-env";
+import { DriverSandbox, pulumiBinary, REPO_ROOT, SANDBOX_PASSPHRASE, startDriverSandbox } from "../sandbox/driver-sandbox";
 import { t1wPath } from "./support/fixtures";
 
 const STACK = "job-by-hand";

@@ -14,7 +14,7 @@ import { thisHost } from "../driver/owner";
 import { descendantsOf } from "../infra/local";
 import type { JobResult } from "../driver/run";
 import { startFakeImds } from "./support/imds";
-import { DriverSandbox, localJobConfig, processAlive as alive, processesIn, pulumiBinary, SANDBOX_PASSPHRASE, startDriverSandbox, waitForRecord as waitForJobRecord } from "./support/driver-env";
+import { DriverSandbox, localJobConfig, processAlive as alive, processesIn, pulumiBinary, SANDBOX_PASSPHRASE, startDriverSandbox, waitForRecord as waitForJobRecord } from "../sandbox/driver-sandbox";
 
 /** The processes below `pid` whose command line matches. */
 function descendantsMatching(pid: number, pattern: RegExp): number[] {

@@ -9,7 +9,7 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { JobRecord } from "../driver/jobindex";
-import { CLI, REPO_ROOT, DriverSandbox, localJobConfig, processesIn, startDriverSandbox, waitForRecord as waitForJobRecord } from "./support/driver-env";
+import { CLI, REPO_ROOT, DriverSandbox, localJobConfig, processesIn, startDriverSandbox, waitForRecord as waitForJobRecord } from "../sandbox/driver-sandbox";
 import { scenario } from "./support/reliability";
 
 /** Is a `pulumi <operation>` of this stack running? */

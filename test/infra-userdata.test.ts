@@ -18,7 +18,7 @@ import { formatS3Url } from "../job/s3url";
 import type { CompletionMarker } from "../job/records";
 import type { JobSpec } from "../job/spec";
 import { kwykSpec, PRESIGNED_URL } from "./support/job-specs";
-import { MotoServer, startMoto } from "./support/moto";
+import { MotoServer, startMoto } from "../sandbox/moto";
 
 const scratch = mkdtempSync(path.join(tmpdir(), "cc-userdata-test-"));
 const BUNDLE = { path: "/unused", sha256: "0".repeat(64) };

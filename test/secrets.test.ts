@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { GetObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import type { JobResult } from "../driver/run";
-import { DriverSandbox, localJobConfig, startDriverSandbox } from "./support/driver-env";
+import { DriverSandbox, localJobConfig, startDriverSandbox } from "../sandbox/driver-sandbox";
 import { scenario } from "./support/reliability";
 
 const SECRET = "cc-secret-value-7f3a9d";

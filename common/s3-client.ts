@@ -1,5 +1,5 @@
 /**
- * S3 clients for the agent: the default credential chain (the instance role on EC2), path-style addressing where a
+ * S3 clients for the agent and the driver: the default credential chain (the instance role on EC2), path-style addressing where a
  * bucket name needs it (legacy NDA buckets) or a custom endpoint is set, and an unsigned variant for public buckets.
  */
 import { S3Client, S3ClientConfig } from "@aws-sdk/client-s3";

@@ -6,11 +6,11 @@
  * everything it started.
  */
 import { ListObjectsV2Command } from "@aws-sdk/client-s3";
-import { findPulumi } from "./engine";
-import { errorMessage } from "./errors";
-import type { JobResult } from "./run";
-import { podmanAvailable, podmanTestEnv } from "../test/support/podman";
-import { localJobConfig, startDriverSandbox } from "../test/support/driver-env";
+import { findPulumi } from "../driver/engine";
+import { errorMessage } from "../common/errors";
+import type { JobResult } from "../driver/run";
+import { podmanAvailable, podmanTestEnv } from "./podman";
+import { localJobConfig, startDriverSandbox } from "./driver-sandbox";
 import { silenceAwsSdkNodeNotice } from "../job/node-support";
 
 const SUBJECT = "NDARINVDEMO0001";

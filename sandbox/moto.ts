@@ -1,6 +1,6 @@
 /**
- * A real moto server (S3, EC2, IAM, STS, SSM) for tests: started on a free loopback port, stopped afterwards.
- * Tests talk to it with the real AWS SDK clients through `endpoint` and the dummy credentials in `env`.
+ * A real moto server (S3, EC2, IAM, STS, SSM) for tests, the demo and benchmarks: started on a free loopback port,
+ * stopped afterwards. Callers talk to it with the real AWS SDK clients through `endpoint` and the dummy credentials in `env`.
  */
 import { ChildProcess, spawn } from "node:child_process";
 import { createServer } from "node:net";

@@ -9,12 +9,12 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { CreateBucketCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
-import { pulumiCacheRoot } from "../../driver/engine";
-import type { JobRecord } from "../../driver/jobindex";
-import { makeAbcdArchive } from "./fixtures";
+import { pulumiCacheRoot } from "../driver/engine";
+import type { JobRecord } from "../driver/jobindex";
+import { makeAbcdArchive } from "./abcd-data";
 import { MotoServer, startMoto } from "./moto";
 
-export const REPO_ROOT = path.resolve(__dirname, "..", "..");
+export const REPO_ROOT = path.resolve(__dirname, "..");
 export const CLI = path.join(REPO_ROOT, "bin", "cloudcompute.js");
 export const SANDBOX_PASSPHRASE = "cc-sandbox-passphrase-not-for-real-stacks";
 

@@ -1,5 +1,5 @@
 /**
- * Where the driver keeps things on this machine. Everything lives under one directory, `$CLOUDCOMPUTE_HOME`
+ * Where the driver (and a local job) keeps things on this machine. Everything lives under one directory, `$CLOUDCOMPUTE_HOME`
  * (default ~/.cloudcompute): the default Pulumi file backend, the job index, per-job workspaces and local job
  * work directories.
  */

@@ -1,5 +1,5 @@
 /**
- * Real containers for tests: podman + runc with a CONTAINERS_CONF that sets the ulimits and runtime these machines
+ * Real containers for the tests, the demo and the benchmarks: podman + runc with a CONTAINERS_CONF that sets the ulimits and runtime these machines
  * need, a tiny image imported from a busybox-static root file system, and a local registry (Debian's docker-registry)
  * the image is pushed to, so that a pull is a real pull.
  */
