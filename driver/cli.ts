@@ -11,34 +11,26 @@ import { BadInputError, DriverError, ExitCode } from "./errors";
 import { resolveJob, SpecFlags } from "./options";
 import { activeJobs, dryRun, runJobWithRetries } from "./run";
 import { jobSummary } from "./summary";
+import { ALL_KEYS, DEPLOY_KEYS, type ConfigKey } from "../job/config-keys";
 import { silenceAwsSdkNodeNotice } from "../job/node-support";
 
-/** Flags describing a job; also rebuilt into each batch worker's command line. */
-const SPEC_OPTIONS = {
+/** A key's flag as yargs declares it; its help says the default and the key it overrides. */
+function keyOption(entry: ConfigKey): Options {
+  const { form, choices } = entry.flag;
+  const type = form === "number" ? "number" : form === "boolean" ? "boolean" : "string";
+  const many = form === "pairs" || form === "env-pairs" || form === "list" || form === "inputs";
+  const defaultText = entry.defaultValue ? `; default ${entry.defaultValue}` : "";
+  return { type, ...(many ? { array: true } : {}), ...(choices ? { choices: [...choices] } : {}), describe: `${entry.help} [${entry.key}${defaultText}]` };
+}
+
+/** The backend flag, which the inspecting commands take too. */
+const BACKEND_OPTION = { ...keyOption(DEPLOY_KEYS.backend), type: "string" } as const;
+
+/** Flags describing a job, one per config key (job/config-keys.ts); also rebuilt into each batch worker's command line. */
+const SPEC_OPTIONS: Record<string, Options> = {
   config: { type: "string", describe: "Pulumi.<stack>.yaml-style config file with cloudcompute:* keys (default Pulumi.dev.yaml if present)" },
-  subject: { type: "string", describe: "Subject id (NDARINVXXXXXXXX, NDAR_INVXXXXXXXX, sub-01, ...)" },
-  "job-id": { type: "string", describe: "Job id / stack name (default job-<subject>-<UTC timestamp>)" },
-  image: { type: "string", describe: "Container image" },
-  runtime: { type: "string", choices: ["docker", "podman", "apptainer", "none"], describe: "Container runtime on the compute" },
-  command: { type: "string", describe: 'Container command: a string split on whitespace or a JSON list; placeholders {input} {input.NAME} {inputs} {output} {subject} {jobId}' },
-  entrypoint: { type: "string", describe: "Override the image's entrypoint" },
-  input: { type: "string", array: true, describe: "Input: an S3 URL or a JSON object {name,url,access,extract,select,...}; repeat for several" },
-  output: { type: "string", describe: "S3 output prefix; results go to <prefix>/<subject>/" },
-  "output-glob": { type: "string", array: true, describe: "Glob of output files to upload (repeatable; default **)" },
-  env: { type: "string", array: true, describe: "Container environment NAME=VALUE (repeatable)" },
-  gpus: { type: "number", describe: "GPUs to pass through" },
-  network: { type: "string", choices: ["none", "bridge"], describe: "The container's network: none (default; the agent does all I/O) or bridge" },
-  "instance-type": { type: "string", describe: "EC2 instance type, e.g. m5.4xlarge" },
-  spot: { type: "boolean", describe: "Use a spot instance (--no-spot for on-demand)" },
-  region: { type: "string", describe: "AWS region" },
-  "root-volume": { type: "number", describe: "Root volume size in GiB" },
-  "max-runtime": { type: "number", describe: "Max runtime in minutes (the job fails, and the instance powers off after a grace)" },
-  "heartbeat-timeout": { type: "number", describe: "Fail the job when the agent's status is older than this many seconds" },
-  label: { type: "string", array: true, describe: "Label NAME=VALUE copied into tags and provenance (repeatable)" },
-  platform: { type: "string", choices: ["aws", "local"], describe: "Where the job runs: aws (EC2) or local (a local agent process)" },
-  "agent-bundle": { type: "string", describe: "Built agent bundle (default dist/agent.js)" },
-  backend: { type: "string", describe: "Pulumi backend URL (default: PULUMI_BACKEND_URL, else cloudcompute:backend, else file://~/.cloudcompute/state)" },
-} as const satisfies Record<string, Options>;
+  ...Object.fromEntries(ALL_KEYS.map((entry) => [entry.flag.name, keyOption(entry)])),
+};
 
 const RUN_OPTIONS = {
   "dry-run": { type: "boolean", default: false, describe: "Validate and render the spec, stack name and user-data; create nothing" },
@@ -63,10 +55,6 @@ function workerArgs(argv: Record<string, unknown>): string[] {
     else args.push(`--${name}`, String(value));
   }
   return args;
-}
-
-function specFlags(argv: Record<string, unknown>): SpecFlags {
-  return argv as SpecFlags;
 }
 
 /** A hang-up reached us (a closed terminal or ssh session). */
@@ -134,7 +122,7 @@ function checkRunFlags(argv: Record<string, unknown>): void {
   for (const [flag, option] of Object.entries(SPEC_OPTIONS)) {
     const value = argv[flag];
     if (value === undefined) continue;
-    const many = "array" in option && option.array;
+    const many = Boolean(option.array);
     // yargs turns a repeated single-value flag into a list: say so rather than fail somewhere below.
     if (!many && Array.isArray(value)) throw new BadInputError(`--${flag} is given ${value.length} times: give it once`);
     for (const item of Array.isArray(value) ? value : [value]) {
@@ -154,7 +142,7 @@ function checkRunFlags(argv: Record<string, unknown>): void {
   if (price !== undefined && (typeof price !== "number" || !Number.isFinite(price) || price < 0)) {
     throw new BadInputError(`--price-per-hour ${String(price)}: expected USD per hour, a number >= 0`);
   }
-  for (const flag of ["gpus", "root-volume", "max-runtime", "heartbeat-timeout"]) {
+  for (const flag of ALL_KEYS.filter((entry) => entry.flag.form === "number").map((entry) => entry.flag.name)) {
     const value = argv[flag];
     if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value))) throw new BadInputError(`--${flag} ${String(value)}: expected a number`);
   }
@@ -162,7 +150,7 @@ function checkRunFlags(argv: Record<string, unknown>): void {
 
 async function runCommand(argv: Record<string, unknown>): Promise<number> {
   checkRunFlags(argv);
-  const flags = specFlags(argv);
+  const flags: SpecFlags = argv;
   const json = Boolean(argv.json);
   if (argv["subjects-file"]) {
     if (flags.subject) throw new BadInputError("give either --subject or --subjects-file, not both");
@@ -230,7 +218,7 @@ export function buildParser(args: string[]): Argv {
     .command("logs [job]", "Print the agent's log from S3 (default: the latest job)", (y) => y.positional("job", { type: "string" }).option("follow", { alias: "f", type: "boolean", default: false, describe: "Keep printing until the job ends" }), async (argv) => {
       await printLogs(argv.job, Boolean(argv.follow), process.stdout, interruptController().signal);
     })
-    .command("list", "List jobs: subject, start, end, outcome, cost", (y) => y.options({ json: { type: "boolean", default: false }, stacks: { type: "boolean", default: false, describe: "Also list the backend's stacks (slow on big backends)" }, backend: SPEC_OPTIONS.backend }), async (argv) => {
+    .command("list", "List jobs: subject, start, end, outcome, cost", (y) => y.options({ json: { type: "boolean", default: false }, stacks: { type: "boolean", default: false, describe: "Also list the backend's stacks (slow on big backends)" }, backend: BACKEND_OPTION }), async (argv) => {
       const jobs = listJobs();
       const stacks = argv.stacks ? await backendStacks(argv.backend) : undefined;
       if (argv.json) printJson(stacks ? { jobs, stacks } : jobs);
@@ -239,10 +227,10 @@ export function buildParser(args: string[]): Argv {
         if (stacks) process.stdout.write(stacks.map((s) => `stack ${s.name}: ${s.resourceCount ?? "?"} resources, updated ${s.lastUpdate ?? "?"}`).join("\n") + "\n");
       }
     })
-    .command("cancel <job>", "Stop a job: interrupt its driver, or clear the stack's lock and destroy its resources", (y) => y.positional("job", { type: "string", demandOption: true }).option("backend", SPEC_OPTIONS.backend), async (argv) => {
+    .command("cancel <job>", "Stop a job: interrupt its driver, or clear the stack's lock and destroy its resources", (y) => y.positional("job", { type: "string", demandOption: true }).option("backend", BACKEND_OPTION), async (argv) => {
       await cancelJob(argv.job, (line) => process.stderr.write(`${line}\n`), argv.backend);
     })
-    .command("gc", "Destroy stacks holding resources whose driver is gone; report cloudcompute instances no stack owns", (y) => y.options({ "dry-run": { type: "boolean", default: false }, aws: { type: "boolean", default: false, describe: "Also look for orphaned EC2 instances (needs AWS credentials)" }, json: { type: "boolean", default: false }, backend: SPEC_OPTIONS.backend }), async (argv) => {
+    .command("gc", "Destroy stacks holding resources whose driver is gone; report cloudcompute instances no stack owns", (y) => y.options({ "dry-run": { type: "boolean", default: false }, aws: { type: "boolean", default: false, describe: "Also look for orphaned EC2 instances (needs AWS credentials)" }, json: { type: "boolean", default: false }, backend: BACKEND_OPTION }), async (argv) => {
       const report = await gc({ dryRun: Boolean(argv["dry-run"]), aws: Boolean(argv.aws), backend: argv.backend, log: (line) => process.stderr.write(`${line}\n`) });
       if (argv.json) printJson(report);
       else process.stderr.write(`gc: ${report.destroyed.length} stack(s) ${argv["dry-run"] ? "to destroy" : "destroyed"}, ${report.failed.length} failed, ${report.leftAlone.length} left alone (owner not provably gone), ${report.orphans.length} orphaned instance(s)\n`);

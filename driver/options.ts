@@ -6,38 +6,18 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { load as loadYaml } from "js-yaml";
+import { camelCase, CONFIG_KEYS, DEPLOY_KEYS, type KeyFlag } from "../job/config-keys";
 import { checkConfigKeys, checkPlatformSupport, ConfigError, ConfigLookup, deployConfigFromConfig, specFromConfig } from "../job/config";
 import type { JobSpec } from "../job/spec";
 import { BadInputError } from "./errors";
 import { defaultAgentBundlePath } from "../common/paths";
 import type { PlatformName } from "./platform";
 
-/** The job-describing flags every run command (single job or batch) accepts. */
-export interface SpecFlags {
-  config?: string;
-  subject?: string;
-  jobId?: string;
-  image?: string;
-  runtime?: string;
-  command?: string;
-  entrypoint?: string;
-  input?: string[];
-  output?: string;
-  outputGlob?: string[];
-  env?: string[];
-  gpus?: number;
-  network?: string;
-  instanceType?: string;
-  spot?: boolean;
-  region?: string;
-  rootVolume?: number;
-  maxRuntime?: number;
-  heartbeatTimeout?: number;
-  label?: string[];
-  platform?: string;
-  agentBundle?: string;
-  backend?: string;
-}
+/**
+ * The job-describing flags every run command (single job or batch) accepts, by the camelCase names yargs gives them
+ * (`instanceType`): one per key of job/config-keys.ts, plus `config`, the file they override.
+ */
+export type SpecFlags = { config?: string } & Record<string, unknown>;
 
 export const DEFAULT_CONFIG_FILE = "Pulumi.dev.yaml";
 
@@ -81,62 +61,61 @@ export function readConfigFile(file: string | undefined): ConfigFile {
 }
 
 /**
- * `KEY=VALUE` pairs to a JSON map (env, labels). For `--env`, a bare `NAME` takes the value of the driver's own
- * environment variable, as `docker run -e NAME` does: a secret then never appears on a command line, where every
- * user of the machine could read it in the process table.
+ * `KEY=VALUE` pairs to a JSON map (env, labels). With `fromEnvironment` (`--env`), a bare `NAME` takes the value of
+ * the driver's own environment variable, as `docker run -e NAME` does: a secret then never appears on a command line,
+ * where every user of the machine could read it in the process table.
  */
-function pairsToJson(pairs: string[] | undefined, flag: string): string | undefined {
-  if (!pairs || pairs.length === 0) return undefined;
+function pairsToJson(pairs: string[], flag: string, fromEnvironment: boolean): string {
   const map: Record<string, string> = {};
   for (const pair of pairs) {
     const eq = pair.indexOf("=");
-    if (eq < 0 && flag === "env" && /^[A-Za-z_][A-Za-z0-9_]*$/.test(pair)) {
+    if (eq < 0 && fromEnvironment && /^[A-Za-z_][A-Za-z0-9_]*$/.test(pair)) {
       const value = process.env[pair];
-      if (value === undefined) throw new BadInputError(`--env ${pair}: no such variable in the environment (give NAME=VALUE, or export ${pair} first)`);
+      if (value === undefined) throw new BadInputError(`--${flag} ${pair}: no such variable in the environment (give NAME=VALUE, or export ${pair} first)`);
       map[pair] = value;
       continue;
     }
-    if (eq <= 0) throw new BadInputError(`--${flag} "${pair}": expected NAME=VALUE${flag === "env" ? " or the NAME of a variable in the environment" : ""}`);
+    if (eq <= 0) throw new BadInputError(`--${flag} "${pair}": expected NAME=VALUE${fromEnvironment ? " or the NAME of a variable in the environment" : ""}`);
     map[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   return JSON.stringify(map);
 }
 
 /** `--input` values: URLs or JSON objects; several make a list. */
-function inputsToConfig(inputs: string[] | undefined): string | undefined {
-  if (!inputs || inputs.length === 0) return undefined;
+function inputsToConfig(inputs: string[]): string {
   if (inputs.length === 1) return inputs[0];
   return JSON.stringify(inputs.map((value) => (value.trim().startsWith("{") ? JSON.parse(value) : value)));
 }
 
-function listToJson(values: string[] | undefined): string | undefined {
-  return values && values.length > 0 ? JSON.stringify(values) : undefined;
+/** A flag's value as the config value of its key (the same text a config file would hold). */
+function flagToConfig(flag: KeyFlag, value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  const list = (Array.isArray(value) ? value : [value]).map(String);
+  if (list.length === 0) return undefined;
+  switch (flag.form) {
+    case "text":
+    case "number":
+    case "boolean":
+      return String(value);
+    case "pairs":
+    case "env-pairs":
+      return pairsToJson(list, flag.name, flag.form === "env-pairs");
+    case "list":
+      return JSON.stringify(list);
+    case "inputs":
+      return inputsToConfig(list);
+  }
 }
 
-const str = (value: number | boolean | undefined) => (value === undefined ? undefined : String(value));
-
-/** Flags as config-key overrides (same names as the file). */
+/** Flags as config-key overrides (same names as the file), for every job key that has its flag set. */
 export function flagOverrides(flags: SpecFlags): Record<string, string | undefined> {
-  return {
-    "cloudcompute:subject": flags.subject,
-    "cloudcompute:image": flags.image,
-    "cloudcompute:runtime": flags.runtime,
-    "cloudcompute:command": flags.command,
-    "cloudcompute:entrypoint": flags.entrypoint,
-    "cloudcompute:inputs": inputsToConfig(flags.input),
-    "cloudcompute:outputPrefix": flags.output,
-    "cloudcompute:outputGlobs": listToJson(flags.outputGlob),
-    "cloudcompute:env": pairsToJson(flags.env, "env"),
-    "cloudcompute:gpus": str(flags.gpus),
-    "cloudcompute:network": flags.network,
-    "cloudcompute:instanceType": flags.instanceType,
-    "cloudcompute:spot": str(flags.spot),
-    "aws:region": flags.region,
-    "cloudcompute:rootVolumeGiB": str(flags.rootVolume),
-    "cloudcompute:maxRuntimeMinutes": str(flags.maxRuntime),
-    "cloudcompute:heartbeatTimeoutSeconds": str(flags.heartbeatTimeout),
-    "cloudcompute:labels": pairsToJson(flags.label, "label"),
-  };
+  return Object.fromEntries(CONFIG_KEYS.map((entry) => [entry.key, flagToConfig(entry.flag, flags[camelCase(entry.flag.name)])]));
+}
+
+/** A deployment key's flag value, if given. */
+function deployFlag(flags: SpecFlags, entry: { flag: KeyFlag }): string | undefined {
+  const value = flags[camelCase(entry.flag.name)];
+  return value === undefined ? undefined : String(value);
 }
 
 export interface ResolvedJob {
@@ -159,12 +138,13 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date()): ResolvedJo
   let agentBundle: string | undefined;
   try {
     checkConfigKeys(file.keys);
-    const overrides = flagOverrides(flags);
-    spec = specFromConfig(lookup, { ...overrides, "cloudcompute:jobId": flags.jobId }, now);
-    const deploy = deployConfigFromConfig((key) => (key === "cloudcompute:platform" ? flags.platform : undefined) ?? lookup(key));
+    spec = specFromConfig(lookup, flagOverrides(flags), now);
+    const platformFlag = deployFlag(flags, DEPLOY_KEYS.platform);
+    const deploy = deployConfigFromConfig((key) => (key === DEPLOY_KEYS.platform.key ? platformFlag : undefined) ?? lookup(key));
     platform = deploy.platform;
     checkPlatformSupport(spec, platform);
-    agentBundle = flags.agentBundle ? path.resolve(flags.agentBundle) : deploy.agentBundlePath;
+    const bundleFlag = deployFlag(flags, DEPLOY_KEYS.agentBundle);
+    agentBundle = bundleFlag ? path.resolve(bundleFlag) : deploy.agentBundlePath;
   } catch (err) {
     if (err instanceof ConfigError) {
       const source = file.path ? ` (config file ${path.relative(process.cwd(), file.path) || file.path}, flags override it)` : " (from flags; no config file)";
@@ -175,5 +155,5 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date()): ResolvedJo
   }
   // A bundle path from the file is relative to the file.
   const agentBundlePath = agentBundle ? path.resolve(file.path ? path.dirname(file.path) : process.cwd(), agentBundle) : defaultAgentBundlePath();
-  return { spec, platform, agentBundlePath, backend: flags.backend ?? file.lookup("cloudcompute:backend"), configPath: file.path };
+  return { spec, platform, agentBundlePath, backend: deployFlag(flags, DEPLOY_KEYS.backend) ?? file.lookup(DEPLOY_KEYS.backend.key), configPath: file.path };
 }

@@ -5,60 +5,9 @@
  * share one reading of the keys. Every problem names the config key it came from and what is expected, and all
  * problems are reported together, before any resource is declared.
  */
+import { CONFIG_KEYS, DEPLOY_KEYS, KNOWN_KEYS, type ValueKind } from "./config-keys";
 import { makeJobId } from "./layout";
 import { formatPath, JobSpec, API_VERSION } from "./spec";
-
-type ValueKind = "string" | "integer" | "boolean" | "command" | "stringList" | "stringMap" | "inputs";
-
-export interface ConfigKey {
-  /** Full key as written in stack config, e.g. `cloudcompute:instanceType`. */
-  key: string;
-  /** Where the value goes in the JobSpec. */
-  specPath: readonly string[];
-  kind: ValueKind;
-  required?: boolean;
-  /** What a valid value looks like; used in error messages and the README reference. */
-  expected: string;
-  /** Default as documented (the JobSpec schema applies it). */
-  defaultValue?: string;
-}
-
-/** Every key `specFromConfig` reads, in the order the README documents them. */
-export const CONFIG_KEYS: readonly ConfigKey[] = [
-  { key: "cloudcompute:subject", specPath: ["subject"], kind: "string", required: true, expected: "a subject id such as NDARINVXXXXXXXX, NDAR_INVXXXXXXXX or sub-01" },
-  { key: "cloudcompute:jobId", specPath: ["jobId"], kind: "string", expected: "a Pulumi-compatible stack name", defaultValue: "job-<subject>-<UTC timestamp> (index.ts: the stack name)" },
-  { key: "cloudcompute:image", specPath: ["container", "image"], kind: "string", required: true, expected: "a container image reference such as neuronets/kwyk:latest-cpu" },
-  { key: "cloudcompute:runtime", specPath: ["container", "runtime"], kind: "string", expected: "one of docker, podman, apptainer, none", defaultValue: "docker" },
-  { key: "cloudcompute:command", specPath: ["container", "command"], kind: "command", expected: "a list of arguments, or one string split on whitespace, e.g. -m bvwn_multi_prior {input} {output}/{subject}", defaultValue: "[] (the image's default command)" },
-  { key: "cloudcompute:entrypoint", specPath: ["container", "entrypoint"], kind: "string", expected: "an executable inside the image overriding its entrypoint" },
-  { key: "cloudcompute:env", specPath: ["container", "env"], kind: "stringMap", expected: "a map of environment variable names to values", defaultValue: "{}" },
-  { key: "cloudcompute:network", specPath: ["container", "network"], kind: "string", expected: "none (no network: the agent does all I/O) or bridge (the image downloads at run time)", defaultValue: "none" },
-  { key: "cloudcompute:gpus", specPath: ["container", "gpus"], kind: "integer", expected: "a whole number of GPUs (0-16)", defaultValue: "0" },
-  { key: "cloudcompute:inputs", specPath: ["inputs"], kind: "inputs", required: true, expected: "a list of inputs, each an S3 URL or an object {name, url, access, extract, select, allowMultiple, sha256}" },
-  { key: "cloudcompute:outputPrefix", specPath: ["outputs", "prefix"], kind: "string", required: true, expected: "an S3 prefix such as s3://my-lab-bucket/kwyk" },
-  { key: "cloudcompute:outputGlobs", specPath: ["outputs", "globs"], kind: "stringList", expected: "a list of globs relative to the output directory", defaultValue: '["**"]' },
-  { key: "cloudcompute:maxRuntimeMinutes", specPath: ["limits", "maxRuntimeMinutes"], kind: "integer", expected: "a whole number of minutes (1-10080)", defaultValue: "240" },
-  { key: "cloudcompute:graceMinutes", specPath: ["limits", "graceMinutes"], kind: "integer", expected: "a whole number of minutes (1-120)", defaultValue: "10" },
-  { key: "cloudcompute:heartbeatTimeoutSeconds", specPath: ["limits", "heartbeatTimeoutSeconds"], kind: "integer", expected: "a whole number of seconds (30-3600)", defaultValue: "300" },
-  { key: "cloudcompute:instanceType", specPath: ["instance", "type"], kind: "string", required: true, expected: "an EC2 instance type such as m5.4xlarge" },
-  { key: "cloudcompute:spot", specPath: ["instance", "spot"], kind: "boolean", expected: "true or false", defaultValue: "false" },
-  { key: "cloudcompute:ami", specPath: ["instance", "ami"], kind: "string", expected: "an AMI id ami-..." },
-  { key: "cloudcompute:amiParameter", specPath: ["instance", "amiParameter"], kind: "string", expected: "an SSM parameter name holding an AMI id, starting with /" },
-  { key: "cloudcompute:rootVolumeGiB", specPath: ["instance", "rootVolumeGiB"], kind: "integer", expected: "a whole number of GiB (8-16384)", defaultValue: "50 (at least 75 with the default GPU AMI)" },
-  { key: "cloudcompute:subnetId", specPath: ["instance", "subnetId"], kind: "string", expected: "a subnet id subnet-... with outbound internet access", defaultValue: "a default subnet of the default VPC" },
-  { key: "aws:region", specPath: ["instance", "region"], kind: "string", required: true, expected: "an AWS region such as us-east-1" },
-  { key: "cloudcompute:labels", specPath: ["labels"], kind: "stringMap", expected: "a map of label names to values (copied into tags)", defaultValue: "{}" },
-];
-
-/** Keys that steer how a job is deployed rather than what it is. */
-export const DEPLOY_KEYS = {
-  platform: { key: "cloudcompute:platform", expected: "aws or local", defaultValue: "aws" },
-  agentBundle: { key: "cloudcompute:agentBundle", expected: "the path of the built agent bundle", defaultValue: "dist/agent.js" },
-  backend: { key: "cloudcompute:backend", expected: "a Pulumi backend URL (the driver's; PULUMI_BACKEND_URL wins)", defaultValue: "file://~/.cloudcompute/state" },
-} as const;
-
-/** Every `cloudcompute:*` key there is. */
-export const KNOWN_KEYS: ReadonlySet<string> = new Set([...CONFIG_KEYS.map((entry) => entry.key), ...Object.values(DEPLOY_KEYS).map((entry) => entry.key)]);
 
 /**
  * Refuse `cloudcompute:*` keys nobody reads: a typo (`maxRuntimeMinute`) would otherwise leave the default in force
@@ -69,7 +18,7 @@ export function checkConfigKeys(keys: Iterable<string>): void {
   for (const key of keys) {
     if (!key.startsWith("cloudcompute:") || KNOWN_KEYS.has(key)) continue;
     const near = [...KNOWN_KEYS].filter((known) => editDistance(known.toLowerCase(), key.toLowerCase()) <= 3);
-    problems.push(`${key}: no such key${near.length > 0 ? ` (did you mean ${near.join(" or ")}?)` : ""}: the keys are listed in the README's configuration table`);
+    problems.push(`${key}: no such key${near.length > 0 ? ` (did you mean ${near.join(" or ")}?)` : ""}: the keys are listed in docs/configuration.md`);
   }
   if (problems.length > 0) throw new ConfigError(problems);
 }
@@ -153,7 +102,7 @@ export function deployConfigFromConfig(get: ConfigLookup): DeployConfig {
 
 /** Map a JobSpec field path back to the config key it came from, keeping the part below the key. */
 export function configKeyFor(path: readonly PropertyKey[]): string {
-  let best: ConfigKey | undefined;
+  let best: (typeof CONFIG_KEYS)[number] | undefined;
   for (const entry of CONFIG_KEYS) {
     const matches = entry.specPath.every((part, i) => path[i] === part);
     if (matches && (!best || entry.specPath.length > best.specPath.length)) best = entry;

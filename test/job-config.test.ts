@@ -5,7 +5,8 @@ import { expect } from "chai";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import { load } from "js-yaml";
-import { CONFIG_KEYS, ConfigError, configKeyFor, deployConfigFromConfig, specFromConfig } from "../job/config";
+import { CONFIG_KEYS } from "../job/config-keys";
+import { ConfigError, configKeyFor, deployConfigFromConfig, specFromConfig } from "../job/config";
 
 /** Config as Pulumi hands it to a program: strings as written, lists and maps as JSON text. */
 function pulumiConfig(values: Record<string, unknown>): (key: string) => string | undefined {
