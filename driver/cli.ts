@@ -5,7 +5,7 @@
 import yargs, { Argv, Options } from "yargs";
 import { hideBin } from "yargs/helpers";
 import { batchTable, readSubjectsFile, runBatch, WORKER_ARGS_ENV } from "./batch";
-import { backendStacks, cancelJob, formatStatus, gc, jobListTable, jobStatus, listJobs, printLogs } from "./commands";
+import { backendStacks, cancelJob, formatHistory, formatStatus, gc, jobHistory, jobListTable, jobStatus, listJobs, printLogs } from "./commands";
 import { errorMessage } from "../common/errors";
 import { BadInputError, DriverError, ExitCode } from "./errors";
 import { resolveJob, SpecFlags } from "./options";
@@ -204,7 +204,7 @@ export function buildParser(args: string[]): Argv {
     .usage(
       "$0 [run] --subject ID [options]     run one job and wait for it\n" +
         "$0 --subjects-file FILE [options]   run a batch\n" +
-        "$0 <status|logs|list|cancel|gc>     inspect and clean up\n\n" +
+        "$0 <status|logs|history|list|cancel|gc>  inspect and clean up\n\n" +
         "The job comes from a Pulumi.<stack>.yaml-style config file (--config, default Pulumi.dev.yaml), overridden by flags.",
     )
     .command(["run", "$0"], "Run one job (or a batch with --subjects-file) to the end and destroy its resources", (y) => y.options({ ...SPEC_OPTIONS, ...RUN_OPTIONS }), async (argv) => {
@@ -227,13 +227,18 @@ export function buildParser(args: string[]): Argv {
         if (stacks) process.stdout.write(stacks.map((s) => `stack ${s.name}: ${s.resourceCount ?? "?"} resources, updated ${s.lastUpdate ?? "?"}`).join("\n") + "\n");
       }
     })
+    .command("history <job>", "Show a job's stack history (every up, refresh and destroy): its audit trail", (y) => y.positional("job", { type: "string", demandOption: true }).options({ json: { type: "boolean", default: false }, backend: BACKEND_OPTION }), async (argv) => {
+      const entries = await jobHistory(argv.job, argv.backend as string | undefined);
+      if (argv.json) printJson(entries);
+      else process.stdout.write(formatHistory(argv.job, entries));
+    })
     .command("cancel <job>", "Stop a job: interrupt its driver, or clear the stack's lock and destroy its resources", (y) => y.positional("job", { type: "string", demandOption: true }).option("backend", BACKEND_OPTION), async (argv) => {
       await cancelJob(argv.job, (line) => process.stderr.write(`${line}\n`), argv.backend);
     })
     .command("gc", "Destroy stacks holding resources whose driver is gone; report cloudcompute instances no stack owns", (y) => y.options({ "dry-run": { type: "boolean", default: false }, aws: { type: "boolean", default: false, describe: "Also look for orphaned EC2 instances (needs AWS credentials)" }, json: { type: "boolean", default: false }, backend: BACKEND_OPTION }), async (argv) => {
       const report = await gc({ dryRun: Boolean(argv["dry-run"]), aws: Boolean(argv.aws), backend: argv.backend, log: (line) => process.stderr.write(`${line}\n`) });
       if (argv.json) printJson(report);
-      else process.stderr.write(`gc: ${report.destroyed.length} stack(s) ${argv["dry-run"] ? "to destroy" : "destroyed"}, ${report.failed.length} failed, ${report.leftAlone.length} left alone (owner not provably gone), ${report.orphans.length} orphaned instance(s)\n`);
+      else process.stderr.write(`gc: ${report.destroyed.length} stack(s) ${argv["dry-run"] ? "to destroy" : "destroyed"}, ${report.failed.length} failed, ${report.leftAlone.length} left alone (owner not provably gone), ${report.orphans.length} orphaned instance(s), ${report.localDataRemoved.length} local job(s) whose data ${argv["dry-run"] ? "would be" : "was"} deleted\n`);
       if (report.failed.length > 0) exitCode = ExitCode.infra;
     })
     .epilogue(

@@ -1,4 +1,4 @@
-/** The commands besides running jobs: status, logs, list, cancel, gc. */
+/** The commands besides running jobs: status, logs, history, list, cancel, gc. */
 import { LocalWorkspace, type Stack } from "@pulumi/pulumi/automation";
 import * as fs from "node:fs";
 import * as os from "node:os";
@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import { parseS3Url } from "../job/s3url";
 import { belongsToLaunch, parseAgentStatus, parseCompletionMarker, type AgentStatus, type CompletionMarker } from "../job/records";
 import { errorMessage } from "../common/errors";
+import { defaultLocalWorkDir, staleLocalData } from "../infra/local";
 import { BadInputError } from "./errors";
 import { engineEnv, findPulumi, openJobStack, PROJECT_NAME, resourceCount } from "./engine";
 import { JobRecord, latestJob, listJobRecords, readJobRecord, recordOwner, updateJobRecord } from "./jobindex";
@@ -109,6 +110,43 @@ export async function backendStacks(backend?: string): Promise<Array<{ name: str
   return stacks.map((s) => ({ name: s.name, resourceCount: s.resourceCount, lastUpdate: s.lastUpdate }));
 }
 
+export interface HistoryEntry {
+  version: number;
+  kind: string;
+  result: string;
+  startTime: string;
+  endTime?: string;
+  resourceChanges?: Record<string, number>;
+}
+
+/**
+ * A job's audit trail: the stack's update history (up, refresh, destroy), read from the backend the job used — what
+ * `pulumi stack history` shows, without the user having to find the job's workspace, backend and CLI.
+ */
+export async function jobHistory(jobId: string, backend?: string): Promise<HistoryEntry[]> {
+  const record = readJobRecord(jobId);
+  const stack = await openJobStack({ jobId, backend: backend ?? record?.backend, mustExist: true });
+  const history = await stack.history();
+  return history.map((entry) => ({
+    version: entry.version,
+    kind: entry.kind,
+    result: entry.result,
+    startTime: new Date(entry.startTime).toISOString(),
+    endTime: entry.endTime ? new Date(entry.endTime).toISOString() : undefined,
+    resourceChanges: entry.resourceChanges as Record<string, number> | undefined,
+  }));
+}
+
+export function formatHistory(jobId: string, entries: HistoryEntry[]): string {
+  const changes = (entry: HistoryEntry) =>
+    Object.entries(entry.resourceChanges ?? {})
+      .filter(([, count]) => count > 0)
+      .map(([op, count]) => `${op} ${count}`)
+      .join(", ");
+  const rows = [...entries].sort((a, b) => a.version - b.version).map((entry) => [String(entry.version), entry.kind, entry.result, entry.startTime, entry.endTime ?? "", changes(entry)]);
+  return `history of ${jobId}:\n` + table(["VERSION", "KIND", "RESULT", "STARTED", "ENDED", "RESOURCES"], rows);
+}
+
 /**
  * Cancel a job: a driver still working on it is interrupted (it destroys and exits 130); otherwise the stack's
  * lock is cleared and the stack refreshed and destroyed here.
@@ -207,6 +245,8 @@ export interface GcReport {
   /** Stacks holding resources whose owner cannot be proven gone (another host's driver, or no owner recorded). */
   leftAlone: Array<{ jobId: string; owner: string }>;
   orphans: Orphan[];
+  /** Local jobs whose inputs and outputs were still on disk with no agent running: deleted (logs kept). */
+  localDataRemoved: string[];
 }
 
 /** A stack's owner: from the local record, else from the stack's tags (a driver on another machine). */
@@ -223,7 +263,7 @@ async function stackOwner(jobId: string, backend: string | undefined): Promise<P
  * stack owns (not terminated here: their job id tag tells the user which job to look at).
  */
 export async function gc(options: { dryRun: boolean; backend?: string; aws: boolean; log: (line: string) => void }): Promise<GcReport> {
-  const report: GcReport = { destroyed: [], failed: [], leftAlone: [], orphans: [] };
+  const report: GcReport = { destroyed: [], failed: [], leftAlone: [], orphans: [], localDataRemoved: [] };
   const stacks = await backendStacks(options.backend);
   for (const stack of stacks) {
     if (!stack.resourceCount) continue;
@@ -248,6 +288,10 @@ export async function gc(options: { dryRun: boolean; backend?: string; aws: bool
       report.failed.push({ jobId: stack.name, error: errorMessage(err) });
     }
   }
+  // A local job's data outlives it only by accident; stacks still holding resources keep theirs until destroyed.
+  const holding = new Set(stacks.filter((s) => s.resourceCount && !report.destroyed.includes(s.name)).map((s) => s.name));
+  report.localDataRemoved = staleLocalData(holding, !options.dryRun);
+  for (const jobId of report.localDataRemoved) options.log(`${options.dryRun ? "would delete" : "deleted"} the inputs and outputs left in ${defaultLocalWorkDir(jobId)} (logs kept)`);
   if (options.aws) {
     const records = listJobRecords();
     const owned = new Set(records.filter((r) => r.instanceId && ["creating", "running", "destroying"].includes(r.state) && ownerState(recordOwner(r)) !== "dead").map((r) => r.instanceId!));

@@ -201,7 +201,7 @@ describe("driver end to end (real Pulumi engine, moto, podman)", function () {
     allJobIds.push(rerun.jobId!);
   });
 
-  it("`list --json` and `pulumi stack history` show every job", async () => {
+  it("`list --json`, `history` and `pulumi stack history` show every job", async () => {
     const res = await sandbox.run(["list", "--json"]);
     expect(res.code, res.stderr).to.equal(0);
     const listed = JSON.parse(res.stdout) as JobRecord[];
@@ -217,5 +217,16 @@ describe("driver end to end (real Pulumi engine, moto, podman)", function () {
     const logs = await sandbox.run(["logs", allJobIds[0]]);
     expect(logs.code).to.equal(0);
     expect(logs.stdout.length).to.be.greaterThan(0);
+    // One command for a job's audit trail, whatever directory it is run from: the up and the destroy.
+    const history = await sandbox.run(["history", allJobIds[0], "--json"]);
+    expect(history.code, history.stderr).to.equal(0);
+    const entries = JSON.parse(history.stdout) as Array<{ kind: string; result: string }>;
+    expect(entries.map((e) => e.kind)).to.include.members(["update", "destroy"]);
+    expect(entries.every((e) => e.result === "succeeded")).to.equal(true);
+    const historyTable = await sandbox.run(["history", allJobIds[0]]);
+    expect(historyTable.stdout).to.match(/^history of job-/).and.match(/destroy\s+succeeded/);
+    const unknown = await sandbox.run(["history", "job-nobody-20200101T000000000Z"]);
+    expect(unknown.code).to.equal(2);
+    expect(unknown.stderr).to.include('no job "job-nobody-20200101T000000000Z"');
   });
 });

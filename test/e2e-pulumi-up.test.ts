@@ -83,7 +83,7 @@ describe("pulumi up of index.ts (real CLI and Node.js language host, local platf
     // A project directory of its own, so the stack's config file is not written into the repository.
     project = fs.mkdtempSync(path.join(sandbox.home, "project-"));
     for (const file of ["Pulumi.yaml", "index.ts", "tsconfig.json", "package.json"]) fs.copyFileSync(path.join(REPO_ROOT, file), path.join(project, file));
-    for (const dir of ["job", "infra", "driver", "agent", "node_modules"]) fs.symlinkSync(path.join(REPO_ROOT, dir), path.join(project, dir));
+    for (const dir of ["job", "common", "infra", "driver", "agent", "node_modules"]) fs.symlinkSync(path.join(REPO_ROOT, dir), path.join(project, dir));
     env = {
       ...process.env,
       ...sandbox.env,
@@ -135,6 +135,18 @@ describe("pulumi up of index.ts (real CLI and Node.js language host, local platf
     expect(done.outcome).to.equal("succeeded");
     const spec = await sandbox.s3.send(new GetObjectCommand({ Bucket: sandbox.bucket, Key: `results/_cloudcompute/${STACK}/spec.json` }));
     expect(JSON.parse(await spec.Body!.transformToString()).launchId, "the staged spec after the old staging's delete").to.equal(second);
+  });
+
+  it("the README's steps after up: the marker read with the AWS CLI from the markerUrl output, then refresh", function () {
+    const markerUrl = spawnSync(pulumiBinary(), ["stack", "output", "markerUrl", "--stack", STACK], { cwd: project, env, encoding: "utf8" }).stdout.trim();
+    expect(markerUrl).to.equal(`s3://${sandbox.bucket}/results/_cloudcompute/${STACK}/marker.json`);
+    // --endpoint-url: Debian's AWS CLI 2.9 predates the AWS_ENDPOINT_URL variable that points it at moto.
+    const aws = spawnSync("aws", ["s3", "cp", markerUrl, "-", "--endpoint-url", String(env.AWS_ENDPOINT_URL)], { env, encoding: "utf8" });
+    if (aws.error) this.skip(); // no AWS CLI here (setup installs it)
+    expect(aws.status, aws.stderr).to.equal(0);
+    expect(JSON.parse(aws.stdout).outcome).to.equal("succeeded");
+    const refresh = pulumi(["refresh", "--yes", "--skip-preview"]);
+    expect(refresh.code, refresh.out).to.equal(0);
   });
 
   it("pulumi destroy empties the stack, deletes the staged spec, and the history shows every update", async () => {
