@@ -51,7 +51,7 @@ function parseProcessId(id: string): { pid: number; fingerprint: string } {
  * A fingerprint of a running process's identity (its start time), or undefined when no such live process exists.
  * Linux: field 22 of /proc/<pid>/stat (zombies count as gone). Elsewhere: `ps -o lstart=`.
  */
-function processFingerprint(pid: number): string | undefined {
+export function processFingerprint(pid: number): string | undefined {
   const fs = require("node:fs") as typeof import("node:fs");
   const childProcess = require("node:child_process") as typeof import("node:child_process");
   if (!Number.isInteger(pid) || pid <= 0) return undefined;
@@ -305,6 +305,31 @@ export async function reclaimLocalAgent(workDir: string, jobId: string): Promise
 }
 
 /** Is the agent behind a LocalJob instance id (`local:<pid>:<fingerprint>`) still running? */
+/**
+ * Local work directories still holding a subject's inputs or outputs although no agent runs there (a job that ended
+ * before destroy removed them, or an older version that kept them): `gc` deletes their data, keeping the logs.
+ */
+export function staleLocalData(skip: ReadonlySet<string>, remove: boolean): string[] {
+  const fs = require("node:fs") as typeof import("node:fs");
+  const root = path.join(cloudcomputeHome(), "local");
+  const found: string[] = [];
+  for (const jobId of fs.existsSync(root) ? fs.readdirSync(root) : []) {
+    if (skip.has(jobId)) continue;
+    const workDir = path.join(root, jobId);
+    if (!["inputs", "outputs"].some((dir) => fs.existsSync(path.join(workDir, dir)))) continue;
+    let agent: string | undefined;
+    try {
+      agent = fs.readFileSync(path.join(workDir, "agent.pid"), "utf8").trim();
+    } catch {
+      /* no agent was ever started here */
+    }
+    if (agent && localJobAlive(agent)) continue;
+    if (remove) removeSubjectData(workDir);
+    found.push(jobId);
+  }
+  return found;
+}
+
 export function localJobAlive(instanceId: string): boolean {
   const { pid, fingerprint } = parseProcessId(instanceId.replace(/^local:/, ""));
   return processFingerprint(pid) === fingerprint;
