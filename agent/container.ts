@@ -180,42 +180,6 @@ export async function imageDigest(runtime: "docker" | "podman", image: string): 
   return undefined;
 }
 
-export interface PlaceholderValues {
-  /** Selected files per input, in spec order, as the program sees them (container or host paths). */
-  inputs: Array<{ name: string; files: string[] }>;
-  output: string;
-  subject: string;
-  jobId: string;
-}
-
-/**
- * Fill the placeholders of a command. An argument that is exactly {input}, {input.NAME} or {inputs} becomes one
- * argument per selected file; inside a longer argument they stand for the first selected file.
- */
-export function expandCommand(command: string[], values: PlaceholderValues): string[] {
-  const filesOf = (name: string): string[] => {
-    if (name === "inputs") return values.inputs.flatMap((input) => input.files);
-    if (name === "input") return values.inputs[0]?.files ?? [];
-    const named = /^input\.(.+)$/.exec(name);
-    if (named) {
-      const input = values.inputs.find((i) => i.name === named[1]);
-      if (input) return input.files;
-    }
-    throw new Error(`unknown placeholder {${name}}`);
-  };
-  const scalar = (name: string): string => {
-    if (name === "output") return values.output;
-    if (name === "subject") return values.subject;
-    if (name === "jobId") return values.jobId;
-    return filesOf(name)[0] ?? "";
-  };
-  return command.flatMap((arg) => {
-    const whole = /^\{(input|inputs|input\.[^}]+)\}$/.exec(arg);
-    if (whole) return filesOf(whole[1]);
-    return [arg.replace(/\{([^}]*)\}/g, (_, name: string) => scalar(name))];
-  });
-}
-
 export interface RunContainerOptions {
   runtime: ContainerRuntime;
   /** Image reference, or SIF path for apptainer; ignored for "none". */

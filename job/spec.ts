@@ -6,6 +6,7 @@
  */
 import { z } from "zod";
 import { archiveKindFor, inputFileName, ZIP_REFUSAL } from "./input-file";
+import { unknownPlaceholders } from "./command";
 import { parseS3Url } from "./s3url";
 import { normaliseSubject } from "./subject";
 
@@ -222,9 +223,7 @@ export const JobSpec = z
       }
       names.add(input.name);
     });
-    const unknown = spec.container.command
-      .flatMap((arg) => [...arg.matchAll(/\{([^}]*)\}/g)].map((m) => m[1]))
-      .filter((name) => !isKnownPlaceholder(name, names));
+    const unknown = unknownPlaceholders(spec.container.command, names);
     if (unknown.length > 0) {
       ctx.addIssue({
         code: "custom",
@@ -237,14 +236,6 @@ export const JobSpec = z
 export type JobSpec = z.infer<typeof JobSpec>;
 /** What a user may write: defaults may be left out. */
 export type JobSpecInput = z.input<typeof JobSpec>;
-
-export const PLACEHOLDERS = ["input", "inputs", "output", "subject", "jobId"] as const;
-
-function isKnownPlaceholder(name: string, inputNames: Set<string>): boolean {
-  if ((PLACEHOLDERS as readonly string[]).includes(name)) return true;
-  const named = /^input\.(.+)$/.exec(name);
-  return named !== null && inputNames.has(named[1]);
-}
 
 export class JobSpecError extends Error {
   constructor(
