@@ -12,7 +12,7 @@ import { finished } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import picomatch from "picomatch";
 import { parseS3Url } from "../job/s3url";
-import { archiveKindFor, inputFileName, ZIP_REFUSAL, type ArchiveKind } from "../job/input-file";
+import { inputLayout, type ArchiveKind } from "../job/input-file";
 import { redactUrl, redactUrlIn, type InputSpec } from "../job/spec";
 import { errorMessage } from "../common/errors";
 import { isOutOfDisk, JobFailure } from "./errors";
@@ -389,11 +389,10 @@ async function fetchInputUnredacted(input: InputSpec, destDir: string, opts: Fet
   const label = `input "${input.name}"`;
   const partSize = opts.partSize ?? 8 * MiB;
   const concurrency = opts.concurrency ?? 8;
-  const kind = archiveKindFor(input.url, input.extract);
-  if (kind === "zip") throw new JobFailure("internal-error", `${label}: ${ZIP_REFUSAL}`);
-  // The spec refuses such names too; a spec written by hand must not get past here either.
-  const named = kind === "none" ? inputFileName(input.url) : undefined;
-  if (named && "error" in named) throw new JobFailure("missing-input", `${label}: ${named.error} (the file name comes from it)`);
+  // The spec refuses such inputs too; a spec written by hand must not get past here either.
+  const layout = inputLayout(input.url, input.extract);
+  if ("error" in layout) throw new JobFailure(layout.field === "extract" ? "internal-error" : "missing-input", `${label}: ${layout.error}`);
+  const kind = layout.kind;
   await fsp.mkdir(destDir, { recursive: true });
 
   let source: RangeSource & { first?: Buffer; whole?: Readable };
@@ -424,8 +423,8 @@ async function fetchInputUnredacted(input: InputSpec, destDir: string, opts: Fet
 
   let files: string[];
   try {
-    if (kind === "none") {
-      const name = (named as { name: string }).name;
+    if (layout.kind === "none") {
+      const name = layout.fileName;
       const file = createWriteStream(path.join(destDir, name), { flags: "wx", highWaterMark: MiB });
       const closed = finished(file);
       closed.catch(() => undefined); // awaited below, after the writes

@@ -5,7 +5,7 @@
  * is refused before any cloud resource exists.
  */
 import { z } from "zod";
-import { archiveKindFor, inputFileName, ZIP_REFUSAL } from "./input-file";
+import { inputLayout } from "./input-file";
 import { unknownPlaceholders } from "./command";
 import { parseS3Url } from "./s3url";
 import { normaliseSubject } from "./subject";
@@ -75,13 +75,8 @@ export const InputSpec = z
         message: `an input with access "${input.access}" needs an s3:// URL (use access "presigned" for https)`,
       });
     }
-    // Extraction happens while the bytes stream in; a zip's directory sits at its end, so zips can't be streamed.
-    const kind = archiveKindFor(input.url, input.extract);
-    if (kind === "zip") ctx.addIssue({ code: "custom", path: ["extract"], message: ZIP_REFUSAL });
-    if (kind === "none") {
-      const named = inputFileName(input.url);
-      if ("error" in named) ctx.addIssue({ code: "custom", path: ["url"], message: `${named.error} (the file name comes from it)` });
-    }
+    const layout = inputLayout(input.url, input.extract);
+    if ("error" in layout) ctx.addIssue({ code: "custom", path: [layout.field], message: layout.error });
     if (scheme === "s3") {
       try {
         const { key } = parseS3Url(input.url);
