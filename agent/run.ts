@@ -11,7 +11,8 @@ import type { CompletionMarker, OutputObject, Phase, ProvenanceRecord } from "..
 import { formatS3Url } from "../job/s3url";
 import { API_VERSION, redactSpec, type JobSpec } from "../job/spec";
 import { expandCommand } from "../job/command";
-import { pullImage, runContainer, type Mount, type PulledImage, type RunResult } from "./container";
+import { pullImage, runContainer, type PulledImage, type RunResult } from "./container";
+import type { Mount } from "./runtime-commands";
 import { errorMessage } from "../common/errors";
 import { isOutOfDisk, JobFailure, toJobFailure } from "./errors";
 import { fetchInput, type FetchedInput, type FetchInputOptions } from "./inputs";

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { containerInvocation, isLoopbackRegistry } from "../agent/container";
+import { containerInvocation, isLoopbackRegistry } from "../agent/runtime-commands";
 import { expandCommand } from "../job/command";
 import { jobLayout } from "../job/layout";
 import type { CompletionMarker } from "../job/records";
