@@ -6,135 +6,26 @@
  * - upload of 1 GiB + 1,000 small files: `uploadOutputs` against `aws s3 cp --recursive`;
  * - overlap: a whole job (`runJob`: pull from a local registry beside the input download, podman run, upload, marker)
  *   against max(pull, download) + run + upload of the same steps measured one by one, and their sequential sum.
- * Measurements of one round run back to back, rotated between rounds so a drifting machine load hits all alike.
+ * Measurements of one round run back to back, rotated between rounds so a drifting machine load hits all alike
+ * (agent-rounds.ts); the S3 staging and checks are in agent-fixtures.ts.
  */
-import { DeleteObjectsCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3";
-import { Upload } from "@aws-sdk/lib-storage";
 import { randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream, existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { open, type FileHandle } from "node:fs/promises";
+import { createWriteStream, existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { expandCommand, pullImage, runContainer } from "../agent/container";
+import { pullImage, runContainer } from "../agent/container";
 import { fetchInput } from "../agent/inputs";
 import { uploadOutputs } from "../agent/outputs";
 import { runJob } from "../agent/run";
+import { expandCommand } from "../job/command";
 import { CONTAINER_PATHS, makeJobId } from "../job/layout";
 import { InputSpec, parseJobSpec } from "../job/spec";
+import { checkAndRemove, localFileClient, uploadFixture } from "./agent-fixtures";
+import { aws, AWS_CLI, fresh, measured, runRounds, STEP_TIMEOUT_MS, type Steps } from "./agent-rounds";
 import type { BenchContext, CaseResult } from "./context";
 import { BENCH_SUBJECT, fileSha256, outputTree, subjectArchive, type SubjectArchive } from "./data";
-import {
-  benchClient,
-  medians,
-  MiB,
-  ownCpuSeconds,
-  processCpuSeconds,
-  r2,
-  run,
-  runMeasured,
-  settleDisk,
-  timed,
-} from "./util";
-
-/** The seed scripts' AWS CLI: Debian's v2 (an older v1 from pyenv may come first on PATH). It ignores AWS_ENDPOINT_URL. */
-const AWS_CLI = "/usr/bin/aws";
-const STEP_TIMEOUT_MS = 5 * 60_000;
-
-function cliEnv(ctx: BenchContext): NodeJS.ProcessEnv {
-  // No user configuration: the peer runs with the CLI's defaults, as on a fresh instance.
-  return { ...process.env, ...ctx.server.env, AWS_CONFIG_FILE: "/nonexistent", AWS_SHARED_CREDENTIALS_FILE: "/nonexistent", AWS_PAGER: "" };
-}
-
-function aws(ctx: BenchContext, args: string[]) {
-  return runMeasured(AWS_CLI, ["--endpoint-url", ctx.server.endpoint, ...args], {
-    env: cliEnv(ctx),
-    timeoutMs: STEP_TIMEOUT_MS,
-    scratch: ctx.scratchDir,
-  });
-}
-
-/** Wall and CPU seconds of in-process work, plus the S3 server's CPU seconds meanwhile (where readable). */
-async function measured<T>(ctx: BenchContext, work: () => Promise<T>): Promise<{ value: T; seconds: number; cpu: number; serverCpu?: number }> {
-  const cpu0 = ownCpuSeconds();
-  const server0 = processCpuSeconds(ctx.server.pid);
-  const { value, seconds } = await timed(work);
-  const server1 = processCpuSeconds(ctx.server.pid);
-  return { value, seconds, cpu: ownCpuSeconds() - cpu0, serverCpu: server0 !== undefined && server1 !== undefined ? server1 - server0 : undefined };
-}
-
-function fresh(dir: string): string {
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  return dir;
-}
-
-function rotate<T>(items: T[], by: number): T[] {
-  const k = by % items.length;
-  return [...items.slice(k), ...items.slice(0, k)];
-}
-
-type Steps = Record<string, (round: number) => Promise<Record<string, number>>>;
-
-/**
- * Run every step once per round, back to back, with dirty pages flushed before each, in an order rotated between
- * rounds; return the median of every number the steps report.
- */
-async function runRounds(ctx: BenchContext, label: string, steps: Steps): Promise<Record<string, number>> {
-  const rounds: Array<Record<string, number>> = [];
-  for (let round = 0; round < ctx.rounds; round++) {
-    const results: Record<string, number> = {};
-    for (const step of rotate(Object.keys(steps), round)) {
-      await settleDisk();
-      Object.assign(results, await steps[step](round));
-    }
-    ctx.log(`${label} round ${round + 1}/${ctx.rounds}: ${JSON.stringify(mapValues(results, r2))}`);
-    rounds.push(results);
-  }
-  return medians(rounds);
-}
-
-async function uploadFixture(ctx: BenchContext, file: string, key: string): Promise<void> {
-  const client = benchClient(ctx.server.env);
-  try {
-    await new Upload({
-      client,
-      params: { Bucket: ctx.bucket, Key: key, Body: createReadStream(file) },
-      partSize: 16 * MiB,
-      queueSize: 4,
-    }).done();
-  } finally {
-    client.destroy();
-  }
-}
-
-/**
- * One local file behind the two calls fetchInput makes to S3 (HeadObject, ranged GetObject), so the agent's own range
- * reader, hashing, gunzip and tar extraction run with the local disk as the source: "extract alone".
- */
-function localFileClient(file: string, size: number): S3Client & { closeFile(): Promise<void> } {
-  let handle: Promise<FileHandle> | undefined;
-  const send = async (command: unknown) => {
-    if (command instanceof HeadObjectCommand) return { ContentLength: size, ETag: '"local-file"' };
-    if (command instanceof GetObjectCommand) {
-      const range = /^bytes=(\d+)-(\d+)$/.exec(command.input.Range ?? "");
-      if (!range) throw new Error(`local file client: unsupported range ${command.input.Range}`);
-      const start = Number(range[1]);
-      const length = Math.min(size - 1, Number(range[2])) - start + 1;
-      const buffer = Buffer.allocUnsafe(length);
-      const fh = await (handle ??= open(file, "r"));
-      for (let done = 0; done < length; ) {
-        const { bytesRead } = await fh.read(buffer, done, length - done, start + done);
-        if (bytesRead === 0) throw new Error(`local file client: ${file} ended at ${start + done}`);
-        done += bytesRead;
-      }
-      return { Body: { transformToByteArray: async () => buffer } };
-    }
-    throw new Error(`local file client: unexpected ${(command as object).constructor.name}`);
-  };
-  const closeFile = async () => (await handle)?.close();
-  return { send, closeFile } as unknown as S3Client & { closeFile(): Promise<void> };
-}
+import { MiB, r2, run, runMeasured, settleDisk, timed } from "./util";
 
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -218,35 +109,6 @@ async function downloadExtractCase(ctx: BenchContext, archive: SubjectArchive, k
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-
-async function listPrefix(client: S3Client, bucket: string, prefix: string): Promise<Array<{ Key: string; Size: number }>> {
-  const objects: Array<{ Key: string; Size: number }> = [];
-  let token: string | undefined;
-  do {
-    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
-    for (const o of page.Contents ?? []) objects.push({ Key: o.Key!, Size: o.Size ?? 0 });
-    token = page.IsTruncated ? page.NextContinuationToken : undefined;
-  } while (token);
-  return objects;
-}
-
-/** Check what arrived under `prefix` (count and bytes), then delete it so rounds do not fill the disk. */
-async function checkAndRemove(ctx: BenchContext, prefix: string, files: number, bytes: number): Promise<void> {
-  const client = benchClient(ctx.server.env);
-  try {
-    const objects = await listPrefix(client, ctx.bucket, prefix);
-    const total = objects.reduce((sum, o) => sum + o.Size, 0);
-    if (objects.length !== files || total !== bytes) {
-      throw new Error(`s3://${ctx.bucket}/${prefix} holds ${objects.length} objects / ${total} bytes, expected ${files} / ${bytes}`);
-    }
-    for (let i = 0; i < objects.length; i += 1000) {
-      const batch = objects.slice(i, i + 1000).map((o) => ({ Key: o.Key }));
-      await client.send(new DeleteObjectsCommand({ Bucket: ctx.bucket, Delete: { Objects: batch, Quiet: true } }));
-    }
-  } finally {
-    client.destroy();
-  }
-}
 
 async function uploadCase(ctx: BenchContext): Promise<CaseResult> {
   const tree = await outputTree(ctx.cacheDir, ctx.log);
@@ -411,10 +273,6 @@ async function overlapCase(ctx: BenchContext, archive: SubjectArchive, key: stri
 
 function prefixKeys(prefix: string, values: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(values).map(([k, v]) => [`${prefix}${k}_s`, v]));
-}
-
-function mapValues(values: Record<string, number>, fn: (v: number) => number): Record<string, number> {
-  return Object.fromEntries(Object.entries(values).map(([k, v]) => [k, fn(v)]));
 }
 
 export type AgentCase = "download" | "upload" | "overlap";

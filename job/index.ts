@@ -1,4 +1,5 @@
 export * from "./spec";
+export * from "./command";
 export * from "./subject";
 export * from "./s3url";
 export * from "./layout";

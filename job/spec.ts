@@ -5,7 +5,8 @@
  * is refused before any cloud resource exists.
  */
 import { z } from "zod";
-import { archiveKindFor, inputFileName, ZIP_REFUSAL } from "./input-file";
+import { inputLayout } from "./input-file";
+import { unknownPlaceholders } from "./command";
 import { parseS3Url } from "./s3url";
 import { normaliseSubject } from "./subject";
 
@@ -74,13 +75,8 @@ export const InputSpec = z
         message: `an input with access "${input.access}" needs an s3:// URL (use access "presigned" for https)`,
       });
     }
-    // Extraction happens while the bytes stream in; a zip's directory sits at its end, so zips can't be streamed.
-    const kind = archiveKindFor(input.url, input.extract);
-    if (kind === "zip") ctx.addIssue({ code: "custom", path: ["extract"], message: ZIP_REFUSAL });
-    if (kind === "none") {
-      const named = inputFileName(input.url);
-      if ("error" in named) ctx.addIssue({ code: "custom", path: ["url"], message: `${named.error} (the file name comes from it)` });
-    }
+    const layout = inputLayout(input.url, input.extract);
+    if ("error" in layout) ctx.addIssue({ code: "custom", path: [layout.field], message: layout.error });
     if (scheme === "s3") {
       try {
         const { key } = parseS3Url(input.url);
@@ -222,9 +218,7 @@ export const JobSpec = z
       }
       names.add(input.name);
     });
-    const unknown = spec.container.command
-      .flatMap((arg) => [...arg.matchAll(/\{([^}]*)\}/g)].map((m) => m[1]))
-      .filter((name) => !isKnownPlaceholder(name, names));
+    const unknown = unknownPlaceholders(spec.container.command, names);
     if (unknown.length > 0) {
       ctx.addIssue({
         code: "custom",
@@ -237,14 +231,6 @@ export const JobSpec = z
 export type JobSpec = z.infer<typeof JobSpec>;
 /** What a user may write: defaults may be left out. */
 export type JobSpecInput = z.input<typeof JobSpec>;
-
-export const PLACEHOLDERS = ["input", "inputs", "output", "subject", "jobId"] as const;
-
-function isKnownPlaceholder(name: string, inputNames: Set<string>): boolean {
-  if ((PLACEHOLDERS as readonly string[]).includes(name)) return true;
-  const named = /^input\.(.+)$/.exec(name);
-  return named !== null && inputNames.has(named[1]);
-}
 
 export class JobSpecError extends Error {
   constructor(

@@ -15,7 +15,7 @@ import { jobLayout } from "../job/layout";
 import type { AgentStatus, CompletionMarker, FailureReason, ProvenanceRecord } from "../job/records";
 import { parseJobSpec, type JobSpec, type JobSpecInput } from "../job/spec";
 import { runJob, type AgentOptions, type JobResult } from "../agent/run";
-import { MAX_PARTS, partSizeFor } from "../agent/outputs";
+import { MAX_PARTS, partSizeFor } from "../agent/upload";
 import { findSuccess } from "../driver/batch";
 import { scenario } from "./support/reliability";
 import { getBytes, getJson, listKeys, makeAbcdArchive, newBucket, put, sharedMoto, testS3, type AbcdArchive } from "./support/fixtures";

@@ -8,7 +8,9 @@ import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { expectedS3Sha256, listOutputFiles, OutputUploadError, uploadOutputs, type SkippedLink } from "../agent/outputs";
+import { listOutputFiles, type SkippedLink } from "../agent/output-files";
+import { OutputUploadError, uploadOutputs } from "../agent/outputs";
+import { expectedS3Sha256 } from "../agent/upload";
 import { getBytes, listKeys, newBucket, sharedMoto, testS3 } from "./support/fixtures";
 
 const MiB = 1024 * 1024;
