@@ -18,7 +18,7 @@ import { instanceInfo, spotInterruptionNotice, type SpotNotice } from "./instanc
 
 /** EC2 gives a spot instance two minutes' notice: looking every 5 s leaves the agent most of them to stop cleanly. */
 const SPOT_NOTICE_POLL_MS = Number(process.env.CLOUDCOMPUTE_SPOT_POLL_MS ?? 5000);
-import { runJob } from "./run";
+import { runAgentJob } from "./run";
 import { putJson } from "./report";
 import { withRetries } from "../common/retry";
 import { s3ClientFor } from "../common/s3-client";
@@ -128,7 +128,7 @@ export async function main(argv: string[]): Promise<number> {
     }, SPOT_NOTICE_POLL_MS);
     watchSpot.unref();
     stop.signal.addEventListener("abort", () => clearInterval(watchSpot), { once: true });
-    const { marker } = await runJob(spec, {
+    const { marker } = await runAgentJob(spec, {
       signal: stop.signal,
       workdir: args.workdir ?? defaultWorkdir(spec.jobId),
       statusIntervalMs: args["status-interval"] * 1000,

@@ -47,14 +47,15 @@ export interface AgentOptions {
   signal?: AbortSignal;
 }
 
-export interface JobResult {
+/** What the agent's run of a job ends with (the driver's `JobResult` is the job as a whole). */
+export interface AgentRunResult {
   marker: CompletionMarker;
   provenance: ProvenanceRecord;
 }
 
 const seconds = (ms: number) => Math.round(ms) / 1000;
 
-export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResult> {
+export async function runAgentJob(spec: JobSpec, opts: AgentOptions): Promise<AgentRunResult> {
   const started = Date.now();
   const startedAt = new Date(started).toISOString();
   const layout = jobLayout(spec);

@@ -19,7 +19,7 @@ import { pipeline } from "node:stream/promises";
 import { expandCommand, pullImage, runContainer } from "../agent/container";
 import { fetchInput } from "../agent/inputs";
 import { uploadOutputs } from "../agent/outputs";
-import { runJob } from "../agent/run";
+import { runAgentJob as runJob } from "../agent/run";
 import { CONTAINER_PATHS, makeJobId } from "../job/layout";
 import { InputSpec, parseJobSpec } from "../job/spec";
 import type { BenchContext, CaseResult } from "./context";
