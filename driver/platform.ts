@@ -7,6 +7,7 @@
 import * as fs from "node:fs";
 import { execFileSync } from "node:child_process";
 import type { EC2Client } from "@aws-sdk/client-ec2";
+import type { PlatformName } from "../job/platform";
 import type { JobSpec } from "../job/spec";
 import { encodeUserData, renderUserData, USER_DATA_LIMIT_BYTES } from "../infra/userdata";
 import { defaultLocalWorkDir, localJobAlive, reclaimLocalAgent } from "../infra/local";
@@ -14,7 +15,7 @@ import { BadInputError } from "./errors";
 import { JOB_TAG } from "../job/layout";
 import { PendingCreate, reclaimAws } from "./reclaim";
 
-export type PlatformName = "aws" | "local";
+export type { PlatformName };
 
 export interface ComputeState {
   alive: boolean;
