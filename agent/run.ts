@@ -28,6 +28,7 @@ import { promoteResults } from "./promote";
 import { JobLog, putJson, Reporter } from "./report";
 import { mapLimit } from "../common/retry";
 import { s3ClientFor } from "../common/s3-client";
+import { seconds } from "../common/time";
 import { AGENT_VERSION } from "./version";
 
 export interface AgentOptions {
@@ -52,8 +53,6 @@ export interface AgentRunResult {
   marker: CompletionMarker;
   provenance: ProvenanceRecord;
 }
-
-const seconds = (ms: number) => Math.round(ms) / 1000;
 
 export async function runAgentJob(spec: JobSpec, opts: AgentOptions): Promise<AgentRunResult> {
   const started = Date.now();

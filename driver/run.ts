@@ -11,6 +11,7 @@ import { formatS3Url } from "../job/s3url";
 import type { JobSpec } from "../job/spec";
 import { declareJob } from "../infra/index";
 import { errorMessage } from "../common/errors";
+import { seconds } from "../common/time";
 import { BadInputError, ExitCode, InterruptedError } from "./errors";
 import { explainEngineError, findPulumi, openJobStack } from "./engine";
 import { JobRecord, readJobRecord, writeJobRecord } from "./jobindex";
@@ -66,8 +67,6 @@ export interface RunOptions {
 
 /** Jobs of this process whose stack may hold resources: a second Ctrl-C names them in the cleanup hint. */
 export const activeJobs = new Set<string>();
-
-const seconds = (ms: number) => Math.round(ms / 100) / 10;
 
 /** Run a job, retrying lost compute up to `retries` times; spot falls back to on-demand on the last attempt. */
 export async function runJobWithRetries(resolved: ResolvedJob, options: RunOptions): Promise<JobResult> {
