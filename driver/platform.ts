@@ -12,7 +12,7 @@ import type { JobSpec } from "../job/spec";
 import { encodeUserData, renderUserData, USER_DATA_LIMIT_BYTES } from "../infra/userdata";
 import { defaultLocalWorkDir, localJobAlive, reclaimLocalAgent } from "../infra/local";
 import { BadInputError } from "./errors";
-import { JOB_TAG } from "../job/layout";
+import { JOB_TAG, RECORD_NAMES } from "../job/layout";
 import { PendingCreate, reclaimAws } from "./reclaim";
 
 export type { PlatformName };
@@ -95,7 +95,7 @@ export const localPlatform: Platform = {
     return 0;
   },
   render(spec, agentBundlePath) {
-    return { agentCommand: ["node", agentBundlePath, "--spec", "<spec.json URL>", "--no-poweroff", "--workdir", `<CLOUDCOMPUTE_HOME>/local/${spec.jobId}`] };
+    return { agentCommand: ["node", agentBundlePath, "--spec", `<${RECORD_NAMES.spec} URL>`, "--no-poweroff", "--workdir", `<CLOUDCOMPUTE_HOME>/local/${spec.jobId}`] };
   },
   async findOrphans() {
     return []; // a local agent is only ever started by a stack's LocalJob and stopped by its destroy (or reclaim)
