@@ -8,16 +8,17 @@ import { spawnSync } from "node:child_process";
 import os from "node:os";
 import path from "node:path";
 import yargs from "yargs";
-import type { CompletionMarker } from "../job/records";
-import { joinKey, parseS3Url } from "../job/s3url";
-import { API_VERSION, parseJobSpec, type JobSpec } from "../job/spec";
+import { markerBesideSpec } from "../job/layout";
+import { failureMarker } from "../job/records";
+import { parseS3Url } from "../job/s3url";
+import { parseJobSpec, type JobSpec } from "../job/spec";
 import { errorMessage } from "../common/errors";
 import { JobFailure } from "./errors";
 import { instanceInfo, spotInterruptionNotice, type SpotNotice } from "./instance";
 
 /** EC2 gives a spot instance two minutes' notice: looking every 5 s leaves the agent most of them to stop cleanly. */
 const SPOT_NOTICE_POLL_MS = Number(process.env.CLOUDCOMPUTE_SPOT_POLL_MS ?? 5000);
-import { runJob } from "./run";
+import { runAgentJob } from "./run";
 import { putJson } from "./report";
 import { withRetries } from "../common/retry";
 import { s3ClientFor } from "../common/s3-client";
@@ -63,22 +64,17 @@ async function readSpec(specUrl: string, region: string | undefined): Promise<{ 
 async function writeBootstrapFailure(specUrl: string, raw: unknown, message: string, region: string | undefined): Promise<void> {
   const loc = parseS3Url(specUrl);
   const fields = (raw && typeof raw === "object" ? raw : {}) as { jobId?: unknown; subject?: unknown; launchId?: unknown };
-  const marker: CompletionMarker = {
-    apiVersion: API_VERSION,
+  const marker = failureMarker({
     jobId: typeof fields.jobId === "string" ? fields.jobId : "unknown",
     launchId: typeof fields.launchId === "string" ? fields.launchId : undefined,
     instanceId: (await instanceInfo()).id,
     subject: typeof fields.subject === "string" ? fields.subject : "unknown",
-    outcome: "failed",
     phase: "bootstrap",
     reason: "bootstrap-failed",
     message,
     finishedAt: new Date().toISOString(),
-    outputs: { prefix: "", count: 0, bytes: 0, partial: false },
-    timings: {},
-  };
-  const key = joinKey(path.posix.dirname(loc.key), "marker.json");
-  await putJson(s3ClientFor(loc.bucket, { region }), { bucket: loc.bucket, key }, marker);
+  });
+  await putJson(s3ClientFor(loc.bucket, { region }), markerBesideSpec(loc), marker);
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -132,7 +128,7 @@ export async function main(argv: string[]): Promise<number> {
     }, SPOT_NOTICE_POLL_MS);
     watchSpot.unref();
     stop.signal.addEventListener("abort", () => clearInterval(watchSpot), { once: true });
-    const { marker } = await runJob(spec, {
+    const { marker } = await runAgentJob(spec, {
       signal: stop.signal,
       workdir: args.workdir ?? defaultWorkdir(spec.jobId),
       statusIntervalMs: args["status-interval"] * 1000,

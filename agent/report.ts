@@ -5,7 +5,8 @@
 import { PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { createWriteStream, promises as fsp, WriteStream } from "node:fs";
 import { Writable } from "node:stream";
-import type { AgentStatus, Phase } from "../job/records";
+import { WORKDIR_NAMES } from "../job/layout";
+import { startingStatus, type AgentStatus, type Phase, type RecordIdentity } from "../job/records";
 import type { S3Location } from "../job/s3url";
 import { errorMessage } from "../common/errors";
 import { withRetries } from "../common/retry";
@@ -81,7 +82,7 @@ export async function logForUpload(file: string, size: number): Promise<Buffer> 
     const elided = size - LOG_UPLOAD_HEAD_BYTES - LOG_UPLOAD_TAIL_BYTES;
     return Buffer.concat([
       await read(0, LOG_UPLOAD_HEAD_BYTES),
-      Buffer.from(`\n… ${elided} bytes elided here (the whole log is in agent.log on the instance) …\n`),
+      Buffer.from(`\n… ${elided} bytes elided here (the whole log is in ${WORKDIR_NAMES.log} on the instance) …\n`),
       await read(size - LOG_UPLOAD_TAIL_BYTES, LOG_UPLOAD_TAIL_BYTES),
     ]);
   } finally {
@@ -117,12 +118,11 @@ export class Reporter {
     private readonly client: S3Client,
     private readonly locations: { status: S3Location; log: S3Location },
     /** Which job and launch the status belongs to: the driver ignores a status of another launch. */
-    identity: Pick<AgentStatus, "jobId" | "launchId" | "instanceId">,
+    identity: RecordIdentity,
     private readonly log: JobLog,
     private readonly opts: ReporterOptions = {},
   ) {
-    const now = new Date().toISOString();
-    this.status = { ...identity, phase: "starting", updatedAt: now, startedAt: now, phases: {} };
+    this.status = startingStatus(identity, new Date().toISOString());
   }
 
   start(): void {

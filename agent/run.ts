@@ -6,10 +6,18 @@
 import type { S3Client } from "@aws-sdk/client-s3";
 import { promises as fsp } from "node:fs";
 import path from "node:path";
-import { CONTAINER_PATHS, jobLayout } from "../job/layout";
-import type { CompletionMarker, OutputObject, Phase, ProvenanceRecord } from "../job/records";
+import { CONTAINER_PATHS, jobContainerName, jobLayout, RECORD_NAMES, WORKDIR_NAMES } from "../job/layout";
+import {
+  failureMarker,
+  provenanceRecord,
+  successMarker,
+  type CompletionMarker,
+  type OutputObject,
+  type Phase,
+  type ProvenanceRecord,
+} from "../job/records";
 import { formatS3Url } from "../job/s3url";
-import { API_VERSION, redactSpec, type JobSpec } from "../job/spec";
+import { redactSpec, type JobSpec } from "../job/spec";
 import { expandCommand } from "../job/command";
 import { pullImage, runContainer, type PulledImage, type RunResult } from "./container";
 import type { Mount } from "./runtime-commands";
@@ -23,10 +31,11 @@ import { promoteResults } from "./promote";
 import { JobLog, putJson, Reporter } from "./report";
 import { mapLimit } from "../common/retry";
 import { s3ClientFor } from "../common/s3-client";
+import { seconds } from "../common/time";
 import { AGENT_VERSION } from "./version";
 
 export interface AgentOptions {
-  /** Local working directory: inputs/, outputs/ and agent.log go here. */
+  /** Local working directory: inputs/, outputs/ and the job log go here (job/layout WORKDIR_NAMES). */
   workdir: string;
   /** S3 client for the job's own bucket (control area, outputs) and role inputs; default from the environment. */
   client?: S3Client;
@@ -42,21 +51,20 @@ export interface AgentOptions {
   signal?: AbortSignal;
 }
 
-export interface JobResult {
+/** What the agent's run of a job ends with (the driver's `JobResult` is the job as a whole). */
+export interface AgentRunResult {
   marker: CompletionMarker;
   provenance: ProvenanceRecord;
 }
 
-const seconds = (ms: number) => Math.round(ms) / 1000;
-
-export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResult> {
+export async function runAgentJob(spec: JobSpec, opts: AgentOptions): Promise<AgentRunResult> {
   const started = Date.now();
   const startedAt = new Date(started).toISOString();
   const layout = jobLayout(spec);
   const client = opts.client ?? s3ClientFor(layout.control.bucket, { region: spec.instance.region });
   const workdir = path.resolve(opts.workdir);
-  const inputsDir = path.join(workdir, "inputs");
-  const outputsDir = path.join(workdir, "outputs");
+  const inputsDir = path.join(workdir, WORKDIR_NAMES.inputs);
+  const outputsDir = path.join(workdir, WORKDIR_NAMES.outputs);
   await fsp.mkdir(workdir, { recursive: true });
   // A rerun in the same directory must not see (or upload) a previous run's files.
   await fsp.rm(inputsDir, { recursive: true, force: true });
@@ -65,7 +73,7 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
   await fsp.mkdir(outputsDir);
   await fsp.chmod(outputsDir, 0o777); // images often run as a non-root user
 
-  const log = new JobLog(path.join(workdir, "agent.log"), opts.echo);
+  const log = new JobLog(path.join(workdir, WORKDIR_NAMES.log), opts.echo);
   // Asked once, first: status and marker name the instance, so a reader can tell this launch from an earlier one.
   const instance = await instanceInfo();
   const identity = { jobId: spec.jobId, launchId: spec.launchId, instanceId: instance.id };
@@ -188,7 +196,7 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
         network: spec.container.network,
         mounts,
         workdir: inContainer ? CONTAINER_PATHS.workdir : workdir,
-        name: `cloudcompute-${spec.jobId}-${process.pid}`.replace(/[^A-Za-z0-9_.-]/g, "-"),
+        name: jobContainerName(spec.jobId, process.pid),
         output: log.raw(),
         deadline,
         signal: jobAbort.signal,
@@ -261,8 +269,7 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
   if (failure) log.line(`job failed in phase ${failure.phase ?? phase}: ${failure.reason}: ${failure.message}`);
   const bytes = outputs.reduce((sum, o) => sum + o.size, 0);
   const exitCode = ranContainer && run ? (run.exitCode ?? undefined) : undefined;
-  const provenance: ProvenanceRecord = {
-    apiVersion: API_VERSION,
+  const provenance = provenanceRecord({
     agentVersion: AGENT_VERSION,
     launchId: spec.launchId,
     spec: redactSpec(spec),
@@ -285,7 +292,7 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
     finishedAt: new Date().toISOString(),
     outcome: failure ? "failed" : "succeeded",
     reason: failure?.reason,
-  };
+  });
   try {
     await putJson(client, layout.provenance, provenance);
   } catch (err) {
@@ -296,7 +303,7 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
     ? failure.message
     : `succeeded: ${outputs.length} output(s), ${bytes} bytes in ${formatS3Url(outputPrefix)} after ${seconds(Date.now() - started)} s` +
       (skippedLinks.length > 0
-        ? `; ${skippedLinks.length} symbolic link(s) leading outside the outputs not uploaded (${skippedLinks.slice(0, 3).map((l) => l.path).join(", ")}${skippedLinks.length > 3 ? ", ..." : ""}; see provenance.json)`
+        ? `; ${skippedLinks.length} symbolic link(s) leading outside the outputs not uploaded (${skippedLinks.slice(0, 3).map((l) => l.path).join(", ")}${skippedLinks.length > 3 ? ", ..." : ""}; see ${RECORD_NAMES.provenance})`
         : "");
   reporter.stop();
   reporter.status.message = summary;
@@ -306,13 +313,9 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
   await reporter.uploadLog();
   // Measured, not derived from the total: inputs and pull overlap, so the phases do not add up to the wall time.
   timings.finishing = seconds(Date.now() - finishingStarted);
-  const marker: CompletionMarker = {
-    apiVersion: API_VERSION,
+  const markerFields = {
     ...identity,
     subject: spec.subject,
-    outcome: failure ? "failed" : "succeeded",
-    phase: failure ? (failure.phase ?? phase) : undefined,
-    reason: failure?.reason,
     message: summary,
     exitCode,
     startedAt,
@@ -320,6 +323,9 @@ export async function runJob(spec: JobSpec, opts: AgentOptions): Promise<JobResu
     outputs: { prefix: formatS3Url(outputPrefix), count: outputs.length, bytes, partial },
     timings,
   };
+  const marker = failure
+    ? failureMarker({ ...markerFields, phase: failure.phase ?? phase, reason: failure.reason })
+    : successMarker(markerFields);
   await putJson(client, layout.marker, marker);
   log.line(`marker written to ${formatS3Url(layout.marker)}`);
   await log.close();

@@ -17,7 +17,7 @@ import { pipeline } from "node:stream/promises";
 import { pullImage, runContainer } from "../agent/container";
 import { fetchInput } from "../agent/inputs";
 import { uploadOutputs } from "../agent/outputs";
-import { runJob } from "../agent/run";
+import { runAgentJob as runJob } from "../agent/run";
 import { expandCommand } from "../job/command";
 import { CONTAINER_PATHS, makeJobId } from "../job/layout";
 import { InputSpec, parseJobSpec } from "../job/spec";

@@ -13,6 +13,7 @@ import type { JobSpec } from "../job/spec";
 import { normaliseSubject } from "../job/subject";
 import { BadInputError, ExitCode } from "./errors";
 import { cloudcomputeHome, PACKAGE_ROOT } from "../common/paths";
+import { seconds } from "../common/time";
 import { readRecord } from "./s3";
 import type { JobResult } from "./run";
 import { formatCost, table } from "./summary";
@@ -129,12 +130,12 @@ function startWorker(subject: string, options: BatchOptions, logDir: string): Wo
     child.on("close", (code, signal) => {
       log.end();
       const exitCode = code ?? (signal === "SIGINT" ? ExitCode.interrupted : ExitCode.infra);
-      const seconds = Math.round((Date.now() - started) / 100) / 10;
+      const elapsed = seconds(Date.now() - started);
       const result = parseResult(stdout);
       if (result) {
-        resolve({ subject, outcome: result.outcome, exitCode, jobId: result.jobId, reason: result.reason, message: result.message, costUsd: result.costUsd, seconds, logPath });
+        resolve({ subject, outcome: result.outcome, exitCode, jobId: result.jobId, reason: result.reason, message: result.message, costUsd: result.costUsd, seconds: elapsed, logPath });
       } else {
-        resolve({ subject, outcome: exitCode === ExitCode.interrupted ? "interrupted" : "error", exitCode, message: `worker exited with ${code ?? signal} without a result; see ${logPath}`, seconds, logPath });
+        resolve({ subject, outcome: exitCode === ExitCode.interrupted ? "interrupted" : "error", exitCode, message: `worker exited with ${code ?? signal} without a result; see ${logPath}`, seconds: elapsed, logPath });
       }
     });
   });

@@ -16,7 +16,7 @@ import { backendUrl, cloudcomputeHome } from "../common/paths";
 import { awsPlatform, Orphan, Platform, platformNamed } from "./platform";
 import { formatBytes } from "./progress";
 import { readRecord, readText } from "./s3";
-import { teardown } from "./run";
+import { teardown } from "./teardown";
 import { jobListTable, printable, table } from "./summary";
 import { sleep } from "./wait";
 

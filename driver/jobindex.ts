@@ -5,6 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import type { PlatformName } from "../job/platform";
 import type { Owner } from "./owner";
 import { jobIndexDir } from "../common/paths";
 
@@ -13,7 +14,7 @@ export type JobState = "creating" | "running" | "destroying" | "succeeded" | "fa
 export interface JobRecord {
   jobId: string;
   subject: string;
-  platform: "aws" | "local";
+  platform: PlatformName;
   backend: string;
   state: JobState;
   createdAt: string;

@@ -7,14 +7,15 @@
 import * as fs from "node:fs";
 import { execFileSync } from "node:child_process";
 import type { EC2Client } from "@aws-sdk/client-ec2";
+import type { PlatformName } from "../job/platform";
 import type { JobSpec } from "../job/spec";
 import { encodeUserData, renderUserData, USER_DATA_LIMIT_BYTES } from "../infra/userdata";
 import { defaultLocalWorkDir, localJobAlive, reclaimLocalAgent } from "../infra/local";
 import { BadInputError } from "./errors";
-import { JOB_TAG } from "../job/layout";
+import { JOB_TAG, RECORD_NAMES } from "../job/layout";
 import { PendingCreate, reclaimAws } from "./reclaim";
 
-export type PlatformName = "aws" | "local";
+export type { PlatformName };
 
 export interface ComputeState {
   alive: boolean;
@@ -94,7 +95,7 @@ export const localPlatform: Platform = {
     return 0;
   },
   render(spec, agentBundlePath) {
-    return { agentCommand: ["node", agentBundlePath, "--spec", "<spec.json URL>", "--no-poweroff", "--workdir", `<CLOUDCOMPUTE_HOME>/local/${spec.jobId}`] };
+    return { agentCommand: ["node", agentBundlePath, "--spec", `<${RECORD_NAMES.spec} URL>`, "--no-poweroff", "--workdir", `<CLOUDCOMPUTE_HOME>/local/${spec.jobId}`] };
   },
   async findOrphans() {
     return []; // a local agent is only ever started by a stack's LocalJob and stopped by its destroy (or reclaim)

@@ -3,26 +3,25 @@
  * → refresh → destroy (the stack and its history stay: the audit trail) → confirm nothing is left → summary.
  * Whatever happens after the stack exists — a failed `up`, a lost instance, Ctrl-C — ends in the same teardown.
  */
-import { execFile } from "node:child_process";
-import { promisify } from "node:util";
 import { randomUUID } from "node:crypto";
 import type { Stack } from "@pulumi/pulumi/automation";
-import { ConcurrentUpdateError } from "@pulumi/pulumi/automation";
 import { jobLayout, makeJobId } from "../job/layout";
 import type { CompletionMarker } from "../job/records";
 import { formatS3Url } from "../job/s3url";
-import { JobSpec, redactSpec, emptyPassphraseProblem } from "../job/spec";
-import { declareJob, readAgentBundle, withAgent } from "../infra/index";
+import type { JobSpec } from "../job/spec";
+import { declareJob } from "../infra/index";
 import { errorMessage } from "../common/errors";
-import { BadInputError, ExitCode, InfraError, InterruptedError } from "./errors";
-import { engineEnv, explainEngineError, findPulumi, openJobStack, resourceCount } from "./engine";
+import { seconds } from "../common/time";
+import { BadInputError, ExitCode, InterruptedError } from "./errors";
+import { explainEngineError, findPulumi, openJobStack } from "./engine";
 import { JobRecord, readJobRecord, writeJobRecord } from "./jobindex";
 import { currentOwner, ownerTags } from "./owner";
 import { backendUrl } from "../common/paths";
-import { Platform, platformNamed } from "./platform";
+import { platformNamed } from "./platform";
+import { ensurePlugins, refuseSecretsWithoutPassphrase, stagedSpec } from "./preflight";
 import { createProgress, Progress } from "./progress";
-import { pendingCreates } from "./reclaim";
 import type { ResolvedJob } from "./options";
+import { teardown } from "./teardown";
 import { waitForCompletion, WaitResult } from "./wait";
 
 export type Outcome = "succeeded" | "failed" | "interrupted" | "error" | "dry-run";
@@ -68,8 +67,6 @@ export interface RunOptions {
 
 /** Jobs of this process whose stack may hold resources: a second Ctrl-C names them in the cleanup hint. */
 export const activeJobs = new Set<string>();
-
-const seconds = (ms: number) => Math.round(ms / 100) / 10;
 
 /** Run a job, retrying lost compute up to `retries` times; spot falls back to on-demand on the last attempt. */
 export async function runJobWithRetries(resolved: ResolvedJob, options: RunOptions): Promise<JobResult> {
@@ -300,111 +297,6 @@ function describe(failure: ReturnType<typeof failureOf> | { reason: string } | u
   return `cloudcompute job: ${failure.reason}${detail ? ` — ${detail}` : ""}`.slice(0, 500);
 }
 
-/**
- * The resource plugins the platform needs, in place before anything exists: a missing one is a setup problem to fix
- * with one command (printed with the CLI's full path), not an `up` that fails after the stack was made.
- */
-async function ensurePlugins(platform: Platform): Promise<void> {
-  if (platform.requiredPlugins.length === 0) return;
-  const pulumi = await findPulumi();
-  const run = (args: string[]) =>
-    promisify(execFile)(pulumi.command, args, { env: { ...process.env, ...engineEnv() }, timeout: 10 * 60_000, maxBuffer: 16 * 1024 * 1024 });
-  const listed = await run(["plugin", "ls", "--json"]);
-  const installed = (JSON.parse(listed.stdout.trim() || "[]") ?? []) as Array<{ name: string; kind: string; version: string }>;
-  for (const plugin of platform.requiredPlugins) {
-    const version = plugin.version.replace(/^v/, "");
-    if (installed.some((p) => p.name === plugin.name && p.kind === "resource" && p.version.replace(/^v/, "") === version)) continue;
-    try {
-      await run(["plugin", "install", "resource", plugin.name, version]);
-    } catch (err) {
-      throw new InfraError(
-        `the Pulumi ${plugin.name} provider ${version}, which ${platform.name} jobs need, is not installed and could not be downloaded ` +
-          `(${firstLineOf(errorMessage(err))}). Nothing was created. Install it with:\n  ${pulumi.command} plugin install resource ${plugin.name} ${version}`,
-      );
-    }
-  }
-}
-
-function firstLineOf(text: string): string {
-  return text.split("\n").map((line) => line.trim()).find((line) => /error/i.test(line)) ?? text.split("\n")[0];
-}
-
-/**
- * Refresh (a compute that ended by itself is gone, and a cut-off update's pending creates are dropped), destroy
- * keeping the stack and its history, confirm the stack holds nothing, then delete what the pending creates stood
- * for (found by tag, never just cleared: driver/reclaim.ts). A lock left by our own interrupted update is cleared
- * once. Returns what the reclaim deleted.
- */
-export async function teardown(
-  stack: Stack,
-  jobId: string,
-  message: string,
-  opts: { onOutput?: (text: string) => void; refresh?: boolean; platform: Platform; region?: string },
-): Promise<string[]> {
-  const { onOutput, refresh = true, platform } = opts;
-  const pending = await pendingCreates(stack);
-  // Pending creates are dropped by a refresh only; what they stood for is deleted by the reclaim below.
-  const mustRefresh = refresh || pending.length > 0;
-  const withLockRetry = async <T>(operation: () => Promise<T>): Promise<T> => {
-    try {
-      return await operation();
-    } catch (err) {
-      if (!(err instanceof ConcurrentUpdateError)) throw err;
-      await stack.cancel();
-      return operation();
-    }
-  };
-  if (mustRefresh) {
-    try {
-      await withLockRetry(() => stack.refresh({ onOutput, clearPendingCreates: true, message: `cloudcompute job ${jobId}: refresh before destroy` }));
-    } catch {
-      // Destroy works from the recorded state; a failed refresh must not keep resources alive.
-    }
-  }
-  await withLockRetry(() => stack.destroy({ onOutput, message }));
-  const left = await resourceCount(stack);
-  if (left > 0) throw new InfraError(`the stack of job ${jobId} still holds ${left} resource(s) after destroy`);
-  return platform.reclaim(jobId, opts.region, pending);
-}
-
-/**
- * A secret in state is encrypted with the stack's passphrase; the empty passphrase (the driver's default) makes it
- * decryptable by anyone who can read the backend. A job with secrets (presigned URLs, env values) needs a real one.
- */
-export function refuseSecretsWithoutPassphrase(spec: JobSpec, backend: string): void {
-  if (!/^(file|s3|gs|azblob):/.test(backend)) return; // Pulumi Cloud encrypts secrets itself
-  const problem = emptyPassphraseProblem(spec, process.env);
-  if (problem) throw new BadInputError(problem);
-}
-
-/** The spec as the agent will read it (pointing at the content-addressed bundle); a missing bundle is bad input. */
-function stagedSpec(resolved: ResolvedJob): JobSpec {
-  let bundle;
-  try {
-    bundle = readAgentBundle(resolved.agentBundlePath);
-  } catch (err) {
-    throw new BadInputError(errorMessage(err));
-  }
-  return withAgent(resolved.spec, bundle);
-}
-
-/** `--dry-run`: everything the job would be, nothing created. */
-export function dryRun(resolved: ResolvedJob): Record<string, unknown> {
-  const platform = platformNamed(resolved.platform);
-  const spec = stagedSpec(resolved);
-  const layout = jobLayout(spec);
-  return {
-    dryRun: true,
-    stack: spec.jobId,
-    project: "cloudcompute",
-    backend: backendUrl(resolved.backend),
-    platform: platform.name,
-    spec: redactSpec(spec),
-    specUrl: formatS3Url(layout.spec),
-    resultsUrl: formatS3Url(layout.results),
-    markerUrl: formatS3Url(layout.marker),
-    ...platform.render(spec, resolved.agentBundlePath),
-  };
-}
-
 export { createProgress, Progress };
+// driver/cli.ts takes the dry run from here, beside the run it previews.
+export { dryRun } from "./dry-run";

@@ -9,14 +9,13 @@ import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { agentBundleLocation, jobLayout, launchRecordKeys } from "../job/layout";
 import { formatS3Url } from "../job/s3url";
+import type { PlatformName } from "../job/platform";
 import { JobSpec, parseJobSpec, serialiseJobSpec, specHasSecrets } from "../job/spec";
 import { AwsJob, planAwsJob } from "./aws";
 import { JobStaging, JobStagingArgs } from "./staging";
 
-export type Platform = "aws" | "local";
-
 export interface DeclareJobOptions {
-  platform: Platform;
+  platform: PlatformName;
   /** The built agent (dist/agent.js); its sha256 names it in S3 and the instance verifies it. */
   agentBundlePath: string;
   /** Pause after creating the instance profile (aws only). Default 15 s. */

@@ -10,8 +10,13 @@
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import type { JobSpec } from "../job/spec";
-import { markerUrl } from "../job/layout";
+import { CONTAINER_NAME_PREFIX, markerUrl, WORKDIR_NAMES } from "../job/layout";
 import { cloudcomputeHome } from "../common/paths";
+
+// Plain copies of shared names: the provider's functions are serialised into the state, and a value they use must
+// be captured as itself, not through the module that exports it.
+const JOB_CONTAINER_PREFIX: string = CONTAINER_NAME_PREFIX;
+const SUBJECT_DATA_DIRS: string[] = [WORKDIR_NAMES.inputs, WORKDIR_NAMES.outputs];
 
 export interface LocalJobArgs {
   /** The validated spec (may be a secret output when it holds presigned URLs); only its id and layout are read. */
@@ -141,8 +146,8 @@ async function stopProcess(pid: number, fingerprint: string): Promise<void> {
 }
 
 /**
- * Remove containers the agent started for this job (named `cloudcompute-<jobId>-...`) that outlived it: a killed
- * container client does not take its container along.
+ * Remove containers the agent started for this job (named `cloudcompute-<jobId>-...` by job/layout's
+ * jobContainerName) that outlived it: a killed container client does not take its container along.
  */
 export function removeJobContainers(jobId: string): void {
   const childProcess = require("node:child_process") as typeof import("node:child_process");
@@ -150,7 +155,7 @@ export function removeJobContainers(jobId: string): void {
     let ids: string[];
     try {
       // The filter is a regular expression: a '.' in the job id must match only itself, not another job's name.
-      const name = `^cloudcompute-${jobId.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-`;
+      const name = `^${JOB_CONTAINER_PREFIX}${jobId.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}-`;
       const listed = childProcess.execFileSync(runtime, ["ps", "-aq", "--filter", `name=${name}`], {
         encoding: "utf8",
         stdio: ["ignore", "pipe", "ignore"],
@@ -171,7 +176,7 @@ export function removeJobContainers(jobId: string): void {
 function removeSubjectData(workDir: string): void {
   const fs = require("node:fs") as typeof import("node:fs");
   const pathModule = require("node:path") as typeof import("node:path");
-  for (const dir of ["inputs", "outputs"]) fs.rmSync(pathModule.join(workDir, dir), { recursive: true, force: true });
+  for (const dir of SUBJECT_DATA_DIRS) fs.rmSync(pathModule.join(workDir, dir), { recursive: true, force: true });
 }
 
 const localProcessProvider: pulumi.dynamic.ResourceProvider<LocalProcessInputs, LocalProcessOutputs> = {

@@ -8,7 +8,7 @@
 import { gzipSync } from "node:zlib";
 import { formatS3Url } from "../job/s3url";
 import { jobLayout } from "../job/layout";
-import type { AgentStatus, CompletionMarker } from "../job/records";
+import { failureMarker, startingStatus, type CompletionMarker, type FailureReason } from "../job/records";
 import type { JobSpec } from "../job/spec";
 
 /** EC2's limit on user-data before base64 encoding. */
@@ -17,9 +17,8 @@ export const USER_DATA_LIMIT_BYTES = 16 * 1024;
 export const BOOTSTRAP_LOG_PATH = "/var/log/cloudcompute.log";
 
 /** Placeholders the script fills in at run time; they only ever receive sanitised text. */
-const NOW = "@NOW@";
-const MESSAGE = "@MESSAGE@";
-const INSTANCE = "@INSTANCE@";
+export const BOOTSTRAP_PLACEHOLDERS = { now: "@NOW@", message: "@MESSAGE@", instanceId: "@INSTANCE@" } as const;
+const { now: NOW, message: MESSAGE, instanceId: INSTANCE } = BOOTSTRAP_PLACEHOLDERS;
 
 /**
  * Minutes the instance may spend booting (package installs, Docker start, agent download) before the agent's own
@@ -50,36 +49,30 @@ export function shellQuote(value: string): string {
   return `'${value.replace(/'/g, `'\\''`)}'`;
 }
 
-function failureMarker(spec: JobSpec, reason: CompletionMarker["reason"], phase: CompletionMarker["phase"]): string {
-  const marker: CompletionMarker = {
-    apiVersion: "cloudcompute/v1",
+/**
+ * The records the script may write, built by the same builders as the agent's; the parts only known on the
+ * instance (time, instance id, message) are placeholders that `fill` replaces.
+ */
+function bootstrapFailureMarker(spec: JobSpec, reason: FailureReason, phase: CompletionMarker["phase"]): string {
+  const marker = failureMarker({
     jobId: spec.jobId,
     launchId: spec.launchId,
     instanceId: INSTANCE,
     subject: spec.subject,
-    outcome: "failed",
     phase,
     reason,
     message: MESSAGE,
     finishedAt: NOW,
-    outputs: { prefix: formatS3Url(jobLayout(spec).results), count: 0, bytes: 0, partial: false },
-    timings: {},
-  };
+    resultsPrefix: formatS3Url(jobLayout(spec).results),
+  });
   return JSON.stringify(marker);
 }
 
 function bootingStatus(spec: JobSpec): string {
-  const status: AgentStatus = {
-    jobId: spec.jobId,
-    launchId: spec.launchId,
-    instanceId: INSTANCE,
+  const status = startingStatus({ jobId: spec.jobId, launchId: spec.launchId, instanceId: INSTANCE }, NOW, {
     booting: true,
-    phase: "starting",
-    updatedAt: NOW,
-    startedAt: NOW,
-    phases: {},
     message: "instance booted; installing the container runtime and fetching the agent",
-  };
+  });
   return JSON.stringify(status);
 }
 
@@ -102,8 +95,8 @@ export function bootstrapVariables(spec: JobSpec, host: BootstrapHost = INSTANCE
     GPUS: String(spec.container.gpus),
     // The agent stops the container at max runtime; this is the backstop if anything (agent included) hangs.
     WATCHDOG_MINUTES: String(BOOT_ALLOWANCE_MINUTES + spec.limits.maxRuntimeMinutes + spec.limits.graceMinutes),
-    BOOTSTRAP_FAILED_MARKER: failureMarker(spec, "bootstrap-failed", "bootstrap"),
-    AGENT_CRASHED_MARKER: failureMarker(spec, "internal-error", undefined),
+    BOOTSTRAP_FAILED_MARKER: bootstrapFailureMarker(spec, "bootstrap-failed", "bootstrap"),
+    AGENT_CRASHED_MARKER: bootstrapFailureMarker(spec, "internal-error", undefined),
     BOOTING_STATUS: bootingStatus(spec),
     LOG_FILE: host.logFile,
     AGENT_DIR: host.agentDir,

@@ -4,3 +4,4 @@ export * from "./subject";
 export * from "./s3url";
 export * from "./layout";
 export * from "./records";
+export * from "./platform";

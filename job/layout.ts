@@ -1,7 +1,9 @@
 /**
- * Names and places derived from a spec: stack names, the S3 layout of a job, and the paths the container sees.
- * Every part (driver, stack program, agent) takes them from here so they cannot drift apart.
+ * Names and places derived from a spec: stack names, the S3 layout of a job, the agent's work directory, container
+ * names and the paths the container sees. Every part (driver, stack program, user-data, agent) takes them from here
+ * so they cannot drift apart.
  */
+import * as path from "node:path";
 import { formatS3Url, joinKey, parseS3Url, S3Location } from "./s3url";
 import type { JobSpec } from "./spec";
 
@@ -11,6 +13,16 @@ export const CONTROL_DIR = "_cloudcompute";
 export const JOB_TAG = "cloudcompute:job";
 /** Per-subject records in the private area (results pointers); a reserved job id (job/spec.ts). */
 export const SUBJECTS_DIR = "subjects";
+
+/** The file names of a job's records in its private area (`<prefix>/_cloudcompute/<jobId>/<name>`). */
+export const RECORD_NAMES = {
+  spec: "spec.json",
+  status: "status.json",
+  log: "agent.log",
+  provenance: "provenance.json",
+  marker: "marker.json",
+  bootstrapLog: "bootstrap.log",
+} as const;
 
 /**
  * A stack name (and job id) per job that satisfies Pulumi's rules (letters, digits, '-', '_', '.'; ≤ 100 chars) and
@@ -55,12 +67,12 @@ export function jobLayout(spec: Pick<JobSpec, "jobId" | "subject" | "outputs"> &
   return {
     results: { bucket: prefix.bucket, key: joinKey(prefix.key, spec.subject) + "/" },
     control: { bucket: prefix.bucket, key: joinKey(prefix.key, CONTROL_DIR, spec.jobId) + "/" },
-    spec: controlKey("spec.json"),
-    status: controlKey("status.json"),
-    log: controlKey("agent.log"),
-    provenance: controlKey("provenance.json"),
-    marker: controlKey("marker.json"),
-    bootstrapLog: controlKey("bootstrap.log"),
+    spec: controlKey(RECORD_NAMES.spec),
+    status: controlKey(RECORD_NAMES.status),
+    log: controlKey(RECORD_NAMES.log),
+    provenance: controlKey(RECORD_NAMES.provenance),
+    marker: controlKey(RECORD_NAMES.marker),
+    bootstrapLog: controlKey(RECORD_NAMES.bootstrapLog),
     // Per launch: two launches under one job id (a reused stack name on two backends sharing the prefix, a second
     // `pulumi up`) never upload into one set, so a promotion copies only what its own job wrote.
     outputs: { bucket: prefix.bucket, key: joinKey(prefix.key, CONTROL_DIR, spec.jobId, ...(spec.launchId ? ["launch", spec.launchId] : []), "outputs") + "/" },
@@ -80,8 +92,34 @@ export function agentBundleLocation(outputPrefix: string, sha256: string): S3Loc
   return { bucket: prefix.bucket, key: joinKey(prefix.key, CONTROL_DIR, "agent", `agent-${sha256}.js`) };
 }
 
+/**
+ * The completion marker beside a staged spec: where the agent reports a spec it cannot read (it then knows no
+ * job id or prefix, only the spec's own location, which is in the job's private area by layout).
+ */
+export function markerBesideSpec(spec: S3Location): S3Location {
+  return { bucket: spec.bucket, key: joinKey(path.posix.dirname(spec.key), RECORD_NAMES.marker) };
+}
+
 export function markerUrl(spec: Pick<JobSpec, "jobId" | "subject" | "outputs">): string {
   return formatS3Url(jobLayout(spec).marker);
+}
+
+/**
+ * The agent's local work directory (`--workdir`): inputs and outputs (the subject's data, which the local platform
+ * removes when the job ends) and the full job log.
+ */
+export const WORKDIR_NAMES = {
+  inputs: "inputs",
+  outputs: "outputs",
+  log: RECORD_NAMES.log,
+} as const;
+
+/** Containers the agent starts are named `cloudcompute-<jobId>-<pid>`: the local platform finds leftovers by it. */
+export const CONTAINER_NAME_PREFIX = "cloudcompute-";
+
+/** The name of the container the agent (process `pid`) runs for a job; only characters every runtime accepts. */
+export function jobContainerName(jobId: string, pid: number): string {
+  return `${CONTAINER_NAME_PREFIX}${jobId}-${pid}`.replace(/[^A-Za-z0-9_.-]/g, "-");
 }
 
 /** Paths inside the container (and under the agent's work directory for runtime `none`). */

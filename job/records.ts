@@ -3,9 +3,11 @@
  * the completion marker (written last) and the provenance record. Shared types so both sides agree.
  *
  * Status and marker are read back from S3, where anything with write access to the job's area could have put them:
- * readers parse them with the schemas below (`parseCompletionMarker`, `parseAgentStatus`), never cast.
+ * readers parse them with the schemas below (`parseCompletionMarker`, `parseAgentStatus`), never cast. Writers
+ * (agent, user-data renderer) build them with the builders below, so every writer emits the same shape.
  */
 import { z } from "zod";
+import { API_VERSION } from "./spec";
 
 export const PHASES = ["starting", "inputs", "pull", "run", "outputs", "finishing", "done"] as const;
 export const Phase = z.enum(PHASES);
@@ -64,7 +66,7 @@ export const OutputObject = z.object({
 export type OutputObject = z.infer<typeof OutputObject>;
 
 export const CompletionMarker = z.object({
-  apiVersion: z.literal("cloudcompute/v1"),
+  apiVersion: z.literal(API_VERSION),
   jobId: z.string(),
   /** The launch this marker ends (spec.launchId): a marker of another launch says nothing about this one. */
   launchId: z.string().optional(),
@@ -92,7 +94,7 @@ export type CompletionMarker = z.infer<typeof CompletionMarker>;
  * outputs `<prefix>/<subject>/` holds. `complete: false` while (or because) a promotion was cut off.
  */
 export const ResultsPointer = z.object({
-  apiVersion: z.literal("cloudcompute/v1"),
+  apiVersion: z.literal(API_VERSION),
   jobId: z.string(),
   launchId: z.string().optional(),
   /** The promotion that wrote it: a writer recognises its own pointer when a write's answer was lost. */
@@ -111,7 +113,7 @@ export function parseResultsPointer(value: unknown): ResultsPointer | undefined 
 }
 
 export interface ProvenanceRecord {
-  apiVersion: "cloudcompute/v1";
+  apiVersion: typeof API_VERSION;
   agentVersion: string;
   launchId?: string;
   /** The spec with presigned URLs and env values redacted. */
@@ -153,4 +155,74 @@ export function belongsToLaunch(
   if (record.launchId !== expected.launchId) return false;
   if (expected.instanceId && record.instanceId && record.instanceId !== expected.instanceId) return false;
   return true;
+}
+
+/** Who writes a record: the job, the launch and (when known) the instance. */
+export type RecordIdentity = Pick<AgentStatus, "jobId" | "launchId" | "instanceId">;
+
+/**
+ * The first status of a launch, at ISO time `at`: the agent's, or the user-data's (`booting`) while the instance
+ * boots and the agent is not running yet.
+ */
+export function startingStatus(identity: RecordIdentity, at: string, extra: Pick<AgentStatus, "booting" | "message"> = {}): AgentStatus {
+  return {
+    ...identity,
+    ...(extra.booting ? { booting: true } : {}),
+    phase: "starting",
+    updatedAt: at,
+    startedAt: at,
+    phases: {},
+    ...(extra.message !== undefined ? { message: extra.message } : {}),
+  };
+}
+
+/** What every completion marker says besides its outcome. */
+export type MarkerFields = RecordIdentity &
+  Pick<CompletionMarker, "subject" | "message" | "exitCode" | "startedAt" | "finishedAt"> &
+  Partial<Pick<CompletionMarker, "outputs" | "timings">>;
+
+/** Nothing uploaded: a job that failed before its outputs phase. */
+const NO_OUTPUTS = (prefix = ""): CompletionMarker["outputs"] => ({ prefix, count: 0, bytes: 0, partial: false });
+
+function completionMarker(
+  fields: MarkerFields,
+  outcome: CompletionMarker["outcome"],
+  failure?: Pick<CompletionMarker, "phase" | "reason">,
+): CompletionMarker {
+  return {
+    apiVersion: API_VERSION,
+    jobId: fields.jobId,
+    launchId: fields.launchId,
+    instanceId: fields.instanceId,
+    subject: fields.subject,
+    outcome,
+    phase: failure?.phase,
+    reason: failure?.reason,
+    message: fields.message,
+    exitCode: fields.exitCode,
+    startedAt: fields.startedAt,
+    finishedAt: fields.finishedAt,
+    outputs: fields.outputs ?? NO_OUTPUTS(),
+    timings: fields.timings ?? {},
+  };
+}
+
+export function successMarker(fields: MarkerFields & Pick<CompletionMarker, "outputs" | "timings">): CompletionMarker {
+  return completionMarker(fields, "succeeded");
+}
+
+/**
+ * A failure marker: the agent's, the agent's when it cannot read its spec, and the user-data's (bootstrap failed,
+ * agent crashed). Without `outputs` it says nothing was uploaded (to `resultsPrefix`, when given).
+ */
+export function failureMarker(
+  fields: MarkerFields & Required<Pick<CompletionMarker, "reason">> & Pick<CompletionMarker, "phase"> & { resultsPrefix?: string },
+): CompletionMarker {
+  const { phase, reason, resultsPrefix, ...rest } = fields;
+  return completionMarker({ ...rest, outputs: rest.outputs ?? NO_OUTPUTS(resultsPrefix) }, "failed", { phase, reason });
+}
+
+/** The provenance record: what ran, on what, with which inputs and outputs. */
+export function provenanceRecord(fields: Omit<ProvenanceRecord, "apiVersion">): ProvenanceRecord {
+  return { apiVersion: API_VERSION, ...fields };
 }

@@ -13,7 +13,7 @@ import path from "node:path";
 import { CreateAccessKeyCommand, CreateRoleCommand, CreateUserCommand, IAMClient, PutRolePolicyCommand, PutUserPolicyCommand } from "@aws-sdk/client-iam";
 import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { AssumeRoleCommand, STSClient } from "@aws-sdk/client-sts";
-import { runJob } from "../agent/run";
+import { runAgentJob } from "../agent/run";
 import { withAgent } from "../infra/index";
 import { jobPolicyDocument } from "../infra/policy";
 import { jobLayout } from "../job/layout";
@@ -94,7 +94,7 @@ describe("agent under the job role's policy, IAM enforced (moto)", function () {
   });
 
   it("runs a whole job with the role's credentials: input, multipart outputs, promotion, provenance, marker", async () => {
-    const { marker } = await runJob(spec, { workdir: dir, client: role, statusIntervalMs: 500, logIntervalMs: 1000, upload: { partSize: 5 * 1024 * 1024 } });
+    const { marker } = await runAgentJob(spec, { workdir: dir, client: role, statusIntervalMs: 500, logIntervalMs: 1000, upload: { partSize: 5 * 1024 * 1024 } });
     expect(marker.outcome, marker.message).to.equal("succeeded");
     expect(marker.outputs.prefix).to.equal(`s3://${BUCKET}/${layout.results.key}`);
     expect(marker.outputs.count).to.equal(2);

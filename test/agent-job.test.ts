@@ -1,5 +1,5 @@
 /**
- * Whole jobs through runJob: moto S3 via the real SDK, podman + runc pulling a busybox image from a local registry,
+ * Whole jobs through runAgentJob: moto S3 via the real SDK, podman + runc pulling a busybox image from a local registry,
  * a synthetic ABCD archive with a real NIfTI-1 image, and a container script that reads the header and writes
  * several outputs. Every failure reason gets its own job; none may ever write a success marker.
  */
@@ -14,7 +14,7 @@ import path from "node:path";
 import { jobLayout } from "../job/layout";
 import type { AgentStatus, CompletionMarker, FailureReason, ProvenanceRecord } from "../job/records";
 import { parseJobSpec, type JobSpec, type JobSpecInput } from "../job/spec";
-import { runJob, type AgentOptions, type JobResult } from "../agent/run";
+import { runAgentJob, type AgentOptions, type AgentRunResult } from "../agent/run";
 import { MAX_PARTS, partSizeFor } from "../agent/upload";
 import { findSuccess } from "../driver/batch";
 import { scenario } from "./support/reliability";
@@ -130,7 +130,7 @@ describe("agent jobs (moto S3 + podman)", function () {
     const writes: Write[] = [];
     const workdir = opts.workdir ?? mkdtempSync(path.join(tmpdir(), "cc-job-"));
     workdirs.push(workdir);
-    const result: JobResult = await runJob(spec, {
+    const result: AgentRunResult = await runAgentJob(spec, {
       workdir,
       client: recordingClient(writes, opts.deny),
       statusIntervalMs: 200,

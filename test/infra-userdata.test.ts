@@ -12,10 +12,19 @@ import * as path from "node:path";
 import { gunzipSync } from "node:zlib";
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { withAgent } from "../infra";
-import { BOOT_ALLOWANCE_MINUTES, encodeUserData, renderUserData, shellQuote, USER_DATA_LIMIT_BYTES, INSTANCE_HOST } from "../infra/userdata";
+import {
+  BOOT_ALLOWANCE_MINUTES,
+  BOOTSTRAP_PLACEHOLDERS,
+  bootstrapVariables,
+  encodeUserData,
+  renderUserData,
+  shellQuote,
+  USER_DATA_LIMIT_BYTES,
+  INSTANCE_HOST,
+} from "../infra/userdata";
 import { jobLayout } from "../job/layout";
 import { formatS3Url } from "../job/s3url";
-import type { CompletionMarker } from "../job/records";
+import { parseAgentStatus, parseCompletionMarker, type CompletionMarker } from "../job/records";
 import type { JobSpec } from "../job/spec";
 import { kwykSpec, PRESIGNED_URL } from "./support/job-specs";
 import { MotoServer, startMoto } from "../sandbox/moto";
@@ -98,6 +107,28 @@ describe("infra: user-data rendering", () => {
     const out = execFileSync("bash", ["-c", `${header}\nprintf '%s' "$BOOTSTRAP_FAILED_MARKER"`], { encoding: "utf8" });
     expect(JSON.parse(out).outputs.prefix).to.equal(formatS3Url(jobLayout(spec).results));
     expect(existsSync(path.join(scratch, "pwned2"))).to.equal(false);
+  });
+
+  it("the records the script writes, once filled in, are valid markers and status (job/records schemas)", () => {
+    const spec = JOBS.cpu;
+    const fill = (template: string) =>
+      template
+        .replaceAll(BOOTSTRAP_PLACEHOLDERS.now, "2026-11-25T10:00:00Z")
+        .replaceAll(BOOTSTRAP_PLACEHOLDERS.message, "bootstrap step failed: install packages (exit code 1)")
+        .replaceAll(BOOTSTRAP_PLACEHOLDERS.instanceId, "i-0123456789abcdef0");
+    const vars = bootstrapVariables(spec);
+    for (const name of ["BOOTSTRAP_FAILED_MARKER", "AGENT_CRASHED_MARKER"]) {
+      const marker = parseCompletionMarker(JSON.parse(fill(vars[name])));
+      expect(marker, name).to.not.equal(undefined);
+      expect(marker!.outcome, name).to.equal("failed");
+      expect(marker!.launchId, name).to.equal(spec.launchId);
+      expect(marker!.instanceId, name).to.equal("i-0123456789abcdef0");
+    }
+    expect(parseCompletionMarker(JSON.parse(fill(vars.BOOTSTRAP_FAILED_MARKER)))!.reason).to.equal("bootstrap-failed");
+    expect(parseCompletionMarker(JSON.parse(fill(vars.AGENT_CRASHED_MARKER)))!.reason).to.equal("internal-error");
+    const status = parseAgentStatus(JSON.parse(fill(vars.BOOTING_STATUS)));
+    expect(status?.booting).to.equal(true);
+    expect(status?.phase).to.equal("starting");
   });
 
   it("gzips and base64-encodes user-data over 16 KB, losslessly", () => {
