@@ -3,6 +3,7 @@
  * the driver's flags and their `--help` text (driver/cli.ts, driver/options.ts) and the reference table in
  * docs/configuration.md (checked by test/config-keys.test.ts), so a key cannot exist in one place and not another.
  */
+import { PLATFORM_NAMES } from "./platform";
 
 /** How a config value is written (Pulumi hands lists and maps to programs as JSON text). */
 export type ValueKind = "string" | "integer" | "boolean" | "command" | "stringList" | "stringMap" | "inputs";
@@ -187,7 +188,7 @@ export const DEPLOY_KEYS = {
   platform: {
     key: "cloudcompute:platform", kind: "string", expected: "aws or local", defaultValue: "aws",
     help: "Where the job runs: aws (EC2) or local (the agent as a process on this machine, same stack lifecycle)",
-    flag: { name: "platform", form: "text", choices: ["aws", "local"] },
+    flag: { name: "platform", form: "text", choices: PLATFORM_NAMES },
   },
   agentBundle: {
     key: "cloudcompute:agentBundle", kind: "string", expected: "the path of the built agent bundle", defaultValue: "dist/agent.js",

@@ -7,6 +7,7 @@
  */
 import { CONFIG_KEYS, DEPLOY_KEYS, KNOWN_KEYS, type ValueKind } from "./config-keys";
 import { makeJobId } from "./layout";
+import { isPlatformName, type PlatformName } from "./platform";
 import { formatPath, JobSpec, API_VERSION } from "./spec";
 
 /**
@@ -88,13 +89,13 @@ function defaultJobId(subject: string, now: Date): string {
 }
 
 export interface DeployConfig {
-  platform: "aws" | "local";
+  platform: PlatformName;
   agentBundlePath?: string;
 }
 
 export function deployConfigFromConfig(get: ConfigLookup): DeployConfig {
   const platform = get(DEPLOY_KEYS.platform.key) ?? "aws";
-  if (platform !== "aws" && platform !== "local") {
+  if (!isPlatformName(platform)) {
     throw new ConfigError([`${DEPLOY_KEYS.platform.key}: got "${platform}": expected ${DEPLOY_KEYS.platform.expected}`]);
   }
   return { platform, agentBundlePath: get(DEPLOY_KEYS.agentBundle.key) };
@@ -200,7 +201,7 @@ function setAt(target: Record<string, unknown>, path: readonly string[], value: 
  * instance that means as root with the job role's credentials at hand, able to write the job's marker and results
  * itself. It is for `--platform local`, where the host is the user's own machine.
  */
-export function checkPlatformSupport(spec: JobSpec, platform: "aws" | "local"): void {
+export function checkPlatformSupport(spec: JobSpec, platform: PlatformName): void {
   if (platform === "aws" && spec.container.runtime === "apptainer" && spec.container.network === "bridge") {
     // Without --net, apptainer shares the host's network namespace: IMDS is then one hop away for the job's code.
     throw new ConfigError([
