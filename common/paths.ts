@@ -6,6 +6,7 @@
 import * as os from "node:os";
 import * as path from "node:path";
 import { pathToFileURL } from "node:url";
+import { isJobId } from "../job/layout";
 
 export function cloudcomputeHome(): string {
   return process.env.CLOUDCOMPUTE_HOME || path.join(os.homedir(), ".cloudcompute");
@@ -21,6 +22,8 @@ export function backendUrl(configured?: string): string {
 
 /** One Pulumi workspace directory per job: concurrently updated stacks must not share settings files. */
 export function jobWorkspaceDir(jobId: string): string {
+  // A crafted id such as ../../project must never name a directory outside the home (Pulumi writes Pulumi.yaml there).
+  if (!isJobId(jobId)) throw new Error(`"${jobId}" is not a job id`);
   return path.join(cloudcomputeHome(), "work", jobId);
 }
 

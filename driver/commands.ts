@@ -288,10 +288,6 @@ export async function gc(options: { dryRun: boolean; backend?: string; aws: bool
       report.failed.push({ jobId: stack.name, error: errorMessage(err) });
     }
   }
-  // A local job's data outlives it only by accident; stacks still holding resources keep theirs until destroyed.
-  const holding = new Set(stacks.filter((s) => s.resourceCount && !report.destroyed.includes(s.name)).map((s) => s.name));
-  report.localDataRemoved = staleLocalData(holding, !options.dryRun);
-  for (const jobId of report.localDataRemoved) options.log(`${options.dryRun ? "would delete" : "deleted"} the inputs and outputs left in ${defaultLocalWorkDir(jobId)} (logs kept)`);
   if (options.aws) {
     const records = listJobRecords();
     const owned = new Set(records.filter((r) => r.instanceId && ["creating", "running", "destroying"].includes(r.state) && ownerState(recordOwner(r)) !== "dead").map((r) => r.instanceId!));
@@ -304,6 +300,17 @@ export async function gc(options: { dryRun: boolean; backend?: string; aws: bool
     if (report.orphans.length > 0) {
       options.log(`instances tagged by cloudcompute whose job has no stack with resources in this backend (a job of another backend may still own one: check JOB before terminating):\n${table(["INSTANCE", "JOB", "STATE", "LAUNCHED"], report.orphans.map((o) => [o.instanceId, o.jobId ?? "", o.state ?? "", o.launchedAt ?? ""]))}`);
     }
+  }
+  // A local job's data outlives it only by accident; stacks still holding resources keep theirs until destroyed.
+  // Last, so that nothing on this disk can stand in the way of the orphan search above.
+  const holding = new Set(stacks.filter((s) => s.resourceCount && !report.destroyed.includes(s.name)).map((s) => s.name));
+  const local = staleLocalData(holding, !options.dryRun);
+  report.localDataRemoved = local.found;
+  for (const jobId of local.found) options.log(`${options.dryRun ? "would delete" : "deleted"} the inputs and outputs left in ${defaultLocalWorkDir(jobId)} (logs kept)`);
+  for (const { jobId, error } of local.failed) {
+    const dir = defaultLocalWorkDir(jobId);
+    options.log(`could not delete the data left in ${dir}: ${error} (files a container wrote as root: sudo rm -rf ${dir}/inputs ${dir}/outputs)`);
+    report.failed.push({ jobId, error: `local data: ${error}` });
   }
   return report;
 }

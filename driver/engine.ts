@@ -5,6 +5,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { isJobId } from "../job/layout";
 import {
   ConcurrentUpdateError,
   LocalWorkspace,
@@ -159,6 +160,7 @@ export interface OpenStackOptions extends EngineSettings {
 
 /** Open (create or select) a job's stack in the job's own workspace directory. */
 export async function openJobStack(options: OpenStackOptions): Promise<Stack> {
+  if (!isJobId(options.jobId)) throw new BadInputError(`"${options.jobId}" is not a job id (job-<subject>-<time>, as list shows them)`);
   const workDir = jobWorkspaceDir(options.jobId);
   fs.mkdirSync(workDir, { recursive: true });
   const envVars = engineEnv(options);

@@ -5,6 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { isJobId } from "../job/layout";
 import type { PlatformName } from "../job/platform";
 import type { Owner } from "./owner";
 import { jobIndexDir } from "../common/paths";
@@ -47,7 +48,7 @@ export interface JobRecord {
 }
 
 function recordPath(jobId: string): string {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/.test(jobId)) throw new Error(`"${jobId}" is not a job id`);
+  if (!isJobId(jobId)) throw new Error(`"${jobId}" is not a job id`);
   return path.join(jobIndexDir(), `${jobId}.json`);
 }
 

@@ -10,7 +10,7 @@
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import type { JobSpec } from "../job/spec";
-import { CONTAINER_NAME_PREFIX, markerUrl, WORKDIR_NAMES } from "../job/layout";
+import { CONTAINER_NAME_PREFIX, isJobId, markerUrl, WORKDIR_NAMES } from "../job/layout";
 import { cloudcomputeHome } from "../common/paths";
 
 // Plain copies of shared names: the provider's functions are serialised into the state, and a value they use must
@@ -309,32 +309,45 @@ export async function reclaimLocalAgent(workDir: string, jobId: string): Promise
   return stopped;
 }
 
-/** Is the agent behind a LocalJob instance id (`local:<pid>:<fingerprint>`) still running? */
 /**
  * Local work directories still holding a subject's inputs or outputs although no agent runs there (a job that ended
- * before destroy removed them, or an older version that kept them): `gc` deletes their data, keeping the logs.
+ * before destroy removed them, or an older version that kept them): `gc` deletes their data, keeping the logs. Only
+ * real directories named like a job are looked at (a symlink may lead anywhere); a directory that cannot be emptied
+ * (files a root container wrote) is reported, never a reason to stop.
  */
-export function staleLocalData(skip: ReadonlySet<string>, remove: boolean): string[] {
+export function staleLocalData(skip: ReadonlySet<string>, remove: boolean): { found: string[]; failed: Array<{ jobId: string; error: string }> } {
   const fs = require("node:fs") as typeof import("node:fs");
   const root = path.join(cloudcomputeHome(), "local");
   const found: string[] = [];
-  for (const jobId of fs.existsSync(root) ? fs.readdirSync(root) : []) {
-    if (skip.has(jobId)) continue;
+  const failed: Array<{ jobId: string; error: string }> = [];
+  for (const entry of fs.existsSync(root) ? fs.readdirSync(root, { withFileTypes: true }) : []) {
+    const jobId = entry.name;
+    if (skip.has(jobId) || !isJobId(jobId) || !entry.isDirectory()) continue;
     const workDir = path.join(root, jobId);
     if (!["inputs", "outputs"].some((dir) => fs.existsSync(path.join(workDir, dir)))) continue;
-    let agent: string | undefined;
+    if (agentRunsIn(workDir)) continue;
     try {
-      agent = fs.readFileSync(path.join(workDir, "agent.pid"), "utf8").trim();
-    } catch {
-      /* no agent was ever started here */
+      if (remove) removeSubjectData(workDir);
+      found.push(jobId);
+    } catch (err) {
+      failed.push({ jobId, error: (err as Error).message });
     }
-    if (agent && localJobAlive(agent)) continue;
-    if (remove) removeSubjectData(workDir);
-    found.push(jobId);
   }
-  return found;
+  return { found, failed };
 }
 
+/** Is an agent recorded in `workDir/agent.pid` still running? Only a small regular file is read (a FIFO would block). */
+function agentRunsIn(workDir: string): boolean {
+  const fs = require("node:fs") as typeof import("node:fs");
+  const pidFile = path.join(workDir, "agent.pid");
+  const stat = fs.lstatSync(pidFile, { throwIfNoEntry: false });
+  if (!stat) return false;
+  // Anything odd in place of the pid file: assume an agent may run, and leave the data alone.
+  if (!stat.isFile() || stat.size > 512) return true;
+  return localJobAlive(fs.readFileSync(pidFile, "utf8").trim());
+}
+
+/** Is the agent behind a LocalJob instance id (`local:<pid>:<fingerprint>`) still running? */
 export function localJobAlive(instanceId: string): boolean {
   const { pid, fingerprint } = parseProcessId(instanceId.replace(/^local:/, ""));
   return processFingerprint(pid) === fingerprint;

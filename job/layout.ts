@@ -24,6 +24,13 @@ export const RECORD_NAMES = {
   bootstrapLog: "bootstrap.log",
 } as const;
 
+/** What a job id (a stack name) may be: Pulumi's rules, and never a path (no '/', no leading '.'). */
+export const JOB_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+
+export function isJobId(value: string): boolean {
+  return JOB_ID_PATTERN.test(value);
+}
+
 /**
  * A stack name (and job id) per job that satisfies Pulumi's rules (letters, digits, '-', '_', '.'; ≤ 100 chars) and
  * sorts by time for one subject: `job-<subject>-<YYYYMMDDTHHMMSSmmmZ>`.

@@ -9,6 +9,7 @@ import { inputLayout } from "./input-file";
 import { unknownPlaceholders } from "./command";
 import { parseS3Url } from "./s3url";
 import { normaliseSubject } from "./subject";
+import { JOB_ID_PATTERN } from "./layout";
 
 export const API_VERSION = "cloudcompute/v1" as const;
 
@@ -169,7 +170,7 @@ export const JobSpec = z
     apiVersion: z.literal(API_VERSION),
     jobId: z
       .string()
-      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/, "expected a Pulumi-compatible stack name")
+      .regex(JOB_ID_PATTERN, "expected a Pulumi-compatible stack name")
       .refine((id) => !RESERVED_JOB_IDS.includes(id.toLowerCase()), {
         message: `${RESERVED_JOB_IDS.map((id) => `"${id}"`).join(", ")} are reserved: they name shared folders in the job area`,
       }),

@@ -3,7 +3,7 @@
  * would otherwise keep ~41 GB of extracted input), keeps its logs, and never touches a job whose agent is alive.
  */
 import { expect } from "chai";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { processFingerprint } from "../infra/local";
@@ -50,6 +50,37 @@ describe("gc: local job data left on disk", function () {
       expect(fs.existsSync(path.join(running, "outputs", "seg.nii")), "a live agent's outputs").to.equal(true);
     } finally {
       live.kill();
+      fs.rmSync(path.join(sandbox.home, "local", "job-running-20260101T000000000Z"), { recursive: true, force: true });
     }
+  });
+
+  it("never follows a symlinked job directory, ignores names that are no job id, and never blocks on a FIFO pid file", async () => {
+    const elsewhere = fs.mkdtempSync(path.join(sandbox.home, "..", "cc-elsewhere-"));
+    for (const sub of ["inputs", "outputs"]) fs.mkdirSync(path.join(elsewhere, sub));
+    fs.writeFileSync(path.join(elsewhere, "inputs", "precious.nii"), "not the tool's to delete");
+    fs.symlinkSync(elsewhere, path.join(sandbox.home, "local", "job-linked-20260101T000000000Z"));
+    const notAJob = path.join(sandbox.home, "local", ".backup");
+    fs.mkdirSync(path.join(notAJob, "inputs"), { recursive: true });
+    const fifoJob = localJob("job-fifo-20260101T000000000Z", "");
+    fs.rmSync(path.join(fifoJob, "agent.pid"));
+    spawnSync("mkfifo", [path.join(fifoJob, "agent.pid")]);
+
+    const res = await sandbox.run(["gc", "--json"]);
+    expect(res.code, res.stderr).to.equal(0);
+    expect(JSON.parse(res.stdout).localDataRemoved).to.deep.equal([]);
+    expect(fs.readFileSync(path.join(elsewhere, "inputs", "precious.nii"), "utf8")).to.equal("not the tool's to delete");
+    expect(fs.existsSync(path.join(notAJob, "inputs"))).to.equal(true);
+    expect(fs.existsSync(path.join(fifoJob, "inputs")), "data beside an odd pid file is left alone").to.equal(true);
+  });
+
+  it("a crafted job id never names a directory outside the home: history ../../x is refused, nothing written", async () => {
+    const victim = fs.mkdtempSync(path.join(sandbox.home, "..", "cc-victim-"));
+    fs.writeFileSync(path.join(victim, "Pulumi.yaml"), "name: my-own-project\nruntime: python\n");
+    const crafted = path.relative(path.join(sandbox.home, "work"), victim);
+    for (const command of ["history", "cancel", "status"]) {
+      const res = await sandbox.run([command, crafted]);
+      expect(res.code, `${command}: ${res.stderr}`).to.equal(2);
+    }
+    expect(fs.readFileSync(path.join(victim, "Pulumi.yaml"), "utf8")).to.equal("name: my-own-project\nruntime: python\n");
   });
 });
