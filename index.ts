@@ -2,6 +2,7 @@
  * The stack program for `pulumi up` by hand: one job from stack config (`cloudcompute:*` keys and `aws:region`).
  * The driver runs the same `declareJob` as an inline program instead; both read config through job/config.ts.
  */
+import * as fs from "node:fs";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { checkConfigKeys, checkPlatformSupport, ConfigError, ConfigLookup, deployConfigFromConfig, specFromConfig } from "./job/config";
@@ -19,7 +20,8 @@ const get: ConfigLookup = (key) => {
 function resolve() {
   try {
     checkConfigKeys(Object.keys(pulumi.runtime.allConfig()));
-    const spec = specFromConfig(get);
+    // A manifest path in stack config is relative to the project directory, where `pulumi up` runs.
+    const spec = specFromConfig(get, {}, new Date(), { readFile: (file) => fs.readFileSync(path.resolve(file), "utf8") });
     const deploy = deployConfigFromConfig(get);
     checkPlatformSupport(spec, deploy.platform);
     // The stack's secrets provider is the passphrase one whenever the CLI hands us a passphrase variable.

@@ -6,7 +6,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { load as loadYaml } from "js-yaml";
-import { camelCase, CONFIG_KEYS, DEPLOY_KEYS, type KeyFlag } from "../job/config-keys";
+import { camelCase, DEPLOY_KEYS, SOURCE_KEYS, SPEC_SOURCE_KEYS, type KeyFlag } from "../job/config-keys";
 import { checkConfigKeys, checkPlatformSupport, ConfigError, ConfigLookup, deployConfigFromConfig, specFromConfig } from "../job/config";
 import type { JobSpec } from "../job/spec";
 import { BadInputError } from "./errors";
@@ -109,7 +109,7 @@ function flagToConfig(flag: KeyFlag, value: unknown): string | undefined {
 
 /** Flags as config-key overrides (same names as the file), for every job key that has its flag set. */
 export function flagOverrides(flags: SpecFlags): Record<string, string | undefined> {
-  return Object.fromEntries(CONFIG_KEYS.map((entry) => [entry.key, flagToConfig(entry.flag, flags[camelCase(entry.flag.name)])]));
+  return Object.fromEntries(SPEC_SOURCE_KEYS.map((entry) => [entry.key, flagToConfig(entry.flag, flags[camelCase(entry.flag.name)])]));
 }
 
 /** A deployment key's flag value, if given. */
@@ -138,7 +138,9 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date()): ResolvedJo
   let agentBundle: string | undefined;
   try {
     checkConfigKeys(file.keys);
-    spec = specFromConfig(lookup, flagOverrides(flags), now);
+    // A manifest named by a flag is relative to where the command runs; one in the file, to the file.
+    const manifestBase = flags[camelCase(SOURCE_KEYS.manifest.flag.name)] !== undefined || !file.path ? process.cwd() : path.dirname(file.path);
+    spec = specFromConfig(lookup, flagOverrides(flags), now, { readFile: (name) => fs.readFileSync(path.resolve(manifestBase, name), "utf8") });
     const platformFlag = deployFlag(flags, DEPLOY_KEYS.platform);
     const deploy = deployConfigFromConfig((key) => (key === DEPLOY_KEYS.platform.key ? platformFlag : undefined) ?? lookup(key));
     platform = deploy.platform;

@@ -3,6 +3,7 @@
  * the driver's flags and their `--help` text (driver/cli.ts, driver/options.ts) and the reference table in
  * docs/configuration.md (checked by test/config-keys.test.ts), so a key cannot exist in one place and not another.
  */
+import { PICK_MODES } from "./nda-manifest";
 import { PLATFORM_NAMES } from "./platform";
 
 /** How a config value is written (Pulumi hands lists and maps to programs as JSON text). */
@@ -99,9 +100,9 @@ export const CONFIG_KEYS: readonly (ConfigKey & { specPath: readonly string[] })
     flag: { name: "gpus", form: "number" },
   },
   {
-    key: "cloudcompute:inputs", specPath: ["inputs"], kind: "inputs", required: true,
+    key: "cloudcompute:inputs", specPath: ["inputs"], kind: "inputs", required: true, defaultValue: "with a manifest: one input, {url: {manifest}}",
     expected: "a list of inputs, each an S3 URL or an object {name, url, access, extract, select, allowMultiple, sha256}",
-    help: "The subject's inputs ({subject} in a URL is the job's subject); flag: a URL or a JSON object, repeatable",
+    help: "The subject's inputs: placeholders {subject} {session} {bids_subject} in a URL are filled per job, and a url of {manifest} takes the subject's files from the manifest; flag: a URL or a JSON object, repeatable",
     flag: { name: "input", form: "inputs" },
     secret: "presigned URLs (access: presigned)",
   },
@@ -183,6 +184,30 @@ export const CONFIG_KEYS: readonly (ConfigKey & { specPath: readonly string[] })
   },
 ];
 
+/** Keys that find the job's inputs in the data (job/input-templates.ts, job/nda-manifest.ts) rather than set them. */
+export const SOURCE_KEYS = {
+  manifest: {
+    key: "cloudcompute:manifest", kind: "string", expected: "the path of an NDA manifest such as fmriresults01.txt or datastructure_manifest.txt",
+    help: "Find the subject's files in an NDA manifest from your data package: an input whose url is {manifest} gets them (with no inputs given, one such input); a path in a config file is relative to the file",
+    flag: { name: "manifest", form: "text" },
+  },
+  dataType: {
+    key: "cloudcompute:dataType", kind: "string", expected: "an NDA data type such as ABCD-MPROC-T1",
+    help: "With a manifest: only files of this type (session_det, image_description or scan_type, else the file name)",
+    flag: { name: "data-type", form: "text" },
+  },
+  session: {
+    key: "cloudcompute:session", kind: "string", expected: "a session or visit such as baselineYear1Arm1",
+    help: "The session: fills {session} in input URLs, and with a manifest keeps only its files",
+    flag: { name: "session", form: "text" },
+  },
+  pick: {
+    key: "cloudcompute:pick", kind: "string", expected: "error, latest or all", defaultValue: "error",
+    help: "With a manifest, when several files match: error (list them), latest (by the timestamp in the name) or all (one input each)",
+    flag: { name: "pick", form: "text", choices: PICK_MODES },
+  },
+} as const satisfies Record<string, ConfigKey>;
+
 /** Keys that steer how a job is deployed rather than what it is. */
 export const DEPLOY_KEYS = {
   platform: {
@@ -203,8 +228,11 @@ export const DEPLOY_KEYS = {
   },
 } as const satisfies Record<string, ConfigKey>;
 
+/** The keys a job's spec is made from: its own and those that find its inputs (what flags override per job). */
+export const SPEC_SOURCE_KEYS: readonly ConfigKey[] = [...CONFIG_KEYS, ...Object.values(SOURCE_KEYS)];
+
 /** Every key there is, job keys first. */
-export const ALL_KEYS: readonly ConfigKey[] = [...CONFIG_KEYS, ...Object.values(DEPLOY_KEYS)];
+export const ALL_KEYS: readonly ConfigKey[] = [...SPEC_SOURCE_KEYS, ...Object.values(DEPLOY_KEYS)];
 
 /** Every `cloudcompute:*` key there is. */
 export const KNOWN_KEYS: ReadonlySet<string> = new Set(ALL_KEYS.map((entry) => entry.key));

@@ -5,7 +5,9 @@
  * share one reading of the keys. Every problem names the config key it came from and what is expected, and all
  * problems are reported together, before any resource is declared.
  */
-import { CONFIG_KEYS, DEPLOY_KEYS, KNOWN_KEYS, type ValueKind } from "./config-keys";
+import { CONFIG_KEYS, DEPLOY_KEYS, KNOWN_KEYS, SOURCE_KEYS, type ValueKind } from "./config-keys";
+import { fillInputTemplates, type TemplateContext } from "./input-templates";
+import { ManifestError, PICK_MODES, type PickMode } from "./nda-manifest";
 import { makeJobId } from "./layout";
 import { isPlatformName, type PlatformName } from "./platform";
 import { formatPath, JobSpec, API_VERSION } from "./spec";
@@ -51,27 +53,33 @@ export type ConfigLookup = (key: string) => string | undefined;
  * Build a validated JobSpec from config keys. `overrides` (same key names) win over `get`; the driver passes its
  * flags there. `now` fixes the time in the default job id. Throws a ConfigError naming every bad or missing key.
  */
-export function specFromConfig(get: ConfigLookup, overrides: Readonly<Record<string, string | undefined>> = {}, now: Date = new Date()): JobSpec {
+export function specFromConfig(get: ConfigLookup, overrides: Readonly<Record<string, string | undefined>> = {}, now: Date = new Date(), sources: SpecSources = {}): JobSpec {
   const lookup = (key: string): string | undefined => {
     const value = overrides[key] ?? get(key);
     return value === undefined || value.trim() === "" ? undefined : value;
   };
   const problems: string[] = [];
   const draft: Record<string, unknown> = { apiVersion: API_VERSION };
-  // `{subject}` in input URLs and globs is the job's subject: one config serves a whole batch, and `pulumi up` of a
-  // stack fills it in exactly as the driver does (a literal `{subject}` would only fail on the instance).
   const subject = JobSpec.shape.subject.safeParse(lookup("cloudcompute:subject") ?? "");
+  const manifestPath = lookup(SOURCE_KEYS.manifest.key);
   for (const entry of CONFIG_KEYS) {
-    let raw = lookup(entry.key);
-    if (entry.kind === "inputs" && raw !== undefined && subject.success) raw = raw.replaceAll("{subject}", subject.data);
+    // With a manifest and no inputs, the job's one input is the subject's file(s) from the manifest.
+    const raw = lookup(entry.key) ?? (entry.kind === "inputs" && manifestPath !== undefined ? '{"url":"{manifest}"}' : undefined);
     if (raw === undefined) {
       if (entry.required) problems.push(`${entry.key}: required: expected ${entry.expected}`);
       continue;
     }
     try {
-      setAt(draft, entry.specPath, convert(entry.kind, raw));
+      let value = convert(entry.kind, raw);
+      // Placeholders are filled here for `pulumi up` and the driver alike (a literal `{subject}` would only fail on
+      // the instance); a subject that does not parse is reported under its own key.
+      if (entry.kind === "inputs" && subject.success) value = fillInputTemplates(value as Record<string, unknown>[], templateContext(subject.data, lookup, sources));
+      setAt(draft, entry.specPath, value);
     } catch (err) {
-      problems.push(`${entry.key}: ${(err as Error).message}: expected ${entry.expected}`);
+      const message = (err as Error).message;
+      if (err instanceof SourceError) problems.push(message);
+      else if (err instanceof ManifestError) problems.push(`${SOURCE_KEYS.manifest.key}: ${message}`);
+      else problems.push(`${entry.key}: ${message}: expected ${entry.expected}`);
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
@@ -80,6 +88,35 @@ export function specFromConfig(get: ConfigLookup, overrides: Readonly<Record<str
   const result = JobSpec.safeParse(draft);
   if (result.success) return result.data;
   throw new ConfigError(result.error.issues.map((issue) => `${configKeyFor(issue.path)}: ${issue.message}`));
+}
+
+/** Where the reader may look for files a config names (the manifest): given by index.ts and the driver. */
+export interface SpecSources {
+  /** The text of a file named in config (a path as written there; the caller resolves it). */
+  readFile?: (path: string) => string;
+}
+
+/** A problem with a file the config names: its message stands on its own. */
+class SourceError extends Error {}
+
+function templateContext(subject: string, lookup: (key: string) => string | undefined, sources: SpecSources): TemplateContext {
+  const path = lookup(SOURCE_KEYS.manifest.key);
+  const pick = lookup(SOURCE_KEYS.pick.key) ?? "error";
+  if (!(PICK_MODES as readonly string[]).includes(pick)) throw new SourceError(`${SOURCE_KEYS.pick.key} "${pick}": expected ${SOURCE_KEYS.pick.expected}`);
+  const context: TemplateContext = { subject, session: lookup(SOURCE_KEYS.session.key) };
+  if (path === undefined) {
+    const orphan = [SOURCE_KEYS.dataType, SOURCE_KEYS.pick].filter((entry) => lookup(entry.key) !== undefined).map((entry) => entry.key);
+    if (orphan.length > 0) throw new SourceError(`${orphan.join(", ")}: needs ${SOURCE_KEYS.manifest.key} (--manifest FILE), among whose files it chooses`);
+    return context;
+  }
+  if (!sources.readFile) throw new SourceError(`${SOURCE_KEYS.manifest.key}: files cannot be read here`);
+  let text: string;
+  try {
+    text = sources.readFile(path);
+  } catch (err) {
+    throw new SourceError(`${SOURCE_KEYS.manifest.key}: ${path} cannot be read: ${(err as Error).message}`);
+  }
+  return { ...context, manifest: { path, text, dataType: lookup(SOURCE_KEYS.dataType.key), pick: pick as PickMode } };
 }
 
 /** The default job id; a subject that does not normalise is left for the schema to report under its own key. */

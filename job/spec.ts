@@ -62,6 +62,8 @@ export const InputSpec = z
     allowMultiple: z.boolean().default(false),
     /** Expected SHA-256 (hex) of the downloaded object, checked by the agent. */
     sha256: z.string().regex(/^[0-9a-f]{64}$/, "expected 64 lowercase hex digits").optional(),
+    /** Where the URL came from when it was looked up (e.g. an NDA manifest and its line): for the record. */
+    origin: z.string().max(1000).optional(),
   })
   .strict()
   .superRefine((input, ctx) => {

@@ -1,0 +1,74 @@
+/**
+ * Input templates: one config serves a whole study. Placeholders in an input's URL (and its other text fields) are
+ * filled per job — `{subject}`, `{session}`, `{bids_subject}` (`sub-<label>`) — and `{manifest}` stands for the
+ * files an NDA manifest lists for the subject (job/nda-manifest.ts). This is the one place they are filled, used by
+ * `pulumi up` (index.ts) and the driver alike, so a literal `{subject}` never reaches an instance.
+ */
+import { findSubjectFiles, parseNdaManifest, type PickMode } from "./nda-manifest";
+
+export const INPUT_PLACEHOLDERS = ["subject", "session", "bids_subject", "manifest"] as const;
+
+export interface TemplateContext {
+  subject: string;
+  session?: string;
+  /** The manifest query, when `cloudcompute:manifest` is set. */
+  manifest?: { path: string; text: string; dataType?: string; pick: PickMode };
+}
+
+/** The BIDS subject for a subject id: `sub-01` stays, an NDA GUID becomes `sub-NDARINV…` (label without `_`). */
+export function bidsSubject(subject: string): string {
+  return subject.startsWith("sub-") ? subject : `sub-${subject.replace(/[^A-Za-z0-9]/g, "")}`;
+}
+
+type RawInput = Record<string, unknown>;
+
+/**
+ * Fill the placeholders of every input. An input whose URL is `{manifest}` becomes one input per file the manifest
+ * gives (named `<name>`, or `<name>-2`, `<name>-3`, … after the first), each with an `origin` saying where it came
+ * from. Throws an Error naming the problem (the caller prefixes the config key).
+ */
+export function fillInputTemplates(inputs: RawInput[], context: TemplateContext): RawInput[] {
+  const filled: RawInput[] = [];
+  for (const input of inputs) {
+    if (input.url === "{manifest}") {
+      filled.push(...fromManifest(input, context));
+      continue;
+    }
+    if (typeof input.url === "string" && input.url.includes("{manifest}")) throw new Error(`"{manifest}" must be the whole url of an input, not part of it`);
+    filled.push(fillFields(input, context));
+  }
+  return filled;
+}
+
+function fromManifest(input: RawInput, context: TemplateContext): RawInput[] {
+  const manifest = context.manifest;
+  if (!manifest) throw new Error(`an input's url is "{manifest}" but no manifest is given (cloudcompute:manifest / --manifest FILE)`);
+  const files = findSubjectFiles(parseNdaManifest(manifest.text, manifest.path), { subject: context.subject, dataType: manifest.dataType, session: context.session, pick: manifest.pick }, manifest.path);
+  return files.map((file, index) => {
+    const name = typeof input.name === "string" ? input.name : "input";
+    const origin = `${manifest.path} line ${file.line}${file.dataType ? ` (${file.dataType}` : " ("}${file.session ? `, ${file.session}` : ""})`.replace(" ()", "");
+    return { ...fillFields({ ...input, url: "" }, context), name: index === 0 ? name : `${name}-${index + 1}`, url: file.url, origin };
+  });
+}
+
+/** Fill placeholders in the string fields of one input; an unknown one in the URL, or `{session}` without a session, is an error. */
+function fillFields(input: RawInput, context: TemplateContext): RawInput {
+  const values: Record<string, string | undefined> = { subject: context.subject, session: context.session, bids_subject: bidsSubject(context.subject) };
+  const out: RawInput = {};
+  for (const [field, value] of Object.entries(input)) {
+    out[field] =
+      typeof value !== "string"
+        ? value
+        : value.replace(/\{([a-z_]+)\}/g, (whole, name: string) => {
+            // Outside the URL, braces may be a glob's own ({nii,gz}): only the URL's unknown ones are errors.
+            if (!(name in values)) {
+              if (field !== "url") return whole;
+              throw new Error(`unknown placeholder ${whole} in url (known: ${INPUT_PLACEHOLDERS.map((p) => `{${p}}`).join(" ")})`);
+            }
+            const filledValue = values[name];
+            if (filledValue === undefined) throw new Error(`${whole} in ${field} needs a session: set cloudcompute:session (--session)`);
+            return filledValue;
+          });
+  }
+  return out;
+}
