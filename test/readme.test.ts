@@ -46,7 +46,11 @@ describe("README: every command works as written", function () {
     // The files the README's commands name, in a directory of their own.
     cwd = fs.mkdtempSync(path.join(sandbox.home, "readme-"));
     fs.copyFileSync(path.join(REPO_ROOT, "Pulumi.dev.yaml"), path.join(cwd, "Pulumi.dev.yaml"));
-    fs.copyFileSync(path.join(REPO_ROOT, "Pulumi.dev.yaml"), path.join(cwd, "my-study.yaml"));
+    // A study's config: the example with the input URL templated per subject.
+    const example = fs.readFileSync(path.join(REPO_ROOT, "Pulumi.dev.yaml"), "utf8");
+    const study = example.replace(/url: s3:\/\/\S+/, "url: s3://my-lab-inputs/t1/{subject}.tgz");
+    expect(study, "the example has an input url to template").to.not.equal(example);
+    fs.writeFileSync(path.join(cwd, "my-study.yaml"), study);
     fs.writeFileSync(path.join(cwd, "subjects.txt"), "NDARINV1A2B3C4D\nsub-01\n");
     // One real job for the inspecting commands.
     const config = sandbox.writeConfig("readme.yaml", localJobConfig(sandbox, { image: "none", runtime: "none", command: ["sh", "-c", 'cp "$1" "$2/"', "sh", "{input}", "{output}"] }));
@@ -60,7 +64,9 @@ describe("README: every command works as written", function () {
 
   /** Run a job command's arguments as `npm run job --` does, in the README's directory. */
   const runJob = (args: string) => {
-    const res = spawnSync(process.execPath, [CLI, ...shellWords(args)], { cwd, env: { ...process.env, ...sandbox.env }, encoding: "utf8", timeout: 120_000 });
+    const env: Record<string, string | undefined> = { ...process.env, ...sandbox.env };
+    delete env.PULUMI_BACKEND_URL; // never the developer's own backend: the sandbox's home holds the state
+    const res = spawnSync(process.execPath, [CLI, ...shellWords(args)], { cwd, env, encoding: "utf8", timeout: 120_000 });
     return { code: res.status, stdout: res.stdout, stderr: withoutSdkNoise(res.stderr ?? "") };
   };
 
@@ -90,8 +96,13 @@ describe("README: every command works as written", function () {
   });
 });
 
-/** Split a README command's arguments as bash would (the README quotes with single or double quotes only). */
+/**
+ * Split a README command's arguments as bash would for plain words and single or double quotes (all the README
+ * uses). Never through a shell: README text must not run as code in tests or CI.
+ */
 function shellWords(text: string): string[] {
-  const res = spawnSync("bash", ["-c", `for a in ${text}; do printf '%s\\0' "$a"; done`], { encoding: "utf8" });
-  return res.stdout.split("\0").slice(0, -1);
+  if (/[$`;|&<>\\]/.test(text)) throw new Error(`README command needs a shell to read: ${text}`);
+  const words: string[] = [];
+  for (const m of text.matchAll(/'([^']*)'|"([^"]*)"|(\S+)/g)) words.push(m[1] ?? m[2] ?? m[3]);
+  return words;
 }
