@@ -12,6 +12,7 @@ import { resolveJob, SpecFlags } from "./options";
 import { activeJobs, dryRun, runJobWithRetries } from "./run";
 import { jobSummary } from "./summary";
 import { ALL_KEYS, DEPLOY_KEYS, type ConfigKey } from "../job/config-keys";
+import { editDistance } from "../job/config";
 import { silenceAwsSdkNodeNotice } from "../job/node-support";
 
 /** A key's flag as yargs declares it; its help says the default and the key it overrides. */
@@ -197,6 +198,21 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   return result.exitCode;
 }
 
+/** yargs' "Unknown argument: grca" with the flag that was probably meant, as a mistyped config key gets. */
+function withFlagSuggestions(message: string): string {
+  const unknown = /^Unknown arguments?: (.*)$/.exec(message);
+  if (!unknown) return message;
+  const known = [...Object.keys(SPEC_OPTIONS), ...Object.keys(RUN_OPTIONS), "help"];
+  const commands = ["run", "status", "logs", "history", "list", "cancel", "gc"];
+  const hints = unknown[1].split(", ").flatMap((name) => {
+    const near = known.filter((flag) => editDistance(flag, name.replace(/^-+/, "")) <= 2);
+    if (near.length > 0) return [`--${name}: did you mean ${near.map((flag) => `--${flag}`).join(" or ")}?`];
+    const nearCommand = commands.filter((command) => editDistance(command, name) <= Math.min(2, command.length - 1));
+    return nearCommand.length > 0 ? [`${name}: did you mean the command ${nearCommand.join(" or ")}?`] : [];
+  });
+  return hints.length > 0 ? `${message} (${hints.join("; ")})` : `${message} (see --help for the flags)`;
+}
+
 export function buildParser(args: string[]): Argv {
   let exitCode: number = ExitCode.ok;
   const parser = yargs(args)
@@ -227,10 +243,10 @@ export function buildParser(args: string[]): Argv {
         if (stacks) process.stdout.write(stacks.map((s) => `stack ${s.name}: ${s.resourceCount ?? "?"} resources, updated ${s.lastUpdate ?? "?"}`).join("\n") + "\n");
       }
     })
-    .command("history <job>", "Show a job's stack history (every up, refresh and destroy): its audit trail", (y) => y.positional("job", { type: "string", demandOption: true }).options({ json: { type: "boolean", default: false }, backend: BACKEND_OPTION }), async (argv) => {
-      const entries = await jobHistory(argv.job, argv.backend as string | undefined);
+    .command("history [job]", "Show a job's stack history (every up, refresh and destroy), its audit trail (default: the latest job)", (y) => y.positional("job", { type: "string" }).options({ json: { type: "boolean", default: false }, backend: BACKEND_OPTION }), async (argv) => {
+      const { jobId, entries } = await jobHistory(argv.job, argv.backend as string | undefined);
       if (argv.json) printJson(entries);
-      else process.stdout.write(formatHistory(argv.job, entries));
+      else process.stdout.write(formatHistory(jobId, entries));
     })
     .command("cancel <job>", "Stop a job: interrupt its driver, or clear the stack's lock and destroy its resources", (y) => y.positional("job", { type: "string", demandOption: true }).option("backend", BACKEND_OPTION), async (argv) => {
       await cancelJob(argv.job, (line) => process.stderr.write(`${line}\n`), argv.backend);
@@ -252,7 +268,7 @@ export function buildParser(args: string[]): Argv {
     .version(false)
     .wrap(Math.min(120, process.stdout.columns || 100))
     .fail((message, err) => {
-      throw err ?? new BadInputError(message);
+      throw err ?? new BadInputError(withFlagSuggestions(message));
     });
   return Object.assign(parser, { exitCode: () => exitCode });
 }

@@ -1,15 +1,16 @@
 /** The commands besides running jobs: status, logs, history, list, cancel, gc. */
-import { LocalWorkspace, type Stack } from "@pulumi/pulumi/automation";
+import { LocalWorkspace, type Stack, type UpdateSummary } from "@pulumi/pulumi/automation";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseS3Url } from "../job/s3url";
+import { WORKDIR_NAMES } from "../job/layout";
 import { belongsToLaunch, parseAgentStatus, parseCompletionMarker, type AgentStatus, type CompletionMarker } from "../job/records";
 import { errorMessage } from "../common/errors";
 import { defaultLocalWorkDir, staleLocalData } from "../infra/local";
-import { BadInputError } from "./errors";
-import { engineEnv, findPulumi, openJobStack, PROJECT_NAME, resourceCount } from "./engine";
+import { BadInputError, InfraError } from "./errors";
+import { engineEnv, explainEngineError, findPulumi, openJobStack, PROJECT_NAME, resourceCount } from "./engine";
 import { JobRecord, latestJob, listJobRecords, readJobRecord, recordOwner, updateJobRecord } from "./jobindex";
 import { describeOwner, Owner, ownerFromTags, ownerState, processStartTime } from "./owner";
 import { backendUrl, cloudcomputeHome } from "../common/paths";
@@ -65,9 +66,19 @@ export function formatStatus(report: JobStatusReport): string {
 export async function printLogs(jobId: string | undefined, follow: boolean, out: NodeJS.WritableStream, signal: AbortSignal): Promise<void> {
   const record = jobRecordFor(jobId);
   const log = parseS3Url(record.logUrl);
+  // A local job's agent keeps its whole log on disk: read there when S3 cannot be (its endpoint stopped, no keys).
+  const localLog = record.platform === "local" ? path.join(defaultLocalWorkDir(record.jobId), WORKDIR_NAMES.log) : undefined;
+  const readLog = async (from: number): Promise<string | undefined> => {
+    try {
+      return await readText(log, from);
+    } catch (err) {
+      if (!localLog || !fs.existsSync(localLog)) throw new InfraError(`could not read ${record.logUrl}: ${errorMessage(err)} (credentials: AWS_PROFILE or AWS_ACCESS_KEY_ID; an S3-compatible endpoint: AWS_ENDPOINT_URL)`);
+      return fs.readFileSync(localLog).subarray(from).toString("utf8");
+    }
+  };
   let offset = 0;
   for (;;) {
-    const text = await readText(log, offset);
+    const text = await readLog(offset);
     if (text) {
       out.write(printable(text));
       offset += Buffer.byteLength(text);
@@ -80,7 +91,7 @@ export async function printLogs(jobId: string | undefined, follow: boolean, out:
     const ended = current && !["creating", "running"].includes(current.state);
     // The agent uploads its log once more after the marker: one last read once the job is over.
     if (ended) {
-      const rest = await readText(log, offset);
+      const rest = await readLog(offset);
       if (rest) out.write(rest);
       return;
     }
@@ -123,18 +134,25 @@ export interface HistoryEntry {
  * A job's audit trail: the stack's update history (up, refresh, destroy), read from the backend the job used — what
  * `pulumi stack history` shows, without the user having to find the job's workspace, backend and CLI.
  */
-export async function jobHistory(jobId: string, backend?: string): Promise<HistoryEntry[]> {
-  const record = readJobRecord(jobId);
-  const stack = await openJobStack({ jobId, backend: backend ?? record?.backend, mustExist: true });
-  const history = await stack.history();
-  return history.map((entry) => ({
+export async function jobHistory(jobId: string | undefined, backend?: string): Promise<{ jobId: string; entries: HistoryEntry[] }> {
+  const record = jobId === undefined ? jobRecordFor(undefined) : readJobRecord(jobId);
+  const id = jobId ?? record!.jobId;
+  const stack = await openJobStack({ jobId: id, backend: backend ?? record?.backend, mustExist: true });
+  const history = await stack.history().catch((err: unknown) => {
+    throw explainEngineError(err, id);
+  });
+  return { jobId: id, entries: history.map(historyEntry) };
+}
+
+function historyEntry(entry: UpdateSummary): HistoryEntry {
+  return {
     version: entry.version,
     kind: entry.kind,
     result: entry.result,
     startTime: new Date(entry.startTime).toISOString(),
     endTime: entry.endTime ? new Date(entry.endTime).toISOString() : undefined,
     resourceChanges: entry.resourceChanges as Record<string, number> | undefined,
-  }));
+  };
 }
 
 export function formatHistory(jobId: string, entries: HistoryEntry[]): string {
@@ -143,8 +161,9 @@ export function formatHistory(jobId: string, entries: HistoryEntry[]): string {
       .filter(([, count]) => count > 0)
       .map(([op, count]) => `${op} ${count}`)
       .join(", ");
-  const rows = [...entries].sort((a, b) => a.version - b.version).map((entry) => [String(entry.version), entry.kind, entry.result, entry.startTime, entry.endTime ?? "", changes(entry)]);
-  return `history of ${jobId}:\n` + table(["VERSION", "KIND", "RESULT", "STARTED", "ENDED", "RESOURCES"], rows);
+  // File backends report version 0 for every update: number them in time order instead.
+  const rows = [...entries].sort((a, b) => a.startTime.localeCompare(b.startTime)).map((entry, i) => [String(i + 1), entry.kind, entry.result, entry.startTime, entry.endTime ?? "", changes(entry)]);
+  return `history of ${jobId}:\n` + table(["#", "KIND", "RESULT", "STARTED", "ENDED", "RESOURCES"], rows);
 }
 
 /**

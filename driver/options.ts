@@ -10,6 +10,7 @@ import { camelCase, DEPLOY_KEYS, SOURCE_KEYS, SPEC_SOURCE_KEYS, type KeyFlag } f
 import { checkConfigKeys, checkPlatformSupport, ConfigError, ConfigLookup, deployConfigFromConfig, specFromConfig } from "../job/config";
 import type { JobSpec } from "../job/spec";
 import { BadInputError } from "./errors";
+import { chooseMachineImage } from "../infra/ami";
 import { defaultAgentBundlePath } from "../common/paths";
 import type { PlatformName } from "./platform";
 
@@ -44,6 +45,10 @@ export function readConfigFile(file: string | undefined): ConfigFile {
     document = loadYaml(fs.readFileSync(resolved, "utf8"));
   } catch (err) {
     throw new BadInputError(`config file ${resolved} is not valid YAML: ${(err as Error).message}`);
+  }
+  const misplaced = document && typeof document === "object" ? Object.keys(document).filter((key) => key.includes(":")) : [];
+  if (misplaced.length > 0) {
+    throw new BadInputError(`config file ${resolved}: ${misplaced.join(", ")} must sit under "config:", as in Pulumi.dev.yaml (config:\n  ${misplaced[0]}: ...)`);
   }
   const config = (document as { config?: unknown } | null)?.config ?? {};
   if (typeof config !== "object" || config === null || Array.isArray(config)) {
@@ -145,6 +150,14 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date()): ResolvedJo
     const deploy = deployConfigFromConfig((key) => (key === DEPLOY_KEYS.platform.key ? platformFlag : undefined) ?? lookup(key));
     platform = deploy.platform;
     checkPlatformSupport(spec, platform);
+    // What the stack program would refuse during `up` (a GPU on a type without one), refused before anything exists.
+    if (platform === "aws") {
+      try {
+        chooseMachineImage(spec);
+      } catch (err) {
+        throw new ConfigError([`cloudcompute:gpus: ${(err as Error).message}`]);
+      }
+    }
     const bundleFlag = deployFlag(flags, DEPLOY_KEYS.agentBundle);
     agentBundle = bundleFlag ? path.resolve(bundleFlag) : deploy.agentBundlePath;
   } catch (err) {

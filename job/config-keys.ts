@@ -85,7 +85,7 @@ export const CONFIG_KEYS: readonly (ConfigKey & { specPath: readonly string[] })
     expected: "a map of environment variable names to values", defaultValue: "{}",
     help: "The container's environment; flag: NAME=VALUE, or NAME to take $NAME from the driver's environment (keeps a secret off the command line), repeatable",
     flag: { name: "env", form: "env-pairs" },
-    secret: "values: tokens and keys are what people put there",
+    secret: "its values (people put tokens and keys there)",
   },
   {
     key: "cloudcompute:network", specPath: ["container", "network"], kind: "string",
@@ -127,7 +127,7 @@ export const CONFIG_KEYS: readonly (ConfigKey & { specPath: readonly string[] })
   {
     key: "cloudcompute:graceMinutes", specPath: ["limits", "graceMinutes"], kind: "integer",
     expected: "a whole number of minutes (1-120)", defaultValue: "10",
-    help: "Minutes after max runtime at which the instance's watchdog powers off, whatever the agent does",
+    help: "Minutes of grace: the instance's watchdog powers off at boot allowance (15 min) + max runtime + grace, whatever the agent does",
     flag: { name: "grace", form: "number" },
   },
   {
@@ -148,7 +148,7 @@ export const CONFIG_KEYS: readonly (ConfigKey & { specPath: readonly string[] })
     flag: { name: "spot", form: "boolean" },
   },
   {
-    key: "cloudcompute:ami", specPath: ["instance", "ami"], kind: "string", expected: "an AMI id ami-...",
+    key: "cloudcompute:ami", specPath: ["instance", "ami"], kind: "string", expected: "an AMI id (ami-…)",
     defaultValue: "Amazon Linux 2023 from SSM (Deep Learning Base GPU AL2023 when gpus > 0)",
     help: "The instance's AMI (not together with amiParameter)",
     flag: { name: "ami", form: "text" },

@@ -6,7 +6,7 @@
  * problems are reported together, before any resource is declared.
  */
 import { CONFIG_KEYS, DEPLOY_KEYS, KNOWN_KEYS, SOURCE_KEYS, type ValueKind } from "./config-keys";
-import { fillInputTemplates, type TemplateContext } from "./input-templates";
+import { fillInputTemplates, TemplateError, type TemplateContext } from "./input-templates";
 import { ManifestError, PICK_MODES, type PickMode } from "./nda-manifest";
 import { makeJobId } from "./layout";
 import { isPlatformName, type PlatformName } from "./platform";
@@ -26,7 +26,7 @@ export function checkConfigKeys(keys: Iterable<string>): void {
   if (problems.length > 0) throw new ConfigError(problems);
 }
 
-function editDistance(a: string, b: string): number {
+export function editDistance(a: string, b: string): number {
   let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {
     const current = [i];
@@ -79,6 +79,7 @@ export function specFromConfig(get: ConfigLookup, overrides: Readonly<Record<str
       const message = (err as Error).message;
       if (err instanceof SourceError) problems.push(message);
       else if (err instanceof ManifestError) problems.push(`${SOURCE_KEYS.manifest.key}: ${message}`);
+      else if (err instanceof TemplateError) problems.push(`${entry.key}: ${message}`);
       else problems.push(`${entry.key}: ${message}: expected ${entry.expected}`);
     }
   }

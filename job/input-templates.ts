@@ -22,6 +22,9 @@ export function bidsSubject(subject: string): string {
 
 type RawInput = Record<string, unknown>;
 
+/** A problem with an input template: its message stands on its own (the caller prefixes the config key). */
+export class TemplateError extends Error {}
+
 /**
  * Fill the placeholders of every input. An input whose URL is `{manifest}` becomes one input per file the manifest
  * gives (named `<name>`, or `<name>-2`, `<name>-3`, … after the first), each with an `origin` saying where it came
@@ -34,21 +37,38 @@ export function fillInputTemplates(inputs: RawInput[], context: TemplateContext)
       filled.push(...fromManifest(input, context));
       continue;
     }
-    if (typeof input.url === "string" && input.url.includes("{manifest}")) throw new Error(`"{manifest}" must be the whole url of an input, not part of it`);
-    filled.push(fillFields(input, context));
+    if (typeof input.url === "string" && input.url.includes("{manifest}")) throw new TemplateError(`"{manifest}" must be the whole url of an input, not part of it`);
+    const done = fillFields(input, context);
+    checkNamedSubject(done, context.subject);
+    filled.push(done);
   }
   return filled;
 }
 
 function fromManifest(input: RawInput, context: TemplateContext): RawInput[] {
   const manifest = context.manifest;
-  if (!manifest) throw new Error(`an input's url is "{manifest}" but no manifest is given (cloudcompute:manifest / --manifest FILE)`);
+  if (!manifest) throw new TemplateError(`an input's url is "{manifest}" but no manifest is given (cloudcompute:manifest / --manifest FILE)`);
   const files = findSubjectFiles(parseNdaManifest(manifest.text, manifest.path), { subject: context.subject, dataType: manifest.dataType, session: context.session, pick: manifest.pick }, manifest.path);
   return files.map((file, index) => {
     const name = typeof input.name === "string" ? input.name : "input";
     const origin = `${manifest.path} line ${file.line}${file.dataType ? ` (${file.dataType}` : " ("}${file.session ? `, ${file.session}` : ""})`.replace(" ()", "");
     return { ...fillFields({ ...input, url: "" }, context), name: index === 0 ? name : `${name}-${index + 1}`, url: file.url, origin };
   });
+}
+
+/**
+ * An NDA archive's name carries its subject. A URL naming another subject's GUID (a config written for one subject,
+ * run for another or for a batch) would process that subject's image and file the results under this one's name.
+ */
+function checkNamedSubject(input: RawInput, subject: string): void {
+  if (typeof input.url !== "string") return;
+  const named = [...input.url.matchAll(/NDAR_?INV[A-Z0-9]{8}/gi)].map((m) => m[0].replace(/_/, "").toUpperCase());
+  const other = named.find((guid) => guid !== subject.toUpperCase());
+  if (other) {
+    throw new TemplateError(
+      `the url names subject ${other}, but this job's subject is ${subject}: write {subject} where the GUID goes, or find each subject's file with a manifest (--manifest), so a job never reads another subject's data`,
+    );
+  }
 }
 
 /** Fill placeholders in the string fields of one input; an unknown one in the URL, or `{session}` without a session, is an error. */
@@ -63,10 +83,10 @@ function fillFields(input: RawInput, context: TemplateContext): RawInput {
             // Outside the URL, braces may be a glob's own ({nii,gz}): only the URL's unknown ones are errors.
             if (!(name in values)) {
               if (field !== "url") return whole;
-              throw new Error(`unknown placeholder ${whole} in url (known: ${INPUT_PLACEHOLDERS.map((p) => `{${p}}`).join(" ")})`);
+              throw new TemplateError(`unknown placeholder ${whole} in url (known: ${INPUT_PLACEHOLDERS.map((p) => `{${p}}`).join(" ")})`);
             }
             const filledValue = values[name];
-            if (filledValue === undefined) throw new Error(`${whole} in ${field} needs a session: set cloudcompute:session (--session)`);
+            if (filledValue === undefined) throw new TemplateError(`${whole} in ${field} needs a session: set cloudcompute:session (--session)`);
             return filledValue;
           });
   }

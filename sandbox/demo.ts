@@ -10,7 +10,7 @@ import { findPulumi } from "../driver/engine";
 import { errorMessage } from "../common/errors";
 import type { JobResult } from "../driver/run";
 import { podmanAvailable, podmanTestEnv } from "./podman";
-import { localJobConfig, startDriverSandbox } from "./driver-sandbox";
+import { localJobConfig, SANDBOX_PASSPHRASE, startDriverSandbox } from "./driver-sandbox";
 import { silenceAwsSdkNodeNotice } from "../job/node-support";
 
 const SUBJECT = "NDARINVDEMO0001";
@@ -53,14 +53,17 @@ async function main(): Promise<number> {
     if (process.env.CLOUDCOMPUTE_KEEP_SANDBOX) {
       process.stdout.write(
         `The job's stack was destroyed and kept with its history. Its state stays in ${sandbox.home}; explore it with\n` +
-          `  CLOUDCOMPUTE_HOME=${sandbox.home} npm run job -- list\n` +
-          `  CLOUDCOMPUTE_HOME=${sandbox.home} npm run job -- status ${result.jobId}\n` +
-          `(the local S3 endpoint stops now, so results and logs are gone)\n`,
+          `  export CLOUDCOMPUTE_HOME=${sandbox.home} PULUMI_CONFIG_PASSPHRASE=${SANDBOX_PASSPHRASE}\n` +
+          `  npm run job -- list\n` +
+          `  npm run job -- status ${result.jobId}\n` +
+          `  npm run job -- history ${result.jobId}\n` +
+          `  npm run job -- logs ${result.jobId}      # the agent's log, kept on disk for a local job\n` +
+          `(the local S3 endpoint stops now, so the results in it are gone)\n`,
       );
     } else {
       process.stdout.write(
         `The job's stack was destroyed. The demo's whole state (backend, job index, local S3) is temporary and is removed now;\n` +
-          `to keep it and explore the job with list/status/stack history:  CLOUDCOMPUTE_KEEP_SANDBOX=1 npm run demo\n`,
+          `to keep it and explore the job with list/status/history/logs:  CLOUDCOMPUTE_KEEP_SANDBOX=1 npm run demo\n`,
       );
     }
     return res.code ?? 3;

@@ -63,6 +63,10 @@ const CASES: Array<[string, string[], RegExp]> = [
   ["a job id that is no stack name", ["--job-id", "bad id!"], /cloudcompute:jobId|jobId/],
   ["an agent bundle that does not exist", ["--agent-bundle", "/nonexistent/agent.js"], /agent bundle/],
   ["an empty entrypoint", ["--entrypoint", ""], /--entrypoint is empty/],
+  ["a mistyped flag", ["--grca", "5"], /Unknown argument: grca \(--grca: did you mean --grace\?\)/],
+  ["an input URL naming another subject's GUID (a config written for one subject)", ["--input", "s3://cc-study/abcd/NDARINV9999ZZZZ_baselineYear1Arm1_ABCD-MPROC-T1_20170101000000.tgz"], /cloudcompute:inputs: the url names subject NDARINV9999ZZZZ, but this job's subject is NDARINV0000AAAA/],
+  ["a GPU on an instance type without one (aws)", ["--platform", "aws", "--runtime", "docker", "--gpus", "1", "--instance-type", "m5.large"], /cloudcompute:gpus: .*m5\.large has no GPU/],
+  ["a manifest that does not exist", ["--manifest", "/nonexistent/fmriresults01.txt"], /cloudcompute:manifest: \/nonexistent\/fmriresults01\.txt cannot be read/],
 ];
 
 describe("bad input is refused before anything exists (real CLI)", function () {

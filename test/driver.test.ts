@@ -113,6 +113,9 @@ describe("driver: spec from config file and flags", () => {
 
   it("refuses a named config file that is missing, encrypted values and malformed flags", () => {
     expect(() => resolveJob({ config: path.join(tmp, "missing.yaml") })).to.throw(BadInputError, /does not exist/);
+    // Keys at the top level instead of under `config:` would read as an empty file: every key "required".
+    const flat = writeFile("Pulumi.flat.yaml", "cloudcompute:subject: sub-01\naws:region: us-east-1\n");
+    expect(() => resolveJob({ config: flat })).to.throw(BadInputError, /cloudcompute:subject, aws:region must sit under "config:"/);
     const secure = writeFile("Pulumi.secure.yaml", CONFIG + "  cloudcompute:image:\n    secure: AAABAxyz\n".replace("cloudcompute:image", "cloudcompute:entrypoint"));
     expect(() => resolveJob({ config: secure })).to.throw(BadInputError, /cloudcompute:entrypoint is an encrypted value/);
     expect(() => resolveJob({ config, env: ["=NONAME"] })).to.throw(BadInputError, /--env "=NONAME": expected NAME=VALUE/);

@@ -225,6 +225,12 @@ describe("driver end to end (real Pulumi engine, moto, podman)", function () {
     expect(entries.every((e) => e.result === "succeeded")).to.equal(true);
     const historyTable = await sandbox.run(["history", allJobIds[0]]);
     expect(historyTable.stdout).to.match(/^history of job-/).and.match(/destroy\s+succeeded/);
+    const latest = await sandbox.run(["history", "--json"]);
+    expect(latest.code, latest.stderr).to.equal(0); // the latest job's, as status and logs default to
+    // A local job's log is on disk too: `logs` reads it there when S3 cannot be reached (a stopped endpoint).
+    const localLog = await sandbox.run(["logs", allJobIds[0]], { extraEnv: { AWS_ENDPOINT_URL: "http://127.0.0.1:9" } });
+    expect(localLog.code, localLog.stderr).to.equal(0);
+    expect(localLog.stdout).to.include(logs.stdout.split("\n")[0]);
     const unknown = await sandbox.run(["history", "job-nobody-20200101T000000000Z"]);
     expect(unknown.code).to.equal(2);
     expect(unknown.stderr).to.include('no job "job-nobody-20200101T000000000Z"');
