@@ -11,7 +11,7 @@ import { BadInputError, DriverError, ExitCode } from "./errors";
 import { resolveJob, SpecFlags } from "./options";
 import { activeJobs, dryRun, runJobWithRetries } from "./run";
 import { jobSummary } from "./summary";
-import { ALL_KEYS, DEPLOY_KEYS, type ConfigKey } from "../job/config-keys";
+import { ALL_KEYS, DEPLOY_KEYS, isRepeatable, type ConfigKey } from "../job/config-keys";
 import { editDistance } from "../job/config";
 import { silenceAwsSdkNodeNotice } from "../job/node-support";
 
@@ -19,7 +19,7 @@ import { silenceAwsSdkNodeNotice } from "../job/node-support";
 function keyOption(entry: ConfigKey): Options {
   const { form, choices } = entry.flag;
   const type = form === "number" ? "number" : form === "boolean" ? "boolean" : "string";
-  const many = form === "pairs" || form === "env-pairs" || form === "list" || form === "inputs";
+  const many = isRepeatable(form);
   const defaultText = entry.defaultValue ? `; default ${entry.defaultValue}` : "";
   return { type, ...(many ? { array: true } : {}), ...(choices ? { choices: [...choices] } : {}), describe: `${entry.help} [${entry.key}${defaultText}]` };
 }
@@ -198,12 +198,15 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   return result.exitCode;
 }
 
+/** The commands besides `run`, as the usage line names them and a mistyped one is matched against. */
+const INSPECT_COMMANDS = ["status", "logs", "history", "list", "cancel", "gc"];
+
 /** yargs' "Unknown argument: grca" with the flag that was probably meant, as a mistyped config key gets. */
 function withFlagSuggestions(message: string): string {
   const unknown = /^Unknown arguments?: (.*)$/.exec(message);
   if (!unknown) return message;
   const known = [...Object.keys(SPEC_OPTIONS), ...Object.keys(RUN_OPTIONS), "help"];
-  const commands = ["run", "status", "logs", "history", "list", "cancel", "gc"];
+  const commands = ["run", ...INSPECT_COMMANDS];
   const hints = unknown[1].split(", ").flatMap((name) => {
     const near = known.filter((flag) => editDistance(flag, name.replace(/^-+/, "")) <= 2);
     if (near.length > 0) return [`--${name}: did you mean ${near.map((flag) => `--${flag}`).join(" or ")}?`];
@@ -220,7 +223,7 @@ export function buildParser(args: string[]): Argv {
     .usage(
       "$0 [run] --subject ID [options]     run one job and wait for it\n" +
         "$0 --subjects-file FILE [options]   run a batch\n" +
-        "$0 <status|logs|history|list|cancel|gc>  inspect and clean up\n\n" +
+        `$0 <${INSPECT_COMMANDS.join("|")}>  inspect and clean up\n\n` +
         "The job comes from a Pulumi.<stack>.yaml-style config file (--config, default Pulumi.dev.yaml), overridden by flags.",
     )
     .command(["run", "$0"], "Run one job (or a batch with --subjects-file) to the end and destroy its resources", (y) => y.options({ ...SPEC_OPTIONS, ...RUN_OPTIONS }), async (argv) => {

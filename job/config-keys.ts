@@ -16,6 +16,11 @@ export type ValueKind = "string" | "integer" | "boolean" | "command" | "stringLi
  */
 export type FlagForm = "text" | "number" | "boolean" | "pairs" | "env-pairs" | "list" | "inputs";
 
+/** Forms whose flag may be repeated (yargs `array`), each value one item of the list or map. */
+export function isRepeatable(form: FlagForm): boolean {
+  return form === "pairs" || form === "env-pairs" || form === "list" || form === "inputs";
+}
+
 export interface KeyFlag {
   /** The flag's name without dashes, e.g. `instance-type`. */
   name: string;

@@ -51,7 +51,8 @@ function fromManifest(input: RawInput, context: TemplateContext): RawInput[] {
   const files = findSubjectFiles(parseNdaManifest(manifest.text, manifest.path), { subject: context.subject, dataType: manifest.dataType, session: context.session, pick: manifest.pick }, manifest.path);
   return files.map((file, index) => {
     const name = typeof input.name === "string" ? input.name : "input";
-    const origin = `${manifest.path} line ${file.line}${file.dataType ? ` (${file.dataType}` : " ("}${file.session ? `, ${file.session}` : ""})`.replace(" ()", "");
+    const details = [file.dataType, file.session].filter(Boolean).join(", ");
+    const origin = `${manifest.path} line ${file.line}${details ? ` (${details})` : ""}`;
     return { ...fillFields({ ...input, url: "" }, context), name: index === 0 ? name : `${name}-${index + 1}`, url: file.url, origin };
   });
 }
