@@ -22,7 +22,7 @@ const MiB = 1024 * 1024;
 const MAX_LINK_HOPS = 40;
 
 /** `name` as a relative POSIX path inside the destination ("" for the root), or undefined when it leaves it. */
-function relativeInside(name: string): string | undefined {
+export function relativeInside(name: string): string | undefined {
   const normalised = path.posix.normalize(name.replace(/\\/g, "/")).replace(/\/+$/, "");
   if (normalised === "." || normalised === "") return "";
   if (path.posix.isAbsolute(normalised) || normalised === ".." || normalised.startsWith("../")) return undefined;
@@ -59,7 +59,8 @@ export function resolveLink(linkPath: string, target: string, links: ReadonlyMap
   return parts?.join("/");
 }
 
-class Extraction {
+/** One archive's extraction into `destDir` under the rules above; tar (here) and zip (extract-zip.ts) entries go through it. */
+export class Extraction {
   readonly files = new Set<string>();
   /** Directories known to be real directories (made here or found as such): their lstat is not repeated. */
   private readonly dirs = new Set<string>([""]);

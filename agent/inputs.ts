@@ -1,7 +1,8 @@
 /**
  * Inputs: fetch one input into its directory. The object is read from its source (input-sources.ts) with parallel
- * ranged GETs (download.ts), hashed and extracted (extract.ts) in the same pass — no temporary archive on disk — then
- * verified, and the file(s) the container gets are selected by glob (select.ts).
+ * ranged GETs (download.ts), hashed and extracted (extract.ts) in the same pass — no temporary archive on disk, except
+ * for zips, whose directory is at the end (extract-zip.ts) — then verified, and the file(s) the container gets are
+ * selected by glob and hashed (select.ts).
  */
 import { createHash } from "node:crypto";
 import { createWriteStream, promises as fsp } from "node:fs";
@@ -17,7 +18,8 @@ import { orderedRanges, RangeBuffers, writeAll } from "./download";
 import { isOutOfDisk, JobFailure } from "./errors";
 import { extractTar } from "./extract";
 import { inputSource, type ObjectInfo } from "./input-sources";
-import { selectFiles } from "./select";
+import { digestFiles, selectFiles, type FileDigest } from "./select";
+import { extractZip } from "./extract-zip";
 
 export interface FetchInputOptions {
   /** Client for `role` inputs (default: the agent's client for the bucket); `public` inputs always go unsigned. */
@@ -45,6 +47,10 @@ export interface FetchedInput {
   files: string[];
   /** The files chosen by `select`; without `select`, the single file of a plain object or "." (the directory). */
   selected: string[];
+  /** What the container sees: only the selected files (`select` given, `mount` not "all") or the whole input. */
+  mount: "selected" | "all";
+  /** The files the command gets (every file when the whole directory is selected), each with its own hash. */
+  digests: FileDigest[];
 }
 
 const MiB = 1024 * 1024;
@@ -79,7 +85,7 @@ async function fetchInputUnredacted(input: InputSpec, destDir: string, opts: Fet
   const source = inputSource(input, label, partSize, opts.client);
   const info = await source.open(opts.signal);
   const shown = redactUrl(input.url);
-  opts.log?.(`${label}: ${shown} is ${Number.isFinite(info.size) ? `${info.size} bytes` : "of unknown size"}, ${kind === "none" ? "no extraction" : `extracting ${kind} while downloading`}`);
+  opts.log?.(`${label}: ${shown} is ${Number.isFinite(info.size) ? `${info.size} bytes` : "of unknown size"}, ${kind === "none" ? "no extraction" : kind === "zip" ? "downloading the zip, then extracting it" : `extracting ${kind} while downloading`}`);
 
   const hash = createHash("sha256");
   let bytes = 0;
@@ -94,10 +100,7 @@ async function fetchInputUnredacted(input: InputSpec, destDir: string, opts: Fet
     }
   }
 
-  let files: string[];
-  try {
-    files = await writeInput(counted(), layout, destDir, label, (chunk) => buffers.release(chunk));
-  } catch (err) {
+  const failed = (err: unknown): never => {
     if (err instanceof JobFailure) throw err;
     if (isOutOfDisk(err)) throw new JobFailure("out-of-disk", `${label}: out of disk while writing to ${destDir}: ${errorMessage(err)}`);
     if ((err as { name?: string }).name === "AbortError" || opts.signal?.aborted) throw opts.signal?.reason ?? err;
@@ -105,23 +108,54 @@ async function fetchInputUnredacted(input: InputSpec, destDir: string, opts: Fet
       throw new JobFailure("missing-input", `${label}: download of ${shown} broke off after ${bytes} of ${info.size} bytes: ${errorMessage(err)}`);
     }
     throw new JobFailure("corrupt-archive", `${label}: ${shown} is not a readable ${kind} archive: ${errorMessage(err)}`);
+  };
+
+  let files: string[];
+  let sha256: string;
+  if (layout.kind === "zip") {
+    // The zip's directory is at its end: the archive goes to disk first (hashed on the way), is checked, then extracted.
+    const archive = zipDownloadPath(destDir);
+    try {
+      await writeFile(counted(), archive, (chunk) => buffers.release(chunk)).catch(failed);
+      sha256 = hash.digest("hex");
+      checkIntegrity(input, info, bytes, sha256, label, shown);
+      files = await extractZip(archive, destDir, label).catch(failed);
+    } finally {
+      await fsp.rm(archive, { force: true });
+    }
+  } else {
+    files = await writeInput(counted(), layout, destDir, label, (chunk) => buffers.release(chunk)).catch(failed);
+    sha256 = hash.digest("hex");
+    checkIntegrity(input, info, bytes, sha256, label, shown);
   }
 
-  const sha256 = hash.digest("hex");
-  checkIntegrity(input, info, bytes, sha256, label, shown);
   const selected = input.select ? selectFiles(files, input.select, input.allowMultiple, label) : kind === "none" ? files : ["."];
-  opts.log?.(`${label}: ${bytes} bytes, sha256 ${sha256}, ${files.length} file(s); selected ${selected.join(", ")}`);
-  return { name: input.name, url: shown, extract: kind, bytes, sha256, etag: info.etag, files, selected };
+  const mount = input.select && input.mount !== "all" ? "selected" : "all";
+  // What the command gets, each with its own hash: a plain object is its own one file.
+  const digests =
+    layout.kind === "none" ? [{ path: layout.fileName, sha256, bytes }] : await digestFiles(destDir, selected[0] === "." ? files : selected);
+  opts.log?.(`${label}: ${bytes} bytes, sha256 ${sha256}, ${files.length} file(s); selected ${selected.join(", ")}; mounted: ${mount === "all" ? "the whole input" : "the selected file(s) only"}`);
+  return { name: input.name, url: shown, extract: kind, bytes, sha256, etag: info.etag, files, selected, mount, digests };
+}
+
+/** Where a zip input's archive is downloaded before extraction: beside the input's directory, never inside it. */
+export function zipDownloadPath(destDir: string): string {
+  return path.join(path.dirname(destDir), `.${path.basename(destDir)}.download.zip`);
+}
+
+/** Write a byte stream to a new file (never over an existing one). */
+async function writeFile(chunks: AsyncIterable<Buffer>, filePath: string, release: (chunk: Buffer) => void): Promise<void> {
+  const file = createWriteStream(filePath, { flags: "wx", highWaterMark: MiB });
+  const closed = finished(file);
+  closed.catch(() => undefined); // awaited below, after the writes
+  await writeAll(chunks, file, release);
+  await closed;
 }
 
 /** Write the object's bytes into `destDir`: the one file of a plain input, or an archive's files (sorted). */
-async function writeInput(chunks: AsyncIterable<Buffer>, layout: InputLayout, destDir: string, label: string, release: (chunk: Buffer) => void): Promise<string[]> {
+async function writeInput(chunks: AsyncIterable<Buffer>, layout: Exclude<InputLayout, { kind: "zip" }>, destDir: string, label: string, release: (chunk: Buffer) => void): Promise<string[]> {
   if (layout.kind === "none") {
-    const file = createWriteStream(path.join(destDir, layout.fileName), { flags: "wx", highWaterMark: MiB });
-    const closed = finished(file);
-    closed.catch(() => undefined); // awaited below, after the writes
-    await writeAll(chunks, file, release);
-    await closed;
+    await writeFile(chunks, path.join(destDir, layout.fileName), release);
     return [layout.fileName];
   }
   if (layout.kind === "tar") {

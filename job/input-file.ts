@@ -44,11 +44,8 @@ export function archiveKindFor(url: string, mode: ArchiveKind | "auto"): Archive
   return "none";
 }
 
-const ZIP_REFUSAL =
-  'zip archives cannot be extracted while downloading (only tar and tgz); use extract "none" to pass the .zip file itself';
-
 /** How the agent writes an input: extracted as `kind`, or (kind "none") as the single file `fileName`. */
-export type InputLayout = { kind: "tar" | "tgz" } | { kind: "none"; fileName: string };
+export type InputLayout = { kind: "tar" | "tgz" | "zip" } | { kind: "none"; fileName: string };
 
 /** Why an input cannot be written, and which spec field is at fault. */
 export interface InputLayoutProblem {
@@ -57,12 +54,11 @@ export interface InputLayoutProblem {
 }
 
 /**
- * The one decision on how an input lands on disk, or why it cannot: a zip's directory sits at its end, so zips cannot
- * be extracted while the bytes stream in, and a plain file needs a usable name from its URL.
+ * The one decision on how an input lands on disk, or why it cannot: a plain file needs a usable name from its URL.
+ * (Archives are extracted: tar and tgz while the bytes stream in, zip once downloaded, its directory being at its end.)
  */
 export function inputLayout(url: string, mode: ArchiveKind | "auto"): InputLayout | InputLayoutProblem {
   const kind = archiveKindFor(url, mode);
-  if (kind === "zip") return { field: "extract", error: ZIP_REFUSAL };
   if (kind !== "none") return { kind };
   const named = inputFileName(url);
   if ("error" in named) return { field: "url", error: `${named.error} (the file name comes from it)` };

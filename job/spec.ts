@@ -60,6 +60,8 @@ export const InputSpec = z
     select: z.string().min(1).optional(),
     /** Several files may match `select`; otherwise more than one match is an error. */
     allowMultiple: z.boolean().default(false),
+    /** With `select`, the container sees only the selected files ("selected", the default) or the whole input ("all"). */
+    mount: z.enum(["selected", "all"]).optional(),
     /** Expected SHA-256 (hex) of the downloaded object, checked by the agent. */
     sha256: z.string().regex(/^[0-9a-f]{64}$/, "expected 64 lowercase hex digits").optional(),
     /** Where the URL came from when it was looked up (e.g. an NDA manifest and its line): for the record. */

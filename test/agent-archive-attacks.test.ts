@@ -4,9 +4,12 @@
  * hardlinks, a link replaced by a file and back — the attacks node-tar met in CVE-2021-32803, -32804, -37701,
  * -37712 and -37713. Every one must fail the job with `corrupt-archive` naming the entry, and nothing may appear
  * outside the input directory: the test puts the input directory inside a sandbox and checks every file there.
+ * The same attacks (zip has no hardlinks) as zips, and zip's own: overlapping entries (a zip bomb), duplicates,
+ * encryption, a truncated archive, sizes beyond the disk.
  */
 import type { S3Client } from "@aws-sdk/client-s3";
 import { expect } from "chai";
+import { randomBytes } from "node:crypto";
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -17,6 +20,8 @@ import { fetchInput } from "../agent/inputs";
 import { InputSpec } from "../job/spec";
 import { newBucket, put, sharedMoto, testS3 } from "./support/fixtures";
 import { scenario } from "./support/reliability";
+import { craftZip, fileEntry, type ZipEntry } from "./support/zip";
+import { zipDownloadPath } from "../agent/inputs";
 
 type Entry = Partial<tar.Header> & { name: string; body?: string };
 
@@ -51,6 +56,13 @@ const file = (name: string, body = "payload"): Entry => ({ name, type: "file", b
 const dir = (name: string): Entry => ({ name, type: "directory" });
 const symlink = (name: string, linkname: string): Entry => ({ name, type: "symlink", linkname });
 const hardlink = (name: string, linkname: string): Entry => ({ name, type: "link", linkname });
+
+/** A tar entry as the zip entry that means the same (type in the unix mode bits, a link's text as its data). */
+function asZipEntry(entry: Entry): ZipEntry {
+  const kinds: Record<string, number> = { file: 0o100644, directory: 0o040755, symlink: 0o120777, "character-device": 0o020644, fifo: 0o010644 };
+  const name = entry.type === "directory" && !entry.name.endsWith("/") ? `${entry.name}/` : entry.name;
+  return { name, body: entry.type === "symlink" ? entry.linkname : entry.body, mode: kinds[entry.type ?? "file"], method: entry.type === "file" ? 8 : 0 };
+}
 
 /** name → [entries, the entry the failure must name] */
 const ATTACKS: Record<string, [Entry[], string]> = {
@@ -114,12 +126,13 @@ describe("agent extraction refuses crafted archives (moto S3)", function () {
   }
 
   for (const [attack, [entries, named]] of Object.entries(ATTACKS)) {
-    for (const compressed of [false, true]) {
-      it(`${attack} (${compressed ? "tgz" : "tar"}): corrupt-archive naming "${named}", nothing outside`, () =>
-        scenario("fault", "malicious archive", `${attack} (${compressed ? "tgz" : "tar"})`, `corrupt-archive naming "${named}"; nothing written outside the input directory`, async () => {
-        const archive = await craftTar(entries);
-        const key = `attack/${attack.replace(/[^a-z0-9]+/gi, "-")}.${compressed ? "tgz" : "tar"}`;
-        await put(s3, bucket, key, compressed ? gzipSync(archive) : archive);
+    for (const format of ["tar", "tgz", "zip"] as const) {
+      if (format === "zip" && entries.some((e) => e.type === "link")) continue; // zip has no hardlinks
+      it(`${attack} (${format}): corrupt-archive naming "${named}", nothing outside`, () =>
+        scenario("fault", "malicious archive", `${attack} (${format})`, `corrupt-archive naming "${named}"; nothing written outside the input directory`, async () => {
+        const archive = format === "zip" ? craftZip(entries.map(asZipEntry)) : await craftTar(entries);
+        const key = `attack/${attack.replace(/[^a-z0-9]+/gi, "-")}.${format}`;
+        await put(s3, bucket, key, format === "tgz" ? gzipSync(archive) : archive);
         const { root, dest } = sandbox();
         let failure: unknown;
         try {
@@ -140,6 +153,59 @@ describe("agent extraction refuses crafted archives (moto S3)", function () {
       }));
     }
   }
+
+  const bigZeros = Buffer.alloc(4 * 1024 * 1024); // deflates ~1000:1
+  /** name → [zip bytes, failure reason, text the message must hold] */
+  const ZIP_ATTACKS: Record<string, [() => Buffer, string, string]> = {
+    "zip-slip ('../evil')": [() => craftZip([fileEntry("ok.txt"), fileEntry("../evil")]), "corrupt-archive", '"../evil" points outside'],
+    "a backslash zip-slip ('..\\evil')": [() => craftZip([fileEntry("..\\evil")]), "corrupt-archive", "points outside"],
+    "an absolute path": [() => craftZip([fileEntry("/tmp/cc-escaped-abs.txt")]), "corrupt-archive", '"/tmp/cc-escaped-abs.txt" points outside'],
+    "a zip bomb: 200 entries sharing one compressed stream": [
+      () => craftZip([{ name: "zeros-0", body: bigZeros }, ...Array.from({ length: 199 }, (_, i) => ({ name: `zeros-${i + 1}`, declaredSize: bigZeros.length, sameDataAs: 0 }))]),
+      "corrupt-archive",
+      'overlaps the data of "zeros-0"',
+    ],
+    "sizes beyond the disk (ZIP64, 1 PiB declared)": [() => craftZip([{ name: "huge.nii", body: bigZeros, declaredSize: 2 ** 50 }]), "out-of-disk", "unpacks to 1125899906842624 bytes"],
+    "a duplicate entry": [() => craftZip([fileEntry("t1.nii", "real"), fileEntry("t1.nii", "decoy")]), "corrupt-archive", '"t1.nii" appears twice'],
+    "an encrypted entry": [() => craftZip([{ name: "secret.nii", body: "12-byte-head" + "xxxx", declaredSize: 4, method: 0, flags: 1 }]), "corrupt-archive", '"secret.nii" is encrypted'],
+    "an unsupported compression method": [() => craftZip([{ name: "b.nii", body: "xxxx", method: 12 }]), "corrupt-archive", "compression method 12"],
+    "a truncated archive": [() => craftZip([{ name: "a.nii", body: randomBytes(5000), method: 0 }]).subarray(0, 2000), "corrupt-archive", "is not a readable zip archive"],
+    "garbage named .zip": [() => Buffer.from("PK but not really a zip file at all"), "corrupt-archive", "is not a readable zip archive"],
+  };
+  for (const [attack, [make, reason, says]] of Object.entries(ZIP_ATTACKS)) {
+    it(`zip: ${attack} fails with ${reason}, nothing outside and no archive left`, () =>
+      scenario("fault", "malicious archive", `zip: ${attack}`, `${reason}; nothing written outside the input directory`, async () => {
+        const key = `attack/zip-${attack.replace(/[^a-z0-9]+/gi, "-")}.zip`;
+        await put(s3, bucket, key, make());
+        const { root, dest } = sandbox();
+        let failure: unknown;
+        try {
+          await fetchInput(InputSpec.parse({ name: "t1", url: `s3://${bucket}/${key}` }), dest);
+        } catch (err) {
+          failure = err;
+        }
+        expect(failure, "the job must fail").to.be.instanceOf(JobFailure);
+        expect((failure as JobFailure).reason).to.equal(reason);
+        expect((failure as JobFailure).message).to.include(says);
+        const outside = walk(root).filter((p) => !p.startsWith(`work${path.sep}input`));
+        expect(outside).to.deep.equal(["work", path.join("work", "victim.txt")]);
+        expect(existsSync(zipDownloadPath(dest)), "the downloaded zip is removed").to.equal(false);
+        expect(existsSync("/tmp/cc-escaped-abs.txt")).to.equal(false);
+        // Refused from the central directory, before any entry was written.
+        if (reason === "out-of-disk" || /overlaps|twice|encrypted/.test(says)) expect(existsSync(dest) ? walk(dest) : []).to.deep.equal([]);
+        return `${(failure as JobFailure).reason}: ${(failure as JobFailure).message}`;
+      }));
+  }
+
+  it("zip: extracts links that stay inside, as tar does", async () => {
+    const archive = craftZip([fileEntry("sub-01/anat/T1w.nii", "voxels"), { name: "sub-01/T1w-link.nii", body: "anat/T1w.nii", mode: 0o120777, method: 0 }]);
+    await put(s3, bucket, "attack/benign.zip", archive);
+    const { dest } = sandbox();
+    const got = await fetchInput(InputSpec.parse({ name: "t1", url: `s3://${bucket}/attack/benign.zip` }), dest);
+    expect(got.files).to.deep.equal(["sub-01/anat/T1w.nii"]);
+    expect(lstatSync(path.join(dest, "sub-01/T1w-link.nii")).isSymbolicLink()).to.equal(true);
+    expect(readFileSync(path.join(dest, "sub-01/T1w-link.nii"), "utf8")).to.equal("voxels");
+  });
 
   it("still extracts links that stay inside: relative symlinks and hardlinks to files in the archive", async () => {
     const archive = await craftTar([

@@ -18,6 +18,10 @@ import { selectFiles } from "../agent/select";
 import { archiveKindFor } from "../job/input-file";
 import { makeAbcdArchive, makeTar, newBucket, put, sharedMoto, testS3 } from "./support/fixtures";
 import { startExpiryProxy, type ExpiryProxy } from "./support/s3-expiry-proxy";
+import { craftZip, dirEntry, fileEntry } from "./support/zip";
+import { execFileSync } from "node:child_process";
+import { mkdirSync, writeFileSync, readdirSync } from "node:fs";
+import { zipDownloadPath } from "../agent/inputs";
 
 const GUID = "NDARINVABCD1234";
 const T1_GLOB = "**/*_T1w.nii";
@@ -193,6 +197,60 @@ describe("agent inputs (moto S3)", function () {
     const failure = await failureOf(fetchInput(input({ url: `s3://${bucket}/bad/evil.tar` }), target));
     expect(failure.reason).to.equal("corrupt-archive");
     expect(existsSync(path.join(path.dirname(target), "escape.txt"))).to.equal(false);
+  });
+
+  it("extracts a zip (stored and deflated entries, nested directories), selects by glob and hashes the selected file", async () => {
+    const t1 = Buffer.from(Array.from({ length: 200_000 }, (_, i) => (i * 7) % 251));
+    const zip = craftZip([
+      dirEntry("sub-01"),
+      dirEntry("sub-01/ses-1/anat"),
+      { name: "sub-01/ses-1/anat/sub-01_T1w.nii", body: t1, method: 8 },
+      fileEntry("sub-01/ses-1/anat/sub-01_T1w.json", '{"stored": true}', 0),
+      fileEntry("sub-01/ses-1/fmap/sub-01_fieldmap.nii", "decoy", 8),
+    ]);
+    await put(s3, bucket, "zips/subject.zip", zip);
+    const target = dest();
+    const got = await fetchInput(input({ url: `s3://${bucket}/zips/subject.zip`, select: T1_GLOB, sha256: sha256(zip) }), target, { partSize: 64 * 1024 });
+    expect(got.extract).to.equal("zip");
+    expect(got.sha256).to.equal(sha256(zip));
+    expect(got.files).to.deep.equal(["sub-01/ses-1/anat/sub-01_T1w.json", "sub-01/ses-1/anat/sub-01_T1w.nii", "sub-01/ses-1/fmap/sub-01_fieldmap.nii"]);
+    expect(got.selected).to.deep.equal(["sub-01/ses-1/anat/sub-01_T1w.nii"]);
+    expect(got.mount).to.equal("selected");
+    expect(got.digests).to.deep.equal([{ path: "sub-01/ses-1/anat/sub-01_T1w.nii", sha256: sha256(t1), bytes: t1.length }]);
+    expect(readFileSync(path.join(target, "sub-01/ses-1/anat/sub-01_T1w.json"), "utf8")).to.equal('{"stored": true}');
+    expect(existsSync(zipDownloadPath(target)), "the downloaded zip is removed").to.equal(false);
+  });
+
+  it("extracts a zip written by the zip tool, and without select hashes every file", async function () {
+    const work = path.dirname(dest());
+    mkdirSync(path.join(work, "src/sub-02/anat"), { recursive: true });
+    writeFileSync(path.join(work, "src/sub-02/anat/sub-02_T1w.nii"), Buffer.alloc(100_000, 3));
+    writeFileSync(path.join(work, "src/sub-02/README"), "tiny");
+    execFileSync("zip", ["-q", "-r", "-n", "README", path.join(work, "made.zip"), "sub-02"], { cwd: path.join(work, "src") }); // README stored
+    const zip = readFileSync(path.join(work, "made.zip"));
+    await put(s3, bucket, "zips/made.zip", zip);
+    const target = dest();
+    const got = await fetchInput(input({ url: `s3://${bucket}/zips/made.zip` }), target);
+    expect(got.files).to.deep.equal(["sub-02/README", "sub-02/anat/sub-02_T1w.nii"]);
+    expect(got.selected).to.deep.equal(["."]);
+    expect(got.mount).to.equal("all");
+    expect(got.digests.map((d) => [d.path, d.bytes])).to.deep.equal([["sub-02/README", 4], ["sub-02/anat/sub-02_T1w.nii", 100_000]]);
+    expect(got.digests[1].sha256).to.equal(sha256(Buffer.alloc(100_000, 3)));
+  });
+
+  it("checks a zip's sha256 before extracting anything: a mismatch is input-integrity with nothing written", async () => {
+    await put(s3, bucket, "zips/checked.zip", craftZip([fileEntry("a.nii", "aaa")]));
+    const target = dest();
+    const failure = await failureOf(fetchInput(input({ url: `s3://${bucket}/zips/checked.zip`, sha256: "0".repeat(64) }), target));
+    expect(failure.reason).to.equal("input-integrity");
+    expect(readdirSync(target)).to.deep.equal([]);
+    expect(existsSync(zipDownloadPath(target))).to.equal(false);
+  });
+
+  it("records a plain input's one file with the object's own hash", async () => {
+    await put(s3, bucket, "plain/one.nii", Buffer.from("one file"));
+    const got = await fetchInput(input({ url: `s3://${bucket}/plain/one.nii` }), dest());
+    expect(got.digests).to.deep.equal([{ path: "one.nii", sha256: sha256(Buffer.from("one file")), bytes: 8 }]);
   });
 
   it("selects by glob: none is no-matching-file, several need allowMultiple", () => {

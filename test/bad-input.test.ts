@@ -25,7 +25,7 @@ const CASES: Array<[string, string[], RegExp]> = [
   ["an https input without presigned access", ["--input", json({ name: "t1", url: "https://host/b/x.tgz" })], /inputs\[0\]\.url: .*needs an s3:\/\/ URL/],
   ["an input that is not JSON", ["--input", "{bad json"], /JSON/],
   ["an input name in capitals", ["--input", json({ name: "T1", url: "s3://cc-study/a.tgz" })], /inputs\[0\]\.name/],
-  ["a zip archive to extract", ["--input", json({ name: "t1", url: "s3://cc-study/a.zip" })], /inputs\[0\]\.extract: zip archives cannot be extracted/],
+  ["an input mount that is neither selected nor all", ["--input", json({ name: "t1", url: "s3://cc-study/a.zip", select: "*.nii", mount: "some" })], /inputs\[0\]\.mount/],
   ["a presigned file name decoding to '../'", ["--input", json({ name: "t1", url: "https://h/b/..%2Fx.nii?X-Amz-Signature=abc", access: "presigned", extract: "none" })], /inputs\[0\]\.url: .*file name/],
   ["a sha256 that is not one", ["--input", json({ name: "t1", url: "s3://cc-study/a.tgz", sha256: "xyz" })], /inputs\[0\]\.sha256/],
   ["an unknown input field", ["--input", json({ name: "t1", url: "s3://cc-study/a.tgz", bogus: 1 })], /bogus/],

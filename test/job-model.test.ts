@@ -55,16 +55,15 @@ describe("job model", () => {
       }
     });
 
-    it("refuses zip extraction (not streamable) before anything runs, but passes a .zip through with extract none", () => {
+    it("extracts zips (auto for .zip, or extract zip), and mounts only the selected files unless mount is all", () => {
       const base = JSON.parse(serialiseJobSpec(kwykSpec()));
-      for (const input of [
-        { name: "t1", url: "s3://bucket/subject.zip" },
-        { name: "t1", url: "s3://bucket/subject.bin", extract: "zip" },
-      ]) {
-        expect(() => parseJobSpec({ ...base, inputs: [input] })).to.throw(/inputs\[0\]\.extract: zip archives cannot be extracted/);
-      }
-      const passed = parseJobSpec({ ...base, inputs: [{ name: "t1", url: "s3://bucket/subject.zip", extract: "none" }] });
-      expect(passed.inputs[0].extract).to.equal("none");
+      const parse = (input: Record<string, unknown>) => parseJobSpec({ ...base, inputs: [input] }).inputs[0];
+      expect(parse({ name: "t1", url: "s3://bucket/subject.zip" }).extract).to.equal("auto");
+      expect(parse({ name: "t1", url: "s3://bucket/subject.bin", extract: "zip" }).extract).to.equal("zip");
+      expect(parse({ name: "t1", url: "s3://bucket/subject.zip", extract: "none" }).extract).to.equal("none");
+      expect(parse({ name: "t1", url: "s3://bucket/a.tgz", select: "**/*.nii" }).mount).to.equal(undefined); // "selected"
+      expect(parse({ name: "t1", url: "s3://bucket/a.tgz", select: "**/*.nii", mount: "all" }).mount).to.equal("all");
+      expect(() => parse({ name: "t1", url: "s3://bucket/a.tgz", mount: "some" })).to.throw(/inputs\[0\]\.mount/);
     });
 
     it("treats presigned URLs as secrets and redacts them", () => {
