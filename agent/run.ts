@@ -20,7 +20,7 @@ import { formatS3Url } from "../job/s3url";
 import { redactSpec, type JobSpec } from "../job/spec";
 import { expandCommand } from "../job/command";
 import { pullImage, runContainer, type PulledImage, type RunResult } from "./container";
-import type { Mount } from "./runtime-commands";
+import { inputMounts } from "./mounts";
 import { errorMessage } from "../common/errors";
 import { isOutOfDisk, JobFailure, toJobFailure } from "./errors";
 import { fetchInput, type FetchedInput, type FetchInputOptions } from "./inputs";
@@ -106,7 +106,9 @@ export async function runAgentJob(spec: JobSpec, opts: AgentOptions): Promise<Ag
 
   let phase: Phase = "starting";
   let failure: JobFailure | undefined;
-  let fetched: FetchedInput[] = [];
+  /** Inputs as they finish: an input that failed does not hide the others from the record. */
+  const fetchedByName = new Map<string, FetchedInput>();
+  let command: string[] | undefined;
   let image: PulledImage | undefined;
   let run: RunResult | undefined;
   let outputs: OutputObject[] = [];
@@ -137,8 +139,8 @@ export async function runAgentJob(spec: JobSpec, opts: AgentOptions): Promise<Ag
     };
     const inputBytes = new Map<string, { done: number; total?: number }>();
     const inputsTask = timed("inputs", () =>
-      mapLimit(spec.inputs, 2, (input) =>
-        fetchInput(input, path.join(inputsDir, input.name), {
+      mapLimit(spec.inputs, 2, async (input) => {
+        const got = await fetchInput(input, path.join(inputsDir, input.name), {
           ...opts.download,
           client: opts.client,
           signal: prep.signal,
@@ -148,19 +150,24 @@ export async function runAgentJob(spec: JobSpec, opts: AgentOptions): Promise<Ag
             const all = [...inputBytes.values()];
             reporter.progress("inputs", all.reduce((s, v) => s + v.done, 0), all.reduce((s, v) => s + (v.total ?? 0), 0));
           },
-        }),
-      ),
+        });
+        fetchedByName.set(input.name, got);
+        return got;
+      }),
     ).catch(failFirst("inputs"));
+    // A finished pull is recorded (its digest) even when an input or the run fails later.
     const pullTask = timed("pull", () =>
       pullImage({ runtime: spec.container.runtime, image: spec.container.image, workdir, signal: prep.signal, output: log.raw() }),
-    ).catch(failFirst("pull"));
+    )
+      .then((pulled) => (image = pulled))
+      .catch(failFirst("pull"));
     await Promise.allSettled([inputsTask, pullTask]);
     jobAbort.signal.removeEventListener("abort", onJobAbort);
     if (jobAbort.signal.aborted) throw toJobFailure(jobAbort.signal.reason, first?.phase ?? "inputs");
     if (first) throw first;
-    fetched = await inputsTask;
-    image = await pullTask;
-    log.line(`image ${image.reference}${image.digest ? ` (${image.digest})` : ""} ready`);
+    const fetched = await inputsTask;
+    const pulled = await pullTask;
+    log.line(`image ${pulled.reference}${pulled.digest ? ` (${pulled.digest})` : ""} ready`);
 
     // --- run ------------------------------------------------------------------------------------------------------
     phase = "run";
@@ -169,27 +176,21 @@ export async function runAgentJob(spec: JobSpec, opts: AgentOptions): Promise<Ag
     const inContainer = spec.container.runtime !== "none";
     const inputPath = (input: FetchedInput, file: string) =>
       inContainer ? path.posix.join(CONTAINER_PATHS.inputs, input.name, file) : path.join(inputsDir, input.name, file);
-    const command = expandCommand(spec.container.command, {
+    const expanded = expandCommand(spec.container.command, {
       inputs: fetched.map((input) => ({ name: input.name, files: input.selected.map((file) => inputPath(input, file)) })),
       output: inContainer ? CONTAINER_PATHS.output : outputsDir,
       subject: spec.subject,
       jobId: spec.jobId,
     });
-    const mounts: Mount[] = [
-      ...fetched.map((input) => ({
-        host: path.join(inputsDir, input.name),
-        container: path.posix.join(CONTAINER_PATHS.inputs, input.name),
-        readOnly: true,
-      })),
-      { host: outputsDir, container: CONTAINER_PATHS.output },
-    ];
-    log.line(`running ${JSON.stringify(command)} with ${spec.container.runtime}`);
+    command = expanded;
+    const mounts = inContainer ? [...(await inputMounts(fetched, inputsDir)), { host: outputsDir, container: CONTAINER_PATHS.output }] : [];
+    log.line(`running ${JSON.stringify(expanded)} with ${spec.container.runtime}`);
     ranContainer = true;
     run = await timed("run", () =>
       runContainer({
         runtime: spec.container.runtime,
-        image: image!.runRef,
-        command,
+        image: pulled.runRef,
+        command: expanded,
         entrypoint: spec.container.entrypoint,
         env: spec.container.env,
         gpus: spec.container.gpus,
@@ -274,14 +275,17 @@ export async function runAgentJob(spec: JobSpec, opts: AgentOptions): Promise<Ag
     launchId: spec.launchId,
     spec: redactSpec(spec),
     image: spec.container.runtime === "none" ? undefined : { reference: spec.container.image, digest: image?.digest },
-    inputs: fetched.map((input) => ({
+    inputs: spec.inputs.flatMap((wanted) => fetchedByName.get(wanted.name) ?? []).map((input) => ({
       name: input.name,
       url: input.url,
       bytes: input.bytes,
       sha256: input.sha256,
       etag: input.etag,
       files: input.files,
+      selected: input.digests,
+      mount: input.mount,
     })),
+    command,
     outputs,
     skippedLinks: skippedLinks.length > 0 ? skippedLinks : undefined,
     partialOutputs: partial,

@@ -119,7 +119,20 @@ export interface ProvenanceRecord {
   /** The spec with presigned URLs and env values redacted. */
   spec: unknown;
   image?: { reference: string; digest?: string };
-  inputs: Array<{ name: string; url: string; bytes: number; sha256?: string; etag?: string; files: string[] }>;
+  inputs: Array<{
+    name: string;
+    url: string;
+    bytes: number;
+    sha256?: string;
+    etag?: string;
+    files: string[];
+    /** The files the command got (all of them when the whole input was selected), each with its own hash. */
+    selected?: Array<{ path: string; sha256: string; bytes: number }>;
+    /** What the container saw: only the selected files, or the whole input. */
+    mount?: "selected" | "all";
+  }>;
+  /** The command as run, placeholders expanded (paths only; env values never appear here). */
+  command?: string[];
   outputs: OutputObject[];
   /** Symbolic links in the outputs that lead outside them (or nowhere): not followed, not uploaded. */
   skippedLinks?: Array<{ path: string; target: string }>;
