@@ -124,6 +124,12 @@ export const CONFIG_KEYS: readonly (ConfigKey & { specPath: readonly string[] })
     flag: { name: "output-glob", form: "list" },
   },
   {
+    key: "cloudcompute:outputLayout", specPath: ["outputs", "layout"], kind: "string",
+    expected: "subject or bids", defaultValue: "subject",
+    help: "How results are named: subject (<prefix>/<subject>/) or bids (<prefix>/sub-<label>/, an NDA GUID's label without '_', and a BIDS-derivatives dataset_description.json at the prefix, created once)",
+    flag: { name: "output-layout", form: "text", choices: ["subject", "bids"] },
+  },
+  {
     key: "cloudcompute:maxRuntimeMinutes", specPath: ["limits", "maxRuntimeMinutes"], kind: "integer",
     expected: "a whole number of minutes (1-10080)", defaultValue: "240",
     help: "Minutes the job may run: the agent fails it then",
