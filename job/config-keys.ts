@@ -114,7 +114,7 @@ export const CONFIG_KEYS: readonly (ConfigKey & { specPath: readonly string[] })
   {
     key: "cloudcompute:outputPrefix", specPath: ["outputs", "prefix"], kind: "string", required: true,
     expected: "an S3 prefix such as s3://my-lab-bucket/kwyk",
-    help: "Where results go: <prefix>/<subject>/ (and the job's records under <prefix>/_cloudcompute/)",
+    help: "Where results go: <prefix>/<subject>/, or <prefix>/sub-<label>/ with layout bids (and the job's records under <prefix>/_cloudcompute/)",
     flag: { name: "output", form: "text" },
   },
   {
