@@ -28,6 +28,8 @@ import { instanceInfo } from "./instance";
 import type { SkippedLink } from "./output-files";
 import { OutputUploadError, uploadOutputs, type UploadOptions } from "./outputs";
 import { promoteResults } from "./promote";
+import { ensureDatasetDescription } from "./dataset-description";
+import { datasetDescription } from "../job/bids";
 import { JobLog, putJson, Reporter } from "./report";
 import { mapLimit } from "../common/retry";
 import { s3ClientFor } from "../common/s3-client";
@@ -241,6 +243,11 @@ export async function runAgentJob(spec: JobSpec, opts: AgentOptions): Promise<Ag
           log: (line) => log.line(line),
         });
         outputPrefix = layout.results;
+        if (layout.datasetDescription) {
+          // After the promotion: the prefix becomes a BIDS dataset only once it holds a subject's results.
+          const described = { runtime: spec.container.runtime, reference: spec.container.image, digest: image?.digest };
+          await ensureDatasetDescription(client, layout.datasetDescription, datasetDescription(described, AGENT_VERSION), (line) => log.line(line));
+        }
         return promoted;
       });
     } catch (err) {

@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { jobLayout } from "../job/layout";
 import { parseCompletionMarker, parseResultsPointer } from "../job/records";
-import type { JobSpec } from "../job/spec";
+import type { OutputLayout } from "../job/spec";
 import { normaliseSubject } from "../job/subject";
 import { BadInputError, ExitCode } from "./errors";
 import { cloudcomputeHome, PACKAGE_ROOT } from "../common/paths";
@@ -24,6 +24,8 @@ export interface BatchOptions {
   rerun: boolean;
   /** The output prefix shared by the batch's jobs (where success markers are looked for). */
   outputPrefix: string;
+  /** The batch's output layout: where each subject's results (and results pointer) are. */
+  outputLayout?: OutputLayout;
   /** Arguments for each worker besides `--subject` (config file, overrides, platform, ...). */
   workerArgs: string[];
   signal: AbortSignal;
@@ -80,8 +82,8 @@ export function readSubjectsFile(file: string): string[] {
  * its promotion completed, and that job's marker — parsed, of this subject and this launch — says it succeeded.
  * Anything else (no pointer, a promotion cut off, a failed or foreign marker) means the subject still needs a run.
  */
-export async function findSuccess(outputPrefix: string, subject: string): Promise<string | undefined> {
-  const layoutOf = (jobId: string) => jobLayout({ jobId, subject, outputs: { prefix: outputPrefix } as JobSpec["outputs"] });
+export async function findSuccess(outputPrefix: string, subject: string, layout: OutputLayout = "subject"): Promise<string | undefined> {
+  const layoutOf = (jobId: string) => jobLayout({ jobId, subject, outputs: { prefix: outputPrefix, layout } });
   const pointer = await readRecord(layoutOf("-").resultsPointer, parseResultsPointer);
   if (!pointer || pointer.complete === false) return undefined;
   const marker = await readRecord(layoutOf(pointer.jobId).marker, parseCompletionMarker);
@@ -161,7 +163,7 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
 
   const pending: string[] = [];
   for (const subject of options.subjects) {
-    const previous = options.rerun ? undefined : await findSuccess(options.outputPrefix, subject);
+    const previous = options.rerun ? undefined : await findSuccess(options.outputPrefix, subject, options.outputLayout);
     if (previous) {
       entries.set(subject, { subject, outcome: "skipped", exitCode: 0, succeededBefore: previous, message: `already succeeded as ${previous}` });
       stream.write(`[batch] ${subject}: skipped, already succeeded as ${previous} (--rerun runs it again)\n`);

@@ -168,6 +168,7 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
       concurrency,
       rerun: Boolean(argv.rerun),
       outputPrefix: first.spec.outputs.prefix,
+      outputLayout: first.spec.outputs.layout,
       workerArgs: workerArgs(argv),
       signal: interruptController().signal,
     });

@@ -20,6 +20,7 @@ export function dryRun(resolved: ResolvedJob): Record<string, unknown> {
     spec: redactSpec(spec),
     specUrl: formatS3Url(layout.spec),
     resultsUrl: formatS3Url(layout.results),
+    ...(layout.datasetDescription ? { datasetDescriptionUrl: formatS3Url(layout.datasetDescription) } : {}),
     markerUrl: formatS3Url(layout.marker),
     ...platform.render(spec, resolved.agentBundlePath),
   };

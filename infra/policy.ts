@@ -73,6 +73,10 @@ export function jobPolicyDocument(spec: JobSpec): PolicyDocument {
         Action: WRITE_ACTIONS,
         Resource: [resultsArn, controlArn, pointerArn],
       },
+      // Layout bids: create the prefix's dataset_description.json (conditionally: agent/dataset-description.ts), that key only.
+      ...(layout.datasetDescription
+        ? [{ Sid: "CreateDatasetDescription", Effect: "Allow" as const, Action: ["s3:PutObject"], Resource: [objectArn(partition, layout.datasetDescription)] }]
+        : []),
       {
         // A successful re-run removes what the previous run left in the subject's results (listed in the pointer).
         Sid: "RemoveStaleResults",

@@ -114,7 +114,7 @@ export const CONFIG_KEYS: readonly (ConfigKey & { specPath: readonly string[] })
   {
     key: "cloudcompute:outputPrefix", specPath: ["outputs", "prefix"], kind: "string", required: true,
     expected: "an S3 prefix such as s3://my-lab-bucket/kwyk",
-    help: "Where results go: <prefix>/<subject>/ (and the job's records under <prefix>/_cloudcompute/)",
+    help: "Where results go: <prefix>/<subject>/, or <prefix>/sub-<label>/ with layout bids (and the job's records under <prefix>/_cloudcompute/)",
     flag: { name: "output", form: "text" },
   },
   {
@@ -122,6 +122,12 @@ export const CONFIG_KEYS: readonly (ConfigKey & { specPath: readonly string[] })
     expected: "a list of globs relative to the output directory", defaultValue: '["**"]',
     help: "Which output files are uploaded; flag repeatable",
     flag: { name: "output-glob", form: "list" },
+  },
+  {
+    key: "cloudcompute:outputLayout", specPath: ["outputs", "layout"], kind: "string",
+    expected: "subject or bids", defaultValue: "subject",
+    help: "How results are named: subject (<prefix>/<subject>/) or bids (<prefix>/sub-<label>/, an NDA GUID's label without '_', and a BIDS-derivatives dataset_description.json at the prefix, created once)",
+    flag: { name: "output-layout", form: "text", choices: ["subject", "bids"] },
   },
   {
     key: "cloudcompute:maxRuntimeMinutes", specPath: ["limits", "maxRuntimeMinutes"], kind: "integer",

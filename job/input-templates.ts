@@ -5,6 +5,7 @@
  * `pulumi up` (index.ts) and the driver alike, so a literal `{subject}` never reaches an instance.
  */
 import { findSubjectFiles, parseNdaManifest, type PickMode } from "./nda-manifest";
+import { bidsSubject } from "./subject";
 
 export const INPUT_PLACEHOLDERS = ["subject", "session", "bids_subject", "manifest"] as const;
 
@@ -15,10 +16,7 @@ export interface TemplateContext {
   manifest?: { path: string; text: string; dataType?: string; pick: PickMode };
 }
 
-/** The BIDS subject for a subject id: `sub-01` stays, an NDA GUID becomes `sub-NDARINV…` (label without `_`). */
-export function bidsSubject(subject: string): string {
-  return subject.startsWith("sub-") ? subject : `sub-${subject.replace(/[^A-Za-z0-9]/g, "")}`;
-}
+export { bidsSubject };
 
 type RawInput = Record<string, unknown>;
 

@@ -5,7 +5,8 @@
  */
 import * as path from "node:path";
 import { formatS3Url, joinKey, parseS3Url, S3Location } from "./s3url";
-import type { JobSpec } from "./spec";
+import type { JobSpec, OutputLayout } from "./spec";
+import { bidsSubject } from "./subject";
 
 /** Private area name under the output prefix. Subjects cannot start with '_', so it never collides with results. */
 export const CONTROL_DIR = "_cloudcompute";
@@ -48,9 +49,22 @@ export function jobIdTime(jobId: string): Date | undefined {
   return new Date(Date.UTC(+y, +mo - 1, +d, +h, +mi, +s, +ms));
 }
 
+/** The BIDS-derivatives description kept at the output prefix with layout bids (agent/dataset-description.ts). */
+export const DATASET_DESCRIPTION = "dataset_description.json";
+
+/** The folder under the output prefix holding a subject's results: the subject id, or `sub-<label>` for bids. */
+export function resultsDirName(subject: string, layout: OutputLayout = "subject"): string {
+  return layout === "bids" ? bidsSubject(subject) : subject;
+}
+
+/** What jobLayout needs of a spec; `outputs.layout` may be left out (unparsed callers): "subject". */
+export type LayoutSpec = Pick<JobSpec, "jobId" | "subject"> & { outputs: { prefix: string; layout?: OutputLayout }; launchId?: string };
+
 export interface JobLayout {
-  /** `<prefix>/<subject>/`: where results go. */
+  /** `<prefix>/<subject>/` (layout bids: `<prefix>/sub-<label>/`): where results go. */
   results: S3Location;
+  /** `<prefix>/dataset_description.json`, written once per prefix; only with layout bids. */
+  datasetDescription?: S3Location;
   /** `<prefix>/_cloudcompute/<jobId>/`: the job's private area. */
   control: S3Location;
   spec: S3Location;
@@ -63,16 +77,21 @@ export interface JobLayout {
   bootstrapLog: S3Location;
   /** Where the job uploads its outputs (a prefix, per launch); a successful job then promotes them to `results`. */
   outputs: S3Location;
-  /** The subject's results pointer: which job's outputs `results` holds, and their list (agent/promote.ts). */
+  /**
+   * The results pointer: which job's outputs `results` holds, and their list (agent/promote.ts). One per results
+   * folder (`subjects/<folder>/results.json`), so the pointer always describes the folder it sits beside.
+   */
   resultsPointer: S3Location;
 }
 
-export function jobLayout(spec: Pick<JobSpec, "jobId" | "subject" | "outputs"> & { launchId?: string }): JobLayout {
+export function jobLayout(spec: LayoutSpec): JobLayout {
   const prefix = parseS3Url(spec.outputs.prefix);
   const at = (...parts: string[]): S3Location => ({ bucket: prefix.bucket, key: joinKey(prefix.key, ...parts) });
   const controlKey = (name: string) => at(CONTROL_DIR, spec.jobId, name);
+  const folder = resultsDirName(spec.subject, spec.outputs.layout);
   return {
-    results: { bucket: prefix.bucket, key: joinKey(prefix.key, spec.subject) + "/" },
+    results: { bucket: prefix.bucket, key: joinKey(prefix.key, folder) + "/" },
+    ...(spec.outputs.layout === "bids" ? { datasetDescription: at(DATASET_DESCRIPTION) } : {}),
     control: { bucket: prefix.bucket, key: joinKey(prefix.key, CONTROL_DIR, spec.jobId) + "/" },
     spec: controlKey(RECORD_NAMES.spec),
     status: controlKey(RECORD_NAMES.status),
@@ -83,12 +102,12 @@ export function jobLayout(spec: Pick<JobSpec, "jobId" | "subject" | "outputs"> &
     // Per launch: two launches under one job id (a reused stack name on two backends sharing the prefix, a second
     // `pulumi up`) never upload into one set, so a promotion copies only what its own job wrote.
     outputs: { bucket: prefix.bucket, key: joinKey(prefix.key, CONTROL_DIR, spec.jobId, ...(spec.launchId ? ["launch", spec.launchId] : []), "outputs") + "/" },
-    resultsPointer: at(CONTROL_DIR, SUBJECTS_DIR, spec.subject, "results.json"),
+    resultsPointer: at(CONTROL_DIR, SUBJECTS_DIR, folder, "results.json"),
   };
 }
 
 /** Keys of what a launch writes to the job's private area (all but spec.json): stale once a new launch starts. */
-export function launchRecordKeys(spec: Pick<JobSpec, "jobId" | "subject" | "outputs">): string[] {
+export function launchRecordKeys(spec: LayoutSpec): string[] {
   const layout = jobLayout(spec);
   return [layout.marker, layout.status, layout.provenance, layout.log, layout.bootstrapLog].map((loc) => loc.key);
 }
@@ -107,7 +126,7 @@ export function markerBesideSpec(spec: S3Location): S3Location {
   return { bucket: spec.bucket, key: joinKey(path.posix.dirname(spec.key), RECORD_NAMES.marker) };
 }
 
-export function markerUrl(spec: Pick<JobSpec, "jobId" | "subject" | "outputs">): string {
+export function markerUrl(spec: LayoutSpec): string {
   return formatS3Url(jobLayout(spec).marker);
 }
 

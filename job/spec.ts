@@ -8,7 +8,7 @@ import { z } from "zod";
 import { inputLayout } from "./input-file";
 import { unknownPlaceholders } from "./command";
 import { parseS3Url } from "./s3url";
-import { normaliseSubject } from "./subject";
+import { bidsSubject, normaliseSubject } from "./subject";
 import { JOB_ID_PATTERN } from "./layout";
 
 export const API_VERSION = "cloudcompute/v1" as const;
@@ -124,12 +124,17 @@ export const ContainerSpec = z
   .strict();
 export type ContainerSpec = z.infer<typeof ContainerSpec>;
 
+/** `subject`: results under `<prefix>/<subject>/`; `bids`: under `<prefix>/sub-<label>/` with a dataset_description.json. */
+export const OutputLayout = z.enum(["subject", "bids"]);
+export type OutputLayout = z.infer<typeof OutputLayout>;
+
 export const OutputSpec = z
   .object({
     /** Results go to `<prefix>/<subject>/`; the job's private area is `<prefix>/_cloudcompute/<jobId>/`. */
     prefix: s3Prefix,
     /** Globs (relative to the output directory) of files to upload. */
     globs: z.array(z.string().min(1)).min(1).default(["**"]),
+    layout: OutputLayout.default("subject"),
   })
   .strict();
 export type OutputSpec = z.infer<typeof OutputSpec>;
@@ -215,6 +220,13 @@ export const JobSpec = z
       if (/^aws:/i.test(name) || name.startsWith("cloudcompute:") || name === "Name") {
         ctx.addIssue({ code: "custom", path: ["labels", name], message: "reserved tag name (aws:*, cloudcompute:* and Name are set by cloudcompute or AWS)" });
       }
+    }
+    if (spec.outputs.layout === "bids" && !/^sub-[A-Za-z0-9]+$/.test(bidsSubject(spec.subject))) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["outputs", "layout"],
+        message: `subject "${spec.subject}" gives the BIDS folder "${bidsSubject(spec.subject)}", but a BIDS label is letters and digits only: name the subject sub-<label> or use layout "subject"`,
+      });
     }
     const names = new Set<string>();
     spec.inputs.forEach((input, index) => {

@@ -45,3 +45,11 @@ export function parseSubject(raw: string): Subject {
 export function normaliseSubject(raw: string): string {
   return parseSubject(raw).id;
 }
+
+/**
+ * The BIDS subject for a subject id: `sub-01` stays, an NDA GUID becomes `sub-NDARINV…` (the label is letters and
+ * digits only). The one definition: input templates (`{bids_subject}`) and the bids output layout use it.
+ */
+export function bidsSubject(subject: string): string {
+  return subject.startsWith("sub-") ? subject : `sub-${subject.replace(/[^A-Za-z0-9]/g, "")}`;
+}

@@ -26,6 +26,7 @@ const SAMPLES: Record<string, { flag: unknown; spec: unknown }> = {
   "cloudcompute:inputs": { flag: ["s3://flag-bucket/{subject}.nii"], spec: [{ name: "input", url: "s3://flag-bucket/sub-42.nii", access: "role", extract: "auto", allowMultiple: false }] },
   "cloudcompute:outputPrefix": { flag: "s3://flag-out/results", spec: "s3://flag-out/results" },
   "cloudcompute:outputGlobs": { flag: ["*.nii"], spec: ["*.nii"] },
+  "cloudcompute:outputLayout": { flag: "bids", spec: "bids" },
   "cloudcompute:maxRuntimeMinutes": { flag: 33, spec: 33 },
   "cloudcompute:graceMinutes": { flag: 7, spec: 7 },
   "cloudcompute:heartbeatTimeoutSeconds": { flag: 99, spec: 99 },

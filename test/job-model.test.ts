@@ -5,6 +5,7 @@ import { expect } from "chai";
 import { agentBundleLocation, jobIdTime, jobLayout, makeJobId, markerUrl } from "../job/layout";
 import { JobSpecError, parseJobSpec, redactSpec, serialiseJobSpec, specHasSecrets } from "../job/spec";
 import { normaliseSubject, parseSubject } from "../job/subject";
+import { BIDS_VERSION, datasetDescription, pinnedReference } from "../job/bids";
 import { kwykSpec, PRESIGNED_URL } from "./support/job-specs";
 
 /** Pulumi's stack name rule. */
@@ -137,6 +138,51 @@ describe("job model", () => {
       expect(agentBundleLocation("s3://lab-results-bucket/kwyk/", "ab".repeat(32)).key).to.equal(
         `kwyk/_cloudcompute/agent/agent-${"ab".repeat(32)}.js`,
       );
+    });
+
+    it("layout bids: results under sub-<label>/ (a GUID's label without '_'), the pointer beside that folder, dataset_description.json at the prefix", () => {
+      const plain = jobLayout(kwykSpec({ jobId: "job-a" }));
+      expect(kwykSpec().outputs.layout, "the default").to.equal("subject");
+      expect(plain.datasetDescription).to.equal(undefined);
+      const bids = jobLayout(kwykSpec({ jobId: "job-a", outputs: { layout: "bids" } }));
+      expect(bids.results).to.deep.equal({ bucket: "lab-results-bucket", key: "kwyk/sub-NDARINV1A2B3C4D/" });
+      expect(bids.resultsPointer.key).to.equal("kwyk/_cloudcompute/subjects/sub-NDARINV1A2B3C4D/results.json");
+      expect(bids.datasetDescription).to.deep.equal({ bucket: "lab-results-bucket", key: "kwyk/dataset_description.json" });
+      // Only the results folder moves: the control area and the records stay where every reader looks for them.
+      expect([bids.control, bids.marker, bids.outputs, bids.spec]).to.deep.equal([plain.control, plain.marker, plain.outputs, plain.spec]);
+      expect(plain.resultsPointer.key).to.equal("kwyk/_cloudcompute/subjects/NDARINV1A2B3C4D/results.json");
+      const sub01 = kwykSpec({ subject: "sub-01", outputs: { layout: "bids" } });
+      expect(jobLayout(sub01).results.key).to.equal("kwyk/sub-01/");
+      expect(jobLayout({ ...sub01, outputs: { prefix: sub01.outputs.prefix } }).results.key, "layout left out: subject").to.equal("kwyk/sub-01/");
+      expect(jobLayout(kwykSpec({ subject: "HCP_100307", outputs: { layout: "bids" } })).results.key).to.equal("kwyk/sub-HCP100307/");
+    });
+
+    it("layout bids refuses a subject whose folder would not be a BIDS label, naming the subject and the way out", () => {
+      for (const subject of ["sub-01_run2", "sub-a.b"]) {
+        try {
+          kwykSpec({ subject, outputs: { layout: "bids" } });
+          expect.fail(`${subject} accepted`);
+        } catch (err) {
+          expect(err).to.be.instanceOf(JobSpecError);
+          expect((err as JobSpecError).problems.join("\n")).to.include(`outputs.layout: subject "${subject}"`).and.include("letters and digits only");
+        }
+      }
+      expect(kwykSpec({ subject: "sub-01_run2" }).outputs.layout, "fine with layout subject").to.equal("subject");
+      expect(() => kwykSpec({ outputs: { layout: "derivatives" as "bids" } })).to.throw(JobSpecError, /outputs\.layout/);
+    });
+
+    it("the BIDS description: derivative, GeneratedBy cloudcompute with its version and the image pinned to its digest", () => {
+      const digest = `sha256:${"ab".repeat(32)}`;
+      const text = JSON.stringify(datasetDescription({ runtime: "docker", reference: "neuronets/kwyk:latest-cpu", digest }, "0.1.0+abc"));
+      const description = JSON.parse(text);
+      expect(description).to.deep.include({ BIDSVersion: BIDS_VERSION, DatasetType: "derivative", Name: "cloudcompute: neuronets/kwyk:latest-cpu" });
+      expect(description.GeneratedBy).to.have.length(1);
+      expect(description.GeneratedBy[0]).to.deep.include({ Name: "cloudcompute", Version: "0.1.0+abc", Container: { Type: "docker", Tag: `neuronets/kwyk:latest-cpu@${digest}` } });
+      expect(description.GeneratedBy[0].Description).to.include(digest);
+      expect(pinnedReference({ reference: "img@sha256:00", digest })).to.equal("img@sha256:00");
+      const sif = datasetDescription({ runtime: "apptainer", reference: "/images/kwyk.sif", digest: "sif-sha256:0f" }, "dev");
+      expect(sif.GeneratedBy[0].Container).to.deep.equal({ Type: "apptainer", Tag: "/images/kwyk.sif" });
+      expect(datasetDescription({ runtime: "none", reference: "none" }, "dev").GeneratedBy[0].Container).to.equal(undefined);
     });
   });
 });
