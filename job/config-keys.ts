@@ -106,7 +106,7 @@ export const CONFIG_KEYS: readonly (ConfigKey & { specPath: readonly string[] })
   },
   {
     key: "cloudcompute:inputs", specPath: ["inputs"], kind: "inputs", required: true, defaultValue: "with a manifest: one input, {url: {manifest}}",
-    expected: "a list of inputs, each an S3 URL or an object {name, url, access, extract, select, allowMultiple, sha256}",
+    expected: "a list of inputs, each an S3 URL or an object {name, url, access, extract, select, allowMultiple, mount, sha256}",
     help: "The subject's inputs: placeholders {subject} {session} {bids_subject} in a URL are filled per job, and a url of {manifest} takes the subject's files from the manifest; flag: a URL or a JSON object, repeatable",
     flag: { name: "input", form: "inputs" },
     secret: "presigned URLs (access: presigned)",
