@@ -40,6 +40,8 @@ export interface PromoteOptions {
   client: S3Client;
   jobId: string;
   launchId?: string;
+  /** The job's subject, recorded in the pointer; a pointer naming another subject is never taken over. */
+  subject?: string;
   /** Objects above this size are copied in parts (CopyObject takes at most 5 GiB). */
   multipartCopyAbove?: number;
   copyPartSize?: number;
@@ -145,6 +147,7 @@ export async function promoteResults(uploaded: OutputObject[], staged: S3Locatio
     apiVersion: "cloudcompute/v1",
     jobId: opts.jobId,
     launchId: opts.launchId,
+    ...(opts.subject ? { subject: opts.subject } : {}),
     leaseId,
     promotedAt: new Date().toISOString(),
     complete,
@@ -165,6 +168,9 @@ export async function promoteResults(uploaded: OutputObject[], staged: S3Locatio
       throw fail(`the subject's results pointer ${pointer.key} could not be read: ${errorMessage(err)}`);
     });
     const other = read.pointer;
+    if (other?.subject && opts.subject && other.subject !== opts.subject) {
+      throw fail(`${results.key} holds the results of subject ${other.subject} (job ${other.jobId}), not of ${opts.subject}: the two share one results folder; the results are untouched`);
+    }
     if (other?.leaseId === leaseId) {
       held = read.etag; // our own write arrived, its answer did not
       break;

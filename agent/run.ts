@@ -240,6 +240,7 @@ export async function runAgentJob(spec: JobSpec, opts: AgentOptions): Promise<Ag
           client,
           jobId: spec.jobId,
           launchId: spec.launchId,
+          subject: spec.subject,
           log: (line) => log.line(line),
         });
         outputPrefix = layout.results;

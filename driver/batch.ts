@@ -7,7 +7,7 @@
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { jobLayout } from "../job/layout";
+import { jobLayout, resultsDirName } from "../job/layout";
 import { parseCompletionMarker, parseResultsPointer } from "../job/records";
 import type { OutputLayout } from "../job/spec";
 import { normaliseSubject } from "../job/subject";
@@ -75,6 +75,19 @@ export function readSubjectsFile(file: string): string[] {
   if (problems.length > 0) throw new BadInputError(`subjects file ${file}:\n  ${problems.join("\n  ")}`);
   if (subjects.length === 0) throw new BadInputError(`subjects file ${file} lists no subjects`);
   return [...new Set(subjects)];
+}
+
+/**
+ * Refuse a batch whose subjects share a results folder (layout bids: `01` and `sub-01`, `HCP_1` and `HCP1`): their
+ * jobs would replace each other's results, so the batch would not start (the agent refuses it too, after the run).
+ */
+export function checkDistinctFolders(subjects: string[], layout: OutputLayout = "subject"): void {
+  const byFolder = new Map<string, string[]>();
+  for (const subject of subjects) byFolder.set(resultsDirName(subject, layout), [...(byFolder.get(resultsDirName(subject, layout)) ?? []), subject]);
+  const shared = [...byFolder].filter(([, names]) => names.length > 1).map(([folder, names]) => `${names.join(", ")} → ${folder}/`);
+  if (shared.length > 0) {
+    throw new BadInputError(`subjects share a results folder with layout ${layout}, so their results would replace each other: ${shared.join("; ")}; list one of each, or use layout subject`);
+  }
 }
 
 /**

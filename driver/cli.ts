@@ -4,7 +4,7 @@
  */
 import yargs, { Argv, Options } from "yargs";
 import { hideBin } from "yargs/helpers";
-import { batchTable, readSubjectsFile, runBatch, WORKER_ARGS_ENV } from "./batch";
+import { batchTable, checkDistinctFolders, readSubjectsFile, runBatch, WORKER_ARGS_ENV } from "./batch";
 import { backendStacks, cancelJob, formatHistory, formatStatus, gc, jobHistory, jobListTable, jobStatus, listJobs, printLogs } from "./commands";
 import { errorMessage } from "../common/errors";
 import { BadInputError, DriverError, ExitCode } from "./errors";
@@ -159,6 +159,7 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
     const concurrency = Number(argv.concurrency);
     // Validate the shared part once, with the first subject, before any worker starts.
     const first = resolveJob({ ...flags, subject: subjects[0] });
+    checkDistinctFolders(subjects, first.spec.outputs.layout);
     if (argv["dry-run"]) {
       printJson({ dryRun: true, subjects, jobs: subjects.map((subject) => dryRun(resolveJob({ ...flags, subject }))) });
       return ExitCode.ok;

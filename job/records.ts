@@ -97,6 +97,8 @@ export const ResultsPointer = z.object({
   apiVersion: z.literal(API_VERSION),
   jobId: z.string(),
   launchId: z.string().optional(),
+  /** The subject whose results the folder holds: two subjects sharing a folder (bids labels drop '_', '.', '-') never replace each other's. */
+  subject: z.string().optional(),
   /** The promotion that wrote it: a writer recognises its own pointer when a write's answer was lost. */
   leaseId: z.string().optional(),
   promotedAt: z.string(),

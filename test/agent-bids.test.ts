@@ -125,6 +125,23 @@ describe("output layout bids (moto S3 + podman)", function () {
     expect((await listKeys(s3, bucket, "failed/")).filter((key) => !key.startsWith("failed/_cloudcompute/"))).to.deep.equal([]);
   });
 
+  it("two subjects sharing one bids folder (HCPA01, HCPA_01): the second job fails and never touches the first's results", async () => {
+    const make = (subject: string, body: string) => {
+      const spec = bidsSpec(A, "shared", { runtime: "none", command: ["sh", "-c", `echo ${body} > "$1/result.txt"`, "job", "{output}"] });
+      return { ...spec, subject, jobId: `job-${subject.replace("_", "")}-shared-${process.pid}-${++counter}` };
+    };
+    const first = make("HCPA01", "first");
+    expect((await run(first)).marker.outcome).to.equal("succeeded");
+    const second = make("HCPA_01", "second");
+    expect(jobLayout(second).results.key, "the same folder").to.equal(jobLayout(first).results.key);
+    const { marker } = await run(second);
+    expect(marker.outcome, "another subject's results are not replaced").to.equal("failed");
+    expect(marker.message).to.include("HCPA01");
+    expect((await getBytes(s3, bucket, "shared/sub-HCPA01/result.txt")).toString()).to.equal("first\n");
+    expect(await findSuccess(`s3://${bucket}/shared`, "HCPA01", "bids")).to.equal(first.jobId);
+    expect(await findSuccess(`s3://${bucket}/shared`, "HCPA_01", "bids")).to.equal(undefined);
+  });
+
   it("layout subject writes no description", async () => {
     const spec = bidsSpec(A, "plain", { runtime: "none" });
     const { marker } = await run({ ...spec, outputs: { ...spec.outputs, layout: "subject" } });

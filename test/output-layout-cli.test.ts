@@ -45,6 +45,18 @@ describe("--output-layout through the CLI (dry run)", function () {
     expect(JSON.parse(res.stdout).jobs.map((job: { resultsUrl: string }) => job.resultsUrl)).to.deep.equal(["s3://lab-results/kwyk/sub-NDARINV1A2B3C4D/", "s3://lab-results/kwyk/sub-01/"]);
   });
 
+  it("a batch whose subjects share one bids folder (01 and sub-01, HCP_1 and HCP1) is exit 2 naming them, before anything exists", () => {
+    const subjects = path.join(tmp, "clash.txt");
+    fs.writeFileSync(subjects, "01\nNDAR_INV1A2B3C4D\nsub-01\nHCP_1\nHCP1\n");
+    for (const dry of [["--dry-run"], []]) {
+      const res = cli(["--config", bidsConfig, "--subjects-file", subjects, ...dry]);
+      expect(res.status, res.stderr).to.equal(2);
+      expect(res.stderr).to.include("01, sub-01").and.include("sub-01/").and.include("HCP_1, HCP1");
+    }
+    expect(cli(["--config", config, "--subjects-file", subjects, "--dry-run", "--json"]).status, "layout subject: distinct folders").to.equal(0);
+    expect(fs.existsSync(path.join(home, "state")), "nothing created").to.equal(false);
+  });
+
   it("refuses an unknown layout and a subject with no BIDS label, exit 2, before anything exists", () => {
     const bad = cli(["--config", config, "--subject", "sub-01", "--output-layout", "derivatives", "--dry-run"]);
     expect(bad.status).to.equal(2);
