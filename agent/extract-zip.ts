@@ -11,11 +11,17 @@
 import { promises as fsp } from "node:fs";
 import type { Readable } from "node:stream";
 import * as yauzl from "yauzl";
+import { mapLimit } from "../common/retry";
 import { JobFailure } from "./errors";
 import { Extraction, relativeInside } from "./extract";
 
 /** Longest symlink text read from an entry (Linux's PATH_MAX). */
 const MAX_LINK_TEXT = 4096;
+/**
+ * Most entries an input zip may hold: the plan keeps every entry in memory, and a crafted ZIP64 directory of millions
+ * of entries would run the agent out of memory before a byte is written. Study archives hold hundreds.
+ */
+export const MAX_ZIP_ENTRIES = 250_000;
 
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
@@ -68,7 +74,7 @@ export async function extractZip(archive: string, destDir: string, label: string
   const zip = await yauzl.openPromise(archive, { autoClose: false, decodeStrings: false, validateEntrySizes: true, strictFileNames: false });
   try {
     const extraction: Extraction = new Extraction(destDir, label);
-    const plan = await planEntries(zip, extraction);
+    const plan = await planEntries(zip, extraction, label);
     await checkLayout(zip, plan, extraction, destDir, label);
     for (const { entry, name, rel, kind, mode } of plan) {
       if (kind === "directory") {
@@ -90,9 +96,12 @@ export async function extractZip(archive: string, destDir: string, label: string
 }
 
 /** Read the central directory and refuse any entry that may not be extracted. */
-async function planEntries(zip: yauzl.ZipFile, extraction: Extraction): Promise<Planned[]> {
+async function planEntries(zip: yauzl.ZipFile, extraction: Extraction, label: string): Promise<Planned[]> {
   const plan: Planned[] = [];
   const seen = new Set<string>();
+  if (zip.entryCount > MAX_ZIP_ENTRIES) {
+    throw new JobFailure("corrupt-archive", `${label}: the zip archive lists ${zip.entryCount} entries, more than the ${MAX_ZIP_ENTRIES} an input may hold`);
+  }
   for await (const entry of zip.eachEntry()) {
     const name = yauzl.getFileNameLowLevel(entry.generalPurposeBitFlag, entry.fileNameRaw, entry.extraFields, false);
     if (name.includes("\0")) extraction.refuse(name.replace(/\0/g, "\\0"), "has a NUL byte in its name");
@@ -114,9 +123,8 @@ async function planEntries(zip: yauzl.ZipFile, extraction: Extraction): Promise<
 
 /** No two entries share bytes, and the whole fits on the disk. */
 async function checkLayout(zip: yauzl.ZipFile, plan: Planned[], extraction: Extraction, destDir: string, label: string): Promise<void> {
-  const spans = await Promise.all(
-    plan.map(async (p) => ({ p, start: p.entry.relativeOffsetOfLocalHeader, end: (await localDataStart(zip, p.entry)) + p.entry.compressedSize })),
-  );
+  // Local headers are read a few at a time: all at once holds one pending read per entry.
+  const spans = await mapLimit(plan, 16, async (p) => ({ p, start: p.entry.relativeOffsetOfLocalHeader, end: (await localDataStart(zip, p.entry)) + p.entry.compressedSize }));
   spans.sort((a, b) => a.start - b.start);
   for (let i = 1; i < spans.length; i++) {
     if (spans[i].start < spans[i - 1].end) {

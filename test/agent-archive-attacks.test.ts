@@ -20,7 +20,8 @@ import { fetchInput } from "../agent/inputs";
 import { InputSpec } from "../job/spec";
 import { newBucket, put, sharedMoto, testS3 } from "./support/fixtures";
 import { scenario } from "./support/reliability";
-import { craftZip, fileEntry, type ZipEntry } from "./support/zip";
+import { claimEntries, craftZip, fileEntry, type ZipEntry } from "./support/zip";
+import { MAX_ZIP_ENTRIES } from "../agent/extract-zip";
 import { zipDownloadPath } from "../agent/inputs";
 
 type Entry = Partial<tar.Header> & { name: string; body?: string };
@@ -166,6 +167,7 @@ describe("agent extraction refuses crafted archives (moto S3)", function () {
       'overlaps the data of "zeros-0"',
     ],
     "sizes beyond the disk (ZIP64, 1 PiB declared)": [() => craftZip([{ name: "huge.nii", body: bigZeros, declaredSize: 2 ** 50 }]), "out-of-disk", "unpacks to 1125899906842624 bytes"],
+    "a ZIP64 directory claiming a million entries": [() => claimEntries(craftZip([fileEntry("t1.nii")]), 1_000_000), "corrupt-archive", `lists 1000000 entries, more than the ${MAX_ZIP_ENTRIES}`],
     "a duplicate entry": [() => craftZip([fileEntry("t1.nii", "real"), fileEntry("t1.nii", "decoy")]), "corrupt-archive", '"t1.nii" appears twice'],
     "an encrypted entry": [() => craftZip([{ name: "secret.nii", body: "12-byte-head" + "xxxx", declaredSize: 4, method: 0, flags: 1 }]), "corrupt-archive", '"secret.nii" is encrypted'],
     "an unsupported compression method": [() => craftZip([{ name: "b.nii", body: "xxxx", method: 12 }]), "corrupt-archive", "compression method 12"],

@@ -70,3 +70,22 @@ export function craftZip(entries: ZipEntry[]): Buffer {
   const end = Buffer.concat([u32(0x06054b50), u16(0), u16(0), u16(entries.length), u16(entries.length), u32(central.length), u32(offset), u16(0)]);
   return Buffer.concat([...locals, central, end]);
 }
+
+/**
+ * `zip` with its end record replaced by a ZIP64 one that claims `entryCount` entries (the central directory itself is
+ * unchanged): what a crafted archive of millions of entries announces before a reader holds any of them.
+ */
+export function claimEntries(zip: Buffer, entryCount: number): Buffer {
+  const endAt = zip.length - 22;
+  const centralSize = zip.readUInt32LE(endAt + 12);
+  const centralOffset = zip.readUInt32LE(endAt + 16);
+  const u64 = (n: number) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(n));
+    return b;
+  };
+  const record = Buffer.concat([u32(0x06064b50), u64(44), u16(45), u16(45), u32(0), u32(0), u64(entryCount), u64(entryCount), u64(centralSize), u64(centralOffset)]);
+  const locator = Buffer.concat([u32(0x07064b50), u32(0), u64(endAt), u32(1)]);
+  const end = Buffer.concat([u32(0x06054b50), u16(0), u16(0), u16(0xffff), u16(0xffff), u32(0xffffffff), u32(0xffffffff), u16(0)]);
+  return Buffer.concat([zip.subarray(0, endAt), record, locator, end]);
+}
