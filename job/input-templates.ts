@@ -45,10 +45,17 @@ export function fillInputTemplates(inputs: RawInput[], context: TemplateContext)
   return filled;
 }
 
+/** The last manifest parsed: a batch resolves every subject's job against the same text. */
+let lastParsed: { text: string; path: string; files: ReturnType<typeof parseNdaManifest> } | undefined;
+function parsedManifest(text: string, path: string): ReturnType<typeof parseNdaManifest> {
+  if (lastParsed?.text !== text || lastParsed.path !== path) lastParsed = { text, path, files: parseNdaManifest(text, path) };
+  return lastParsed.files;
+}
+
 function fromManifest(input: RawInput, context: TemplateContext): RawInput[] {
   const manifest = context.manifest;
   if (!manifest) throw new TemplateError(`an input's url is "{manifest}" but no manifest is given (cloudcompute:manifest / --manifest FILE)`);
-  const files = findSubjectFiles(parseNdaManifest(manifest.text, manifest.path), { subject: context.subject, dataType: manifest.dataType, session: context.session, pick: manifest.pick }, manifest.path);
+  const files = findSubjectFiles(parsedManifest(manifest.text, manifest.path), { subject: context.subject, dataType: manifest.dataType, session: context.session, pick: manifest.pick }, manifest.path);
   return files.map((file, index) => {
     const name = typeof input.name === "string" ? input.name : "input";
     const details = [file.dataType, file.session].filter(Boolean).join(", ");
