@@ -89,7 +89,7 @@ export class RegionCache {
  */
 export async function checkInputRegions(spec: JobSpec, options: { allowCrossRegion: boolean; cache: RegionCache }): Promise<string[]> {
   const warnings: string[] = [];
-  const elsewhere: string[] = [];
+  const elsewhere: Array<{ line: string; region: string }> = [];
   const here = spec.instance.region;
   for (const input of spec.inputs) {
     let answer: RegionAnswer;
@@ -107,12 +107,12 @@ export async function checkInputRegions(spec: JobSpec, options: { allowCrossRegi
       warnings.push(`input "${input.name}" (${where}): its region is unknown (${answer.why}); if it is not ${here}, reading it costs inter-region transfer`);
       continue;
     }
-    if (answer.region !== here) elsewhere.push(`input "${input.name}" (${where}) is in ${answer.region}`);
+    if (answer.region !== here) elsewhere.push({ line: `input "${input.name}" (${where}) is in ${answer.region}`, region: answer.region });
   }
   if (elsewhere.length > 0 && !options.allowCrossRegion) {
     throw new BadInputError(
-      `${elsewhere.join("; ")}, but the instance would run in ${here}: reading across regions is billed per GB and slower ` +
-        `(ABCD's NDA buckets are in us-east-1). Run in the data's region with --region ${elsewhere.length === 1 ? elsewhere[0].split(" is in ")[1] : "REGION"}, or accept the transfer with --allow-cross-region`,
+      `${elsewhere.map((e) => e.line).join("; ")}, but the instance would run in ${here}: reading across regions is billed per GB and slower ` +
+        `(ABCD's NDA buckets are in us-east-1). Run in the data's region with --region ${new Set(elsewhere.map((e) => e.region)).size === 1 ? elsewhere[0].region : "REGION"}, or accept the transfer with --allow-cross-region`,
     );
   }
   return warnings;
