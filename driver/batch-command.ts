@@ -6,7 +6,8 @@
 import { BadInputError } from "./errors";
 import { batchTable, runBatch } from "./batch";
 import { dryRun } from "./run";
-import { resolveJob, type ResolvedJob, type SpecFlags } from "./options";
+import type { ResolvedJob, SpecFlags } from "./options";
+import { inputSignerFor, resolveJobSigned, type InputSigner } from "./input-signing";
 import { checkInputRegions, RegionCache } from "./regions";
 import { allSubjectsFromManifest, exclusionTable, readSubjectsList, type SubjectsList } from "./subjects";
 import type { SubjectSelection } from "../job/nda-manifest";
@@ -21,9 +22,9 @@ export interface BatchCommandOptions {
 }
 
 /** The job of one subject: the shared flags, the subject, and its row's input URLs. */
-export function resolveSubject(flags: SpecFlags, list: SubjectsList, subject: string, file?: string): ResolvedJob {
+export function resolveSubject(flags: SpecFlags, list: SubjectsList, subject: string, file: string | undefined, signer: InputSigner | undefined): Promise<ResolvedJob> {
   const urls = list.inputs[subject];
-  return resolveJob({ ...flags, subject }, new Date(), urls ? { inputOverrides: { urls, where: `subjects file ${file} line ${list.lines[subject]}` } } : {});
+  return resolveJobSigned({ ...flags, subject }, new Date(), urls ? { inputOverrides: { urls, where: `subjects file ${file} line ${list.lines[subject]}` } } : {}, signer);
 }
 
 /** Warnings once each, however many subjects share them. */
@@ -54,7 +55,10 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
     list = { subjects: selection.included, inputs: {}, lines: {} };
   } else list = readSubjectsList(file!);
   // Every subject's job is resolved here, so a bad row or an unreadable manifest entry stops the batch before any worker.
-  const jobs = list.subjects.map((subject) => resolveSubject(flags, list, subject, file));
+  const cache = new RegionCache();
+  const signer = await inputSignerFor(flags, cache);
+  const jobs: ResolvedJob[] = [];
+  for (const subject of list.subjects) jobs.push(await resolveSubject(flags, list, subject, file, signer));
   const seen = new Set<string>();
   for (const job of jobs) printWarnings(job.warnings, seen);
   const subjectInputs = Object.keys(list.inputs).length > 0 ? list.inputs : undefined;
@@ -62,7 +66,6 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
     options.printJson({ dryRun: true, subjects: list.subjects, ...(selection ? { excluded: selection.excluded } : {}), ...(subjectInputs ? { subjectInputs } : {}), jobs: jobs.map(dryRun) });
     return 0;
   }
-  const cache = new RegionCache();
   for (const job of jobs) printWarnings(await checkRegions(job, cache), seen);
   const result = await runBatch({
     subjects: list.subjects,

@@ -7,10 +7,11 @@ import { hideBin } from "yargs/helpers";
 import { WORKER_ARGS_ENV } from "./batch";
 import { checkRegions, printWarnings, runBatchCommand, SUBJECT_INPUTS_FLAG } from "./batch-command";
 import { RegionCache } from "./regions";
+import { inputSignerFor, resolveJobSigned } from "./input-signing";
 import { backendStacks, cancelJob, formatHistory, formatStatus, gc, jobHistory, jobListTable, jobStatus, listJobs, printLogs } from "./commands";
 import { errorMessage } from "../common/errors";
 import { BadInputError, DriverError, ExitCode } from "./errors";
-import { resolveJob, SpecFlags } from "./options";
+import type { SpecFlags } from "./options";
 import { activeJobs, dryRun, runJobWithRetries } from "./run";
 import { jobSummary } from "./summary";
 import { ALL_KEYS, DEPLOY_KEYS, isRepeatable, type ConfigKey } from "../job/config-keys";
@@ -164,7 +165,7 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
     throw new BadInputError(`--${SUBJECT_INPUTS_FLAG} is for batch workers; use --subjects-file with input columns`);
   }
   const rowInputs = argv[SUBJECT_INPUTS_FLAG] === undefined ? undefined : (JSON.parse(String(argv[SUBJECT_INPUTS_FLAG])) as { urls: Record<string, string>; where: string });
-  const resolved = resolveJob(flags, new Date(), rowInputs ? { inputOverrides: rowInputs } : {});
+  const resolved = await resolveJobSigned(flags, new Date(), rowInputs ? { inputOverrides: rowInputs } : {}, await inputSignerFor(flags));
   printWarnings(resolved.warnings);
   // A batch's parent checked every subject's regions (one lookup per bucket) before starting its workers.
   if (!argv["dry-run"] && process.env.CLOUDCOMPUTE_WORKER !== "1") printWarnings(await checkRegions(resolved, new RegionCache()));

@@ -142,6 +142,8 @@ export interface ResolvedJob {
 export interface ResolveExtras {
   /** A subjects-file row's input URLs (input name → URL, "" for the first input) and where the row is. */
   inputOverrides?: { urls: Record<string, string>; where: string };
+  /** Signs `s3://` inputs with access presigned (driver/input-signing.ts): the URL, valid `seconds`. */
+  presign?: (url: string, seconds: number) => string;
 }
 
 /** What is common to the jobs of one run: the config file and the flags. A batch resolves once per subject. */
@@ -157,7 +159,7 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date(), extra: Reso
     checkConfigKeys(file.keys);
     // A manifest named by a flag is relative to where the command runs; one in the file, to the file.
     const manifestBase = flags[camelCase(SOURCE_KEYS.manifest.flag.name)] !== undefined || !file.path ? process.cwd() : path.dirname(file.path);
-    spec = specFromConfig(lookup, flagOverrides(flags), now, { readFile: (name) => fs.readFileSync(path.resolve(manifestBase, name), "utf8") });
+    spec = specFromConfig(lookup, flagOverrides(flags), now, { readFile: (name) => fs.readFileSync(path.resolve(manifestBase, name), "utf8"), presign: extra.presign });
     const platformFlag = deployFlag(flags, DEPLOY_KEYS.platform);
     const deploy = deployConfigFromConfig((key) => (key === DEPLOY_KEYS.platform.key ? platformFlag : undefined) ?? lookup(key));
     platform = deploy.platform;
@@ -187,6 +189,11 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date(), extra: Reso
   if (expiry.problems.length > 0) throw new BadInputError(`presigned input(s) would expire before the job could end:\n  ${expiry.problems.join("\n  ")}`);
   const agentBundlePath = agentBundle ? path.resolve(file.path ? path.dirname(file.path) : process.cwd(), agentBundle) : defaultAgentBundlePath();
   return { spec, platform, agentBundlePath, backend: deployFlag(flags, DEPLOY_KEYS.backend) ?? file.lookup(DEPLOY_KEYS.backend.key), configPath: file.path, warnings: expiry.warnings, ...accessOptions(flags, file) };
+}
+
+/** `--input-profile` (or the file's cloudcompute:inputProfile), before the job is resolved: signing needs it first. */
+export function inputProfileOf(flags: SpecFlags): string | undefined {
+  return accessOptions(flags, readConfigFile(flags.config)).inputProfile;
 }
 
 /** The driver-only input-access keys (flag, else file). */

@@ -4,7 +4,6 @@
  * says `--allow-cross-region`; a region that cannot be found (no permission, endpoint unreachable) is a warning.
  */
 import { GetBucketLocationCommand, HeadBucketCommand, S3Client } from "@aws-sdk/client-s3";
-import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { parseS3Url, needsPathStyle } from "../job/s3url";
 import { redactUrl, type JobSpec } from "../job/spec";
 import { errorMessage } from "../common/errors";
@@ -43,7 +42,8 @@ export async function lookUpBucketRegion(bucket: string, anonymous: boolean): Pr
     forcePathStyle: needsPathStyle(bucket) || Boolean(process.env.AWS_ENDPOINT_URL || process.env.AWS_ENDPOINT_URL_S3),
     followRegionRedirects: false,
     maxAttempts: 2,
-    requestHandler: new NodeHttpHandler({ connectionTimeout: 5000, requestTimeout: 15000 }),
+    // An unreachable endpoint must end in a warning soon, not hold the launch.
+    requestHandler: { connectionTimeout: 5000, requestTimeout: 15000 },
     ...(anonymous ? { signer: { sign: async (request: any) => request }, credentials: { accessKeyId: "", secretAccessKey: "" } } : {}),
   });
   try {
