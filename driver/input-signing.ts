@@ -42,7 +42,9 @@ export class InputSigner {
   /** The profile's credentials, read from the AWS config and credentials files (and whatever the profile names). */
   static async forProfile(profile: string, regions?: RegionCache): Promise<InputSigner> {
     let credentials: AwsCredentialIdentity;
-    const client = new S3Client({ profile, region: FALLBACK_REGION });
+    // The profile wins over AWS_ACCESS_KEY_ID in the environment, as meant: the SDK's warning about both says nothing here.
+    const quiet = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
+    const client = new S3Client({ profile, region: FALLBACK_REGION, logger: quiet });
     try {
       credentials = await client.config.credentials();
     } catch (err) {

@@ -14,6 +14,7 @@ import { chooseMachineImage } from "../infra/ami";
 import { defaultAgentBundlePath } from "../common/paths";
 import type { PlatformName } from "./platform";
 import { checkPresignedExpiry } from "../job/presigned";
+import { checkNamedSubject } from "../job/input-templates";
 
 /**
  * The job-describing flags every run command (single job or batch) accepts, by the camelCase names yargs gives them
@@ -213,6 +214,11 @@ export function withInputOverrides(spec: JobSpec, overrides: Record<string, stri
     const url = overrides[input.name] ?? (index === 0 ? overrides[""] : undefined);
     if (url === undefined) return input;
     // The row's URL replaces the config's: the config's origin and checksum described another file.
+    try {
+      checkNamedSubject({ url }, spec.subject);
+    } catch (err) {
+      throw new BadInputError(`${where}: ${(err as Error).message}`);
+    }
     const { sha256: _sha, origin: _origin, ...rest } = input;
     return { ...rest, url, origin: where };
   });

@@ -68,7 +68,7 @@ function fromManifest(input: RawInput, context: TemplateContext): RawInput[] {
  * An NDA archive's name carries its subject. A URL naming another subject's GUID (a config written for one subject,
  * run for another or for a batch) would process that subject's image and file the results under this one's name.
  */
-function checkNamedSubject(input: RawInput, subject: string): void {
+export function checkNamedSubject(input: RawInput, subject: string): void {
   if (typeof input.url !== "string") return;
   const named = [...input.url.matchAll(/NDAR_?INV[A-Z0-9]{8}/gi)].map((m) => m[0].replace(/_/, "").toUpperCase());
   const other = named.find((guid) => guid !== subject.toUpperCase());

@@ -183,6 +183,10 @@ describe("input regions and subjects files against moto and the real CLI", funct
     expect(out.subjectInputs).to.deep.equal({ [A]: { t1: `s3://cc-study/custom/${A}-t1.tgz` } });
     expect(out.jobs.map((job: any) => job.spec.inputs[0].url)).to.deep.equal([`s3://cc-study/custom/${A}-t1.tgz`, `s3://cc-study/abcd/${B}.tgz`]);
     expect(out.jobs[0].spec.inputs[0].origin).to.equal(`subjects file ${file} line 2`);
+    fs.writeFileSync(file, `subject,input\n${A},s3://cc-study/abcd/${B}.tgz\n`);
+    const other = await sandbox.run(["--config", config, "--subjects-file", file, "--dry-run"]);
+    expect(other.code, other.stderr).to.equal(2);
+    expect(other.stderr).to.include(`error: subjects file ${file} line 2: the url names subject ${B}, but this job's subject is ${A}`);
     fs.writeFileSync(file, `subject,input.t2\n${A},s3://cc-study/x.tgz\n`);
     const bad = await sandbox.run(["--config", config, "--subjects-file", file, "--dry-run"]);
     expect(bad.code, bad.stderr).to.equal(2);
