@@ -183,11 +183,11 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date(), extra: Reso
     if (err instanceof SyntaxError) throw new BadInputError(`bad JSON in a flag: ${err.message}`);
     throw err;
   }
-  // A bundle path from the file is relative to the file.
   if (extra.inputOverrides) spec = withInputOverrides(spec, extra.inputOverrides.urls, extra.inputOverrides.where);
   // A presigned URL that dies while the job could still run fails the job hours in: refused now, nothing created.
   const expiry = checkPresignedExpiry(spec.inputs, spec.limits, now);
   if (expiry.problems.length > 0) throw new BadInputError(`presigned input(s) would expire before the job could end:\n  ${expiry.problems.join("\n  ")}`);
+  // A bundle path from the file is relative to the file.
   const agentBundlePath = agentBundle ? path.resolve(file.path ? path.dirname(file.path) : process.cwd(), agentBundle) : defaultAgentBundlePath();
   return { spec, platform, agentBundlePath, backend: deployFlag(flags, DEPLOY_KEYS.backend) ?? file.lookup(DEPLOY_KEYS.backend.key), configPath: file.path, warnings: expiry.warnings, ...accessOptions(flags, file) };
 }
