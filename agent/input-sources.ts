@@ -7,6 +7,7 @@ import { GetObjectCommand, HeadObjectCommand, S3Client } from "@aws-sdk/client-s
 import { Readable } from "node:stream";
 import { parseS3Url } from "../job/s3url";
 import { redactUrl, type InputSpec } from "../job/spec";
+import { presignedExpiry } from "../job/presigned";
 import { errorMessage } from "../common/errors";
 import { httpStatusOf, withRetries } from "../common/retry";
 import { s3ClientFor } from "../common/s3-client";
@@ -114,20 +115,6 @@ function collectInto(body: Readable, buffer: Buffer): Promise<Buffer> {
 function isRetryableRead(err: unknown): boolean {
   const status = httpStatusOf(err);
   return status === undefined || status === 429 || status >= 500;
-}
-
-/** When a presigned URL stops working: `X-Amz-Date` + `X-Amz-Expires`, if the URL says. */
-export function presignedExpiry(url: string): Date | undefined {
-  try {
-    const params = new URL(url).searchParams;
-    const date = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(params.get("X-Amz-Date") ?? "");
-    const expires = Number(params.get("X-Amz-Expires"));
-    if (!date || !Number.isFinite(expires)) return undefined;
-    const [, y, mo, d, h, mi, s] = date;
-    return new Date(Date.UTC(+y, +mo - 1, +d, +h, +mi, +s) + expires * 1000);
-  } catch {
-    return undefined;
-  }
 }
 
 class HttpStatusError extends Error {

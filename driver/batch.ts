@@ -10,8 +10,8 @@ import * as path from "node:path";
 import { jobLayout, resultsDirName } from "../job/layout";
 import { parseCompletionMarker, parseResultsPointer } from "../job/records";
 import type { OutputLayout } from "../job/spec";
-import { normaliseSubject } from "../job/subject";
 import { BadInputError, ExitCode } from "./errors";
+import { readSubjectsList } from "./subjects";
 import { cloudcomputeHome, PACKAGE_ROOT } from "../common/paths";
 import { seconds } from "../common/time";
 import { readRecord } from "./s3";
@@ -28,6 +28,8 @@ export interface BatchOptions {
   outputLayout?: OutputLayout;
   /** Arguments for each worker besides `--subject` (config file, overrides, platform, ...). */
   workerArgs: string[];
+  /** Arguments for one subject's worker only (its subjects-file inputs); they travel with workerArgs, never in argv. */
+  subjectArgs?: (subject: string) => string[];
   signal: AbortSignal;
   stream?: NodeJS.WriteStream;
 }
@@ -55,26 +57,7 @@ export interface BatchResult {
 
 /** Subjects from a file: one per line (or the first column of a CSV/TSV), `#` comments and blank lines ignored. */
 export function readSubjectsFile(file: string): string[] {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch (err) {
-    throw new BadInputError(`subjects file ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
-  }
-  const subjects: string[] = [];
-  const problems: string[] = [];
-  text.split(/\r?\n/).forEach((line, index) => {
-    const value = line.replace(/#.*/, "").split(/[,\t]/)[0].trim().replace(/^"|"$/g, "");
-    if (!value || /^(subject|subjectkey|participant_id)$/i.test(value)) return;
-    try {
-      subjects.push(normaliseSubject(value));
-    } catch (err) {
-      problems.push(`line ${index + 1}: ${(err as Error).message}`);
-    }
-  });
-  if (problems.length > 0) throw new BadInputError(`subjects file ${file}:\n  ${problems.join("\n  ")}`);
-  if (subjects.length === 0) throw new BadInputError(`subjects file ${file} lists no subjects`);
-  return [...new Set(subjects)];
+  return readSubjectsList(file).subjects;
 }
 
 /**
@@ -126,7 +109,7 @@ function startWorker(subject: string, options: BatchOptions, logDir: string): Wo
   // worker's command line is readable by every user of the machine for as long as its job runs.
   const child = spawn(process.execPath, [CLI_ENTRY, "run", "--subject", subject, "--json"], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, CLOUDCOMPUTE_WORKER: "1", [WORKER_ARGS_ENV]: JSON.stringify(options.workerArgs) },
+    env: { ...process.env, CLOUDCOMPUTE_WORKER: "1", [WORKER_ARGS_ENV]: JSON.stringify([...options.workerArgs, ...(options.subjectArgs?.(subject) ?? [])]) },
     // Its own process group: a terminal's Ctrl-C reaches only the batch, which forwards exactly one SIGINT (a
     // second one would make a worker leave without cleaning up).
     detached: true,

@@ -4,11 +4,14 @@
  */
 import yargs, { Argv, Options } from "yargs";
 import { hideBin } from "yargs/helpers";
-import { batchTable, checkDistinctFolders, readSubjectsFile, runBatch, WORKER_ARGS_ENV } from "./batch";
+import { WORKER_ARGS_ENV } from "./batch";
+import { checkRegions, printWarnings, runBatchCommand, SUBJECT_INPUTS_FLAG } from "./batch-command";
+import { RegionCache } from "./regions";
+import { inputSignerFor, resolveJobSigned } from "./input-signing";
 import { backendStacks, cancelJob, formatHistory, formatStatus, gc, jobHistory, jobListTable, jobStatus, listJobs, printLogs } from "./commands";
 import { errorMessage } from "../common/errors";
 import { BadInputError, DriverError, ExitCode } from "./errors";
-import { resolveJob, SpecFlags } from "./options";
+import type { SpecFlags } from "./options";
 import { activeJobs, dryRun, runJobWithRetries } from "./run";
 import { jobSummary } from "./summary";
 import { ALL_KEYS, DEPLOY_KEYS, isRepeatable, type ConfigKey } from "../job/config-keys";
@@ -39,7 +42,9 @@ const RUN_OPTIONS = {
   retries: { type: "number", default: 0, describe: "Retry a spot-interrupted job, or one whose instance EC2 lost (Server.* reasons); never other failures. The last retry is on-demand" },
   "price-per-hour": { type: "number", describe: "USD/hour for the cost estimate instead of the built-in on-demand/spot price" },
   verbose: { type: "boolean", default: false, describe: "Show the Pulumi engine's output" },
-  "subjects-file": { type: "string", describe: "Batch: run one job per subject listed in this file (one per line or first CSV column)" },
+  "subjects-file": { type: "string", describe: "Batch: run one job per subject listed in this file (one per line or first column; a CSV header subject,input[,input.NAME] gives per-subject input URLs)" },
+  "all-subjects": { type: "boolean", describe: "Batch: every subject the manifest holds a file for (with --data-type/--session/--pick); the others are listed with the reason" },
+  [SUBJECT_INPUTS_FLAG]: { type: "string", hidden: true, describe: "A batch worker's subjects-file inputs (JSON)" },
   concurrency: { type: "number", default: 4, describe: "Batch: jobs running at once (each in its own worker process)" },
   rerun: { type: "boolean", default: false, describe: "Batch: also run subjects that already have a success marker" },
 } as const satisfies Record<string, Options>;
@@ -153,32 +158,17 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   checkRunFlags(argv);
   const flags: SpecFlags = argv;
   const json = Boolean(argv.json);
-  if (argv["subjects-file"]) {
-    if (flags.subject) throw new BadInputError("give either --subject or --subjects-file, not both");
-    const subjects = readSubjectsFile(String(argv["subjects-file"]));
-    const concurrency = Number(argv.concurrency);
-    // Validate the shared part once, with the first subject, before any worker starts.
-    const first = resolveJob({ ...flags, subject: subjects[0] });
-    checkDistinctFolders(subjects, first.spec.outputs.layout);
-    if (argv["dry-run"]) {
-      printJson({ dryRun: true, subjects, jobs: subjects.map((subject) => dryRun(resolveJob({ ...flags, subject }))) });
-      return ExitCode.ok;
-    }
-    const result = await runBatch({
-      subjects,
-      concurrency,
-      rerun: Boolean(argv.rerun),
-      outputPrefix: first.spec.outputs.prefix,
-      outputLayout: first.spec.outputs.layout,
-      workerArgs: workerArgs(argv),
-      signal: interruptController().signal,
-    });
-    process.stderr.write(batchTable(result));
-    if (json) printJson(result);
-    return result.exitCode;
+  if (argv["subjects-file"] !== undefined || argv["all-subjects"]) {
+    return runBatchCommand(argv, flags, { workerArgs: workerArgs(argv), signal: () => interruptController().signal, printJson });
   }
-
-  const resolved = resolveJob(flags);
+  if (argv[SUBJECT_INPUTS_FLAG] !== undefined && process.env.CLOUDCOMPUTE_WORKER !== "1") {
+    throw new BadInputError(`--${SUBJECT_INPUTS_FLAG} is for batch workers; use --subjects-file with input columns`);
+  }
+  const rowInputs = argv[SUBJECT_INPUTS_FLAG] === undefined ? undefined : (JSON.parse(String(argv[SUBJECT_INPUTS_FLAG])) as { urls: Record<string, string>; where: string });
+  const resolved = await resolveJobSigned(flags, new Date(), rowInputs ? { inputOverrides: rowInputs } : {}, await inputSignerFor(flags));
+  printWarnings(resolved.warnings);
+  // A batch's parent checked every subject's regions (one lookup per bucket) before starting its workers.
+  if (!argv["dry-run"] && process.env.CLOUDCOMPUTE_WORKER !== "1") printWarnings(await checkRegions(resolved, new RegionCache()));
   if (argv["dry-run"]) {
     const rendered = dryRun(resolved);
     if (json) printJson(rendered);
@@ -225,6 +215,7 @@ export function buildParser(args: string[]): Argv {
     .usage(
       "$0 [run] --subject ID [options]     run one job and wait for it\n" +
         "$0 --subjects-file FILE [options]   run a batch\n" +
+        "$0 --all-subjects --manifest FILE   run a batch of every subject the manifest holds\n" +
         `$0 <${INSPECT_COMMANDS.join("|")}>  inspect and clean up\n\n` +
         "The job comes from a Pulumi.<stack>.yaml-style config file (--config, default Pulumi.dev.yaml), overridden by flags.",
     )

@@ -8,11 +8,13 @@ import * as path from "node:path";
 import { load as loadYaml } from "js-yaml";
 import { camelCase, DEPLOY_KEYS, SOURCE_KEYS, SPEC_SOURCE_KEYS, type KeyFlag } from "../job/config-keys";
 import { checkConfigKeys, checkPlatformSupport, ConfigError, ConfigLookup, deployConfigFromConfig, specFromConfig } from "../job/config";
-import type { JobSpec } from "../job/spec";
+import { JobSpecError, parseJobSpec, type JobSpec } from "../job/spec";
 import { BadInputError } from "./errors";
 import { chooseMachineImage } from "../infra/ami";
 import { defaultAgentBundlePath } from "../common/paths";
 import type { PlatformName } from "./platform";
+import { checkPresignedExpiry } from "../job/presigned";
+import { checkNamedSubject } from "../job/input-templates";
 
 /**
  * The job-describing flags every run command (single job or batch) accepts, by the camelCase names yargs gives them
@@ -130,10 +132,23 @@ export interface ResolvedJob {
   /** Backend URL from the file (`cloudcompute:backend`); PULUMI_BACKEND_URL still wins. */
   backend?: string;
   configPath?: string;
+  /** `--allow-cross-region`: inputs in another region than the instance are accepted. */
+  allowCrossRegion: boolean;
+  /** `--input-profile`: the local AWS profile that signs `s3://` inputs with access presigned. */
+  inputProfile?: string;
+  /** Lines to print before the job starts (e.g. a presigned URL that does not say when it expires). */
+  warnings: string[];
+}
+
+export interface ResolveExtras {
+  /** A subjects-file row's input URLs (input name → URL, "" for the first input) and where the row is. */
+  inputOverrides?: { urls: Record<string, string>; where: string };
+  /** Signs `s3://` inputs with access presigned (driver/input-signing.ts): the URL, valid `seconds`. */
+  presign?: (url: string, seconds: number) => string;
 }
 
 /** What is common to the jobs of one run: the config file and the flags. A batch resolves once per subject. */
-export function resolveJob(flags: SpecFlags, now: Date = new Date()): ResolvedJob {
+export function resolveJob(flags: SpecFlags, now: Date = new Date(), extra: ResolveExtras = {}): ResolvedJob {
   const file = readConfigFile(flags.config);
   // A job id in the file names the stack `pulumi up` deploys by hand; every driver run is a new job.
   // `{subject}` in input URLs and globs is the job's subject, so one config file serves a whole batch.
@@ -145,7 +160,7 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date()): ResolvedJo
     checkConfigKeys(file.keys);
     // A manifest named by a flag is relative to where the command runs; one in the file, to the file.
     const manifestBase = flags[camelCase(SOURCE_KEYS.manifest.flag.name)] !== undefined || !file.path ? process.cwd() : path.dirname(file.path);
-    spec = specFromConfig(lookup, flagOverrides(flags), now, { readFile: (name) => fs.readFileSync(path.resolve(manifestBase, name), "utf8") });
+    spec = specFromConfig(lookup, flagOverrides(flags), now, { readFile: (name) => fs.readFileSync(path.resolve(manifestBase, name), "utf8"), presign: extra.presign });
     const platformFlag = deployFlag(flags, DEPLOY_KEYS.platform);
     const deploy = deployConfigFromConfig((key) => (key === DEPLOY_KEYS.platform.key ? platformFlag : undefined) ?? lookup(key));
     platform = deploy.platform;
@@ -168,7 +183,49 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date()): ResolvedJo
     if (err instanceof SyntaxError) throw new BadInputError(`bad JSON in a flag: ${err.message}`);
     throw err;
   }
+  if (extra.inputOverrides) spec = withInputOverrides(spec, extra.inputOverrides.urls, extra.inputOverrides.where);
+  // A presigned URL that dies while the job could still run fails the job hours in: refused now, nothing created.
+  const expiry = checkPresignedExpiry(spec.inputs, spec.limits, now);
+  if (expiry.problems.length > 0) throw new BadInputError(`presigned input(s) would expire before the job could end:\n  ${expiry.problems.join("\n  ")}`);
   // A bundle path from the file is relative to the file.
   const agentBundlePath = agentBundle ? path.resolve(file.path ? path.dirname(file.path) : process.cwd(), agentBundle) : defaultAgentBundlePath();
-  return { spec, platform, agentBundlePath, backend: deployFlag(flags, DEPLOY_KEYS.backend) ?? file.lookup(DEPLOY_KEYS.backend.key), configPath: file.path };
+  return { spec, platform, agentBundlePath, backend: deployFlag(flags, DEPLOY_KEYS.backend) ?? file.lookup(DEPLOY_KEYS.backend.key), configPath: file.path, warnings: expiry.warnings, ...accessOptions(flags, file) };
+}
+
+/** `--input-profile` (or the file's cloudcompute:inputProfile), before the job is resolved: signing needs it first. */
+export function inputProfileOf(flags: SpecFlags): string | undefined {
+  return accessOptions(flags, readConfigFile(flags.config)).inputProfile;
+}
+
+/** The driver-only input-access keys (flag, else file). */
+function accessOptions(flags: SpecFlags, file: ConfigFile): { allowCrossRegion: boolean; inputProfile?: string } {
+  const allow = deployFlag(flags, DEPLOY_KEYS.allowCrossRegion) ?? file.lookup(DEPLOY_KEYS.allowCrossRegion.key) ?? "false";
+  if (!/^(true|false)$/i.test(allow.trim())) throw new BadInputError(`${DEPLOY_KEYS.allowCrossRegion.key} "${allow}": expected ${DEPLOY_KEYS.allowCrossRegion.expected}`);
+  const profile = deployFlag(flags, DEPLOY_KEYS.inputProfile) ?? file.lookup(DEPLOY_KEYS.inputProfile.key);
+  return { allowCrossRegion: allow.trim().toLowerCase() === "true", ...(profile ? { inputProfile: profile } : {}) };
+}
+
+/** The spec with a subjects-file row's URLs in place of the config's, validated again. */
+export function withInputOverrides(spec: JobSpec, overrides: Record<string, string>, where: string): JobSpec {
+  const names = spec.inputs.map((input) => input.name);
+  const unknown = Object.keys(overrides).filter((name) => name !== "" && !names.includes(name));
+  if (unknown.length > 0) throw new BadInputError(`${where}: no input named ${unknown.map((n) => `"${n}"`).join(", ")} in the config (its inputs: ${names.join(", ")})`);
+  const inputs = spec.inputs.map((input, index) => {
+    const url = overrides[input.name] ?? (index === 0 ? overrides[""] : undefined);
+    if (url === undefined) return input;
+    // The row's URL replaces the config's: the config's origin and checksum described another file.
+    try {
+      checkNamedSubject({ url }, spec.subject);
+    } catch (err) {
+      throw new BadInputError(`${where}: ${(err as Error).message}`);
+    }
+    const { sha256: _sha, origin: _origin, ...rest } = input;
+    return { ...rest, url, origin: where };
+  });
+  try {
+    return parseJobSpec({ ...spec, inputs }, where);
+  } catch (err) {
+    if (err instanceof JobSpecError) throw new BadInputError(`${where}: ${err.problems.join("; ")}`);
+    throw err;
+  }
 }

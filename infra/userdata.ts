@@ -10,6 +10,7 @@ import { formatS3Url } from "../job/s3url";
 import { jobLayout } from "../job/layout";
 import { failureMarker, startingStatus, type CompletionMarker, type FailureReason } from "../job/records";
 import type { JobSpec } from "../job/spec";
+import { BOOT_ALLOWANCE_MINUTES } from "../job/presigned";
 
 /** EC2's limit on user-data before base64 encoding. */
 export const USER_DATA_LIMIT_BYTES = 16 * 1024;
@@ -20,12 +21,8 @@ export const BOOTSTRAP_LOG_PATH = "/var/log/cloudcompute.log";
 export const BOOTSTRAP_PLACEHOLDERS = { now: "@NOW@", message: "@MESSAGE@", instanceId: "@INSTANCE@" } as const;
 const { now: NOW, message: MESSAGE, instanceId: INSTANCE } = BOOTSTRAP_PLACEHOLDERS;
 
-/**
- * Minutes the instance may spend booting (package installs, Docker start, agent download) before the agent's own
- * runtime clock starts. The watchdog allows this on top of max runtime + grace, so it never cuts a job short that the
- * agent would still let run; the driver allows the same before the first heartbeat.
- */
-export const BOOT_ALLOWANCE_MINUTES = 15;
+// The boot allowance is the job model's (job/presigned.ts): presigned URLs must outlive it too.
+export { BOOT_ALLOWANCE_MINUTES };
 
 /** Where the script works on the instance. Tests run the script elsewhere; real jobs use the defaults. */
 export interface BootstrapHost {

@@ -237,6 +237,16 @@ export const DEPLOY_KEYS = {
     help: "The Pulumi backend holding the job stacks (PULUMI_BACKEND_URL wins over both flag and key)",
     flag: { name: "backend", form: "text" },
   },
+  allowCrossRegion: {
+    key: "cloudcompute:allowCrossRegion", kind: "boolean", expected: "true or false", defaultValue: "false",
+    help: "Run even when an input's bucket is in another region than the instance (inter-region transfer is billed per GB and slower; ABCD's NDA buckets are in us-east-1)",
+    flag: { name: "allow-cross-region", form: "boolean" },
+  },
+  inputProfile: {
+    key: "cloudcompute:inputProfile", kind: "string", expected: "the name of a profile in your AWS config/credentials files",
+    help: "The driver signs inputs written {url: s3://…, access: presigned} with this local AWS profile (for buckets you can read and the instance role cannot); the URL lives until boot allowance + max runtime + grace + 30 min, at most 7 days",
+    flag: { name: "input-profile", form: "text" },
+  },
 } as const satisfies Record<string, ConfigKey>;
 
 /** The keys a job's spec is made from: its own and those that find its inputs (what flags override per job). */

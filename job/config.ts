@@ -10,7 +10,8 @@ import { fillInputTemplates, TemplateError, type TemplateContext } from "./input
 import { ManifestError, PICK_MODES, type PickMode } from "./nda-manifest";
 import { makeJobId } from "./layout";
 import { isPlatformName, type PlatformName } from "./platform";
-import { formatPath, JobSpec, API_VERSION } from "./spec";
+import { formatPath, JobSpec, API_VERSION, LimitsSpec } from "./spec";
+import { neededUrlMinutes, SIGV4_MAX_SECONDS } from "./presigned";
 
 /**
  * Refuse `cloudcompute:*` keys nobody reads: a typo (`maxRuntimeMinute`) would otherwise leave the default in force
@@ -83,6 +84,7 @@ export function specFromConfig(get: ConfigLookup, overrides: Readonly<Record<str
       else problems.push(`${entry.key}: ${message}: expected ${entry.expected}`);
     }
   }
+  if (Array.isArray(draft.inputs)) draft.inputs = signS3Inputs(draft.inputs, draft.limits, sources, problems);
   if (problems.length > 0) throw new ConfigError(problems);
 
   if (draft.jobId === undefined) draft.jobId = defaultJobId(draft.subject as string, now);
@@ -95,6 +97,36 @@ export function specFromConfig(get: ConfigLookup, overrides: Readonly<Record<str
 export interface SpecSources {
   /** The text of a file named in config (a path as written there; the caller resolves it). */
   readFile?: (path: string) => string;
+  /** The driver's signer for `s3://` inputs with access presigned (`--input-profile`): the https URL, valid `seconds`. */
+  presign?: (url: string, seconds: number) => string;
+}
+
+/**
+ * Inputs written `{url: s3://…, access: presigned}` become https URLs signed for as long as the job may need them;
+ * only the driver can sign (with a local profile), so without a signer they are refused, naming the flag.
+ */
+function signS3Inputs(inputs: unknown[], rawLimits: unknown, sources: SpecSources, problems: string[]): unknown[] {
+  const parsedLimits = LimitsSpec.safeParse(rawLimits ?? {});
+  const limits = parsedLimits.success ? parsedLimits.data : { maxRuntimeMinutes: 240, graceMinutes: 10 };
+  const seconds = neededUrlMinutes(limits) * 60;
+  return inputs.map((input, index) => {
+    if (!isPlainObject(input) || input.access !== "presigned" || typeof input.url !== "string" || !input.url.startsWith("s3://")) return input;
+    const key = `cloudcompute:inputs[${index}]`;
+    if (!sources.presign) {
+      problems.push(`${key}: ${input.url} with access "presigned" is signed by the driver: give --input-profile NAME (a local AWS profile that can read it), or use access "role" (the instance role reads it) or "public"`);
+      return input;
+    }
+    if (seconds > SIGV4_MAX_SECONDS) {
+      problems.push(`${key}: the job may need its URL for ${seconds / 60} min (boot allowance + max runtime + grace + margin), longer than a presigned URL can live (7 days): give a shorter --max-runtime`);
+      return input;
+    }
+    try {
+      return { ...input, url: sources.presign(input.url, seconds) };
+    } catch (err) {
+      problems.push(`${key}: ${(err as Error).message}`);
+      return input;
+    }
+  });
 }
 
 /** A problem with a file the config names: its message stands on its own. */

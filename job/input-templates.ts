@@ -43,10 +43,17 @@ export function fillInputTemplates(inputs: RawInput[], context: TemplateContext)
   return filled;
 }
 
+/** The last manifest parsed: a batch resolves every subject's job against the same text. */
+let lastParsed: { text: string; path: string; files: ReturnType<typeof parseNdaManifest> } | undefined;
+function parsedManifest(text: string, path: string): ReturnType<typeof parseNdaManifest> {
+  if (lastParsed?.text !== text || lastParsed.path !== path) lastParsed = { text, path, files: parseNdaManifest(text, path) };
+  return lastParsed.files;
+}
+
 function fromManifest(input: RawInput, context: TemplateContext): RawInput[] {
   const manifest = context.manifest;
   if (!manifest) throw new TemplateError(`an input's url is "{manifest}" but no manifest is given (cloudcompute:manifest / --manifest FILE)`);
-  const files = findSubjectFiles(parseNdaManifest(manifest.text, manifest.path), { subject: context.subject, dataType: manifest.dataType, session: context.session, pick: manifest.pick }, manifest.path);
+  const files = findSubjectFiles(parsedManifest(manifest.text, manifest.path), { subject: context.subject, dataType: manifest.dataType, session: context.session, pick: manifest.pick }, manifest.path);
   return files.map((file, index) => {
     const name = typeof input.name === "string" ? input.name : "input";
     const details = [file.dataType, file.session].filter(Boolean).join(", ");
@@ -59,7 +66,7 @@ function fromManifest(input: RawInput, context: TemplateContext): RawInput[] {
  * An NDA archive's name carries its subject. A URL naming another subject's GUID (a config written for one subject,
  * run for another or for a batch) would process that subject's image and file the results under this one's name.
  */
-function checkNamedSubject(input: RawInput, subject: string): void {
+export function checkNamedSubject(input: RawInput, subject: string): void {
   if (typeof input.url !== "string") return;
   const named = [...input.url.matchAll(/NDAR_?INV[A-Z0-9]{8}/gi)].map((m) => m[0].replace(/_/, "").toUpperCase());
   const other = named.find((guid) => guid !== subject.toUpperCase());

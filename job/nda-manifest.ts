@@ -133,3 +133,44 @@ export function findSubjectFiles(files: ManifestFile[], query: ManifestQuery, so
     `${source} has ${matches.length} files for subject ${subject}${wanted ? ` with ${wanted}` : ""}: narrow it with --data-type/--session, or choose with --pick latest|all:\n    ${matches.map(describe).join("\n    ")}`,
   );
 }
+
+export interface SubjectFilters {
+  dataType?: string;
+  session?: string;
+  pick: PickMode;
+}
+
+export interface SubjectSelection {
+  /** Subjects with a file (or files, per `pick`) for the filters, in the manifest's order. */
+  included: string[];
+  /** Subjects (or rows without one) left out, each with its reason. */
+  excluded: Array<{ subject: string; reason: string }>;
+}
+
+/**
+ * Every subject the manifest's rows hold for the filters: a subject is included when `findSubjectFiles` would give
+ * its job files, else excluded with the reason it would give (no file of that type/session, several without --pick).
+ * Works over parsed rows, so any source of rows (a manifest file, an NDA package's metadata) can use it.
+ */
+export function subjectsInManifest(files: ManifestFile[], filters: SubjectFilters, source = "the manifest"): SubjectSelection {
+  const selection: SubjectSelection = { included: [], excluded: [] };
+  for (const file of files.filter((f) => !f.subject)) {
+    selection.excluded.push({ subject: `(line ${file.line})`, reason: `no subject: no subjectkey and no NDA GUID in the file name ${file.url.split("/").pop()}` });
+  }
+  const subjects = [...new Set(files.map((file) => file.subject).filter((s): s is string => Boolean(s)))];
+  for (const subject of subjects) {
+    try {
+      findSubjectFiles(files, { subject, ...filters }, source);
+      selection.included.push(subject);
+    } catch (err) {
+      if (!(err instanceof ManifestError)) throw err;
+      const reason = err.message.split("\n")[0].replace(/:$/, "");
+      selection.excluded.push({ subject, reason: reason.startsWith(`${source} `) ? reason.slice(source.length + 1) : reason });
+    }
+  }
+  if (selection.included.length === 0) {
+    const wanted = [filters.dataType && `data type ${filters.dataType}`, filters.session && `session ${filters.session}`].filter(Boolean).join(" and ");
+    throw new ManifestError(`${source}: no subject has a file${wanted ? ` with ${wanted}` : ""} (${subjects.length} subjects, ${selection.excluded.length} excluded)`);
+  }
+  return selection;
+}

@@ -13,7 +13,7 @@ import { gzipSync } from "node:zlib";
 import { InputSpec } from "../job/spec";
 import { JobFailure } from "../agent/errors";
 import { fetchInput } from "../agent/inputs";
-import { presignedExpiry } from "../agent/input-sources";
+import { presignedExpiry } from "../job/presigned";
 import { selectFiles } from "../agent/select";
 import { archiveKindFor } from "../job/input-file";
 import { makeAbcdArchive, makeTar, newBucket, put, sharedMoto, testS3 } from "./support/fixtures";

@@ -66,6 +66,12 @@ const CASES: Array<[string, string[], RegExp]> = [
   ["a mistyped flag", ["--grca", "5"], /Unknown argument: grca \(--grca: did you mean --grace\?\)/],
   ["an input URL naming another subject's GUID (a config written for one subject)", ["--input", "s3://cc-study/abcd/NDARINV9999ZZZZ_baselineYear1Arm1_ABCD-MPROC-T1_20170101000000.tgz"], /cloudcompute:inputs: the url names subject NDARINV9999ZZZZ, but this job's subject is NDARINV0000AAAA/],
   ["a GPU on an instance type without one (aws)", ["--platform", "aws", "--runtime", "docker", "--gpus", "1", "--instance-type", "m5.large"], /cloudcompute:gpus: .*m5\.large has no GPU/],
+  ["an s3:// input with access presigned and no --input-profile to sign it", ["--input", json({ name: "t1", url: "s3://cc-study/a.tgz", access: "presigned" })], /cloudcompute:inputs\[0\]: s3:\/\/cc-study\/a\.tgz with access "presigned" is signed by the driver: give --input-profile NAME/],
+  ["an expired presigned URL", ["--input", json({ name: "t1", url: "https://h.s3.amazonaws.com/b/x.nii?X-Amz-Date=20200101T000000Z&X-Amz-Expires=3600&X-Amz-Signature=abc", access: "presigned", extract: "none" })], /input "t1": the presigned URL expires at 2020-01-01T01:00:00\.000Z \(already expired\)/],
+  ["a presigned URL living less than the job needs", ["--max-runtime", "600", "--input", json({ name: "t1", url: `https://h.s3.amazonaws.com/b/x.nii?X-Amz-Date=${new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+/, "")}&X-Amz-Expires=7200&X-Amz-Signature=abc`, access: "presigned", extract: "none" })], /expires at .* \(in 1[12]\d min\), but the job may need it until .*max runtime 600.*get a fresh URL, or give a shorter --max-runtime \(at most \d+\)/],
+  ["--all-subjects together with --subject", ["--all-subjects", "--manifest", "m.txt", "--subject", "NDARINV0000AAAA"], /give either --subject or --all-subjects, not both/],
+  ["--subject-inputs outside a batch worker", ["--subject-inputs", "{}"], /--subject-inputs is for batch workers/],
+  ["a subjects file whose input column names no input", ["--subjects-file", "@bad-columns.csv"], /line 2: no input named "t2" in the config/],
   ["a manifest that does not exist", ["--manifest", "/nonexistent/fmriresults01.txt"], /cloudcompute:manifest: \/nonexistent\/fmriresults01\.txt cannot be read/],
 ];
 
@@ -77,6 +83,8 @@ describe("bad input is refused before anything exists (real CLI)", function () {
   before(async () => {
     sandbox = await startDriverSandbox();
     config = sandbox.writeConfig("bad-input.yaml", localJobConfig(sandbox, { image: "none", runtime: "none", command: ["true"] }));
+    // Files the cases name with "@NAME" (in the sandbox's home).
+    fs.writeFileSync(path.join(sandbox.home, "bad-columns.csv"), "subject,input.t2\nNDARINV0000AAAA,s3://cc-study/x.tgz\n");
   });
   after(async () => {
     await sandbox?.stop();
@@ -87,7 +95,7 @@ describe("bad input is refused before anything exists (real CLI)", function () {
       await scenario("bad input", "cli", what, `exit 2, message matching ${message}, no stack, no record, no S3 object`, async () => {
         // The case's own --subject (or --subjects-file) replaces the default one.
         const subject = args.includes("--subject") || args.includes("--subjects-file") ? [] : ["--subject", SUBJECT];
-        const res = await sandbox.run(["--config", config, ...subject, ...args]);
+        const res = await sandbox.run(["--config", config, ...subject, ...args.map((arg) => (arg.startsWith("@") ? path.join(sandbox.home, arg.slice(1)) : arg))]);
         expect(res.code, res.stderr).to.equal(2);
         expect(res.stderr).to.match(message);
         const stacks = path.join(sandbox.home, "state", ".pulumi", "stacks");

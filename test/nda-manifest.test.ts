@@ -10,7 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { ConfigError, specFromConfig } from "../job/config";
 import { bidsSubject } from "../job/input-templates";
-import { findSubjectFiles, ManifestError, parseNdaManifest } from "../job/nda-manifest";
+import { findSubjectFiles, ManifestError, parseNdaManifest, subjectsInManifest } from "../job/nda-manifest";
 import { CLI } from "../sandbox/driver-sandbox";
 
 const FIXTURES = path.join(__dirname, "fixtures");
@@ -149,5 +149,55 @@ describe("NDA manifests through the CLI", function () {
     const several = cli(["--subject", "NDARINVZZ99YY88", "--manifest", FMRI, "--data-type", "ABCD-MPROC-T1", "--dry-run"]);
     expect(several.status).to.equal(2);
     expect(several.stderr).to.include("2 files for subject NDARINVZZ99YY88").and.include("--pick latest|all");
+  });
+
+  it("--all-subjects runs every subject with a matching file and lists the excluded ones with their reason, in the table and the JSON", () => {
+    const res = cli(["--all-subjects", "--manifest", FMRI, "--data-type", "ABCD-MPROC-T1", "--session", "baselineYear1Arm1", "--dry-run", "--json"]);
+    expect(res.status, res.stderr).to.equal(0);
+    const out = JSON.parse(res.stdout);
+    expect(out.subjects).to.deep.equal(["NDARINVA1B2C3D4"]);
+    expect(out.jobs.map((job: any) => job.spec.inputs[0].url)).to.deep.equal([A_BASELINE_T1]);
+    expect(out.excluded).to.deep.equal([{ subject: "NDARINVZZ99YY88", reason: "has 2 files for subject NDARINVZZ99YY88 with data type ABCD-MPROC-T1 and session baselineYear1Arm1: narrow it with --data-type/--session, or choose with --pick latest|all" }]);
+    expect(res.stderr).to.match(/--all-subjects: 1 subject\(s\) included, 1 excluded\n\s+subject\s+reason\n\s+NDARINVZZ99YY88\s+has 2 files/);
+    const latest = JSON.parse(cli(["--all-subjects", "--manifest", FMRI, "--data-type", "ABCD-MPROC-T1", "--session", "baselineYear1Arm1", "--pick", "latest", "--dry-run", "--json"]).stdout);
+    expect(latest.subjects).to.deep.equal(["NDARINVA1B2C3D4", "NDARINVZZ99YY88"]);
+    expect(latest.excluded).to.deep.equal([]);
+    expect(fs.existsSync(path.join(tmp, "home", "state")), "nothing created").to.equal(false);
+  });
+
+  it("--all-subjects is refused with --subject, with --subjects-file, without a manifest, and when no subject matches", () => {
+    const subjects = path.join(tmp, "subjects.txt");
+    fs.writeFileSync(subjects, "NDARINVA1B2C3D4\n");
+    const cases: Array<[string[], RegExp]> = [
+      [["--all-subjects", "--manifest", FMRI, "--subject", "NDARINVA1B2C3D4"], /give either --subject or --all-subjects, not both/],
+      [["--all-subjects", "--manifest", FMRI, "--subjects-file", subjects], /give either --subjects-file or --all-subjects, not both/],
+      [["--all-subjects"], /--all-subjects takes its subjects from a manifest: give --manifest FILE/],
+      [["--all-subjects", "--manifest", FMRI, "--data-type", "ABCD-MPROC-FLAIR"], /no subject has a file with data type ABCD-MPROC-FLAIR \(2 subjects, 2 excluded\)/],
+    ];
+    for (const [args, message] of cases) {
+      const res = cli([...args, "--dry-run"]);
+      expect(res.status, res.stderr).to.equal(2);
+      expect(res.stderr).to.match(message);
+    }
+  });
+});
+
+describe("subjectsInManifest: every subject of parsed rows, each exclusion with its reason", () => {
+  const files = parseNdaManifest(read(FMRI), "fmriresults01.txt");
+
+  it("includes subjects whose files match the filters and excludes the others, saying why", () => {
+    const followUp = subjectsInManifest(files, { dataType: "ABCD-MPROC-T1", session: "2YearFollowUpYArm1", pick: "error" }, "fmriresults01.txt");
+    expect(followUp.included).to.deep.equal(["NDARINVA1B2C3D4"]);
+    expect(followUp.excluded).to.have.length(1);
+    expect(followUp.excluded[0].subject).to.equal("NDARINVZZ99YY88");
+    expect(followUp.excluded[0].reason).to.match(/^has no file for subject NDARINVZZ99YY88 with data type ABCD-MPROC-T1 and session 2YearFollowUpYArm1; for this subject it lists data types ABCD-MPROC-T1 and sessions baselineYear1Arm1$/);
+    expect(subjectsInManifest(files, { pick: "all" }).included).to.deep.equal(["NDARINVA1B2C3D4", "NDARINVZZ99YY88"]);
+  });
+
+  it("a row with no subject is excluded by its line; no subject at all is an error", () => {
+    const rows = [...files, { line: 99, url: "s3://lab/unnamed.tgz" }];
+    const selection = subjectsInManifest(rows, { pick: "all" });
+    expect(selection.excluded).to.deep.equal([{ subject: "(line 99)", reason: "no subject: no subjectkey and no NDA GUID in the file name unnamed.tgz" }]);
+    expect(() => subjectsInManifest(files, { dataType: "NOPE", pick: "error" }, "m.txt")).to.throw(ManifestError, /m\.txt: no subject has a file with data type NOPE/);
   });
 });

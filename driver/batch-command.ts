@@ -1,0 +1,84 @@
+/**
+ * The batch form of `run`: the subjects (a subjects file, or `--all-subjects` from a manifest), each subject's job
+ * resolved and its inputs' regions checked in this process — every row and every subject refused before any worker
+ * starts — then one worker per subject (driver/batch.ts).
+ */
+import { BadInputError } from "./errors";
+import { batchTable, checkDistinctFolders, runBatch } from "./batch";
+import { dryRun } from "./run";
+import type { ResolvedJob, SpecFlags } from "./options";
+import { inputSignerFor, resolveJobSigned, type InputSigner } from "./input-signing";
+import { checkInputRegions, RegionCache } from "./regions";
+import { allSubjectsFromManifest, exclusionTable, readSubjectsList, type SubjectsList } from "./subjects";
+import type { SubjectSelection } from "../job/nda-manifest";
+
+/** The hidden flag carrying one subject's input URLs (JSON) to its worker, through the environment like the rest. */
+export const SUBJECT_INPUTS_FLAG = "subject-inputs";
+
+export interface BatchCommandOptions {
+  workerArgs: string[];
+  signal: () => AbortSignal;
+  printJson: (value: unknown) => void;
+}
+
+/** The job of one subject: the shared flags, the subject, and its row's input URLs. */
+export function resolveSubject(flags: SpecFlags, list: SubjectsList, subject: string, file: string | undefined, signer: InputSigner | undefined): Promise<ResolvedJob> {
+  const urls = list.inputs[subject];
+  return resolveJobSigned({ ...flags, subject }, new Date(), urls ? { inputOverrides: { urls, where: `subjects file ${file} line ${list.lines[subject]}` } } : {}, signer);
+}
+
+/** Warnings once each, however many subjects share them. */
+export function printWarnings(lines: Iterable<string>, seen = new Set<string>()): void {
+  for (const line of lines) {
+    if (seen.has(line)) continue;
+    seen.add(line);
+    process.stderr.write(`warning: ${line}\n`);
+  }
+}
+
+/** Inputs elsewhere than the instance are refused unless allowed; the local platform reads from this machine, whatever its region. */
+export async function checkRegions(resolved: ResolvedJob, cache: RegionCache): Promise<string[]> {
+  if (resolved.platform !== "aws") return [];
+  return checkInputRegions(resolved.spec, { allowCrossRegion: resolved.allowCrossRegion, cache });
+}
+
+export async function runBatchCommand(argv: Record<string, unknown>, flags: SpecFlags, options: BatchCommandOptions): Promise<number> {
+  const file = argv["subjects-file"] === undefined ? undefined : String(argv["subjects-file"]);
+  const all = Boolean(argv["all-subjects"]);
+  if (flags.subject) throw new BadInputError(`give either --subject or ${all ? "--all-subjects" : "--subjects-file"}, not both`);
+  if (all && file) throw new BadInputError("give either --subjects-file or --all-subjects, not both");
+  let list: SubjectsList;
+  let selection: SubjectSelection | undefined;
+  if (all) {
+    selection = allSubjectsFromManifest(flags);
+    process.stderr.write(exclusionTable(selection));
+    list = { subjects: selection.included, inputs: {}, lines: {} };
+  } else list = readSubjectsList(file!);
+  // Every subject's job is resolved here, so a bad row or an unreadable manifest entry stops the batch before any worker.
+  const cache = new RegionCache();
+  const signer = await inputSignerFor(flags, cache);
+  const jobs: ResolvedJob[] = [];
+  for (const subject of list.subjects) jobs.push(await resolveSubject(flags, list, subject, file, signer));
+  checkDistinctFolders(list.subjects, jobs[0].spec.outputs.layout);
+  const seen = new Set<string>();
+  for (const job of jobs) printWarnings(job.warnings, seen);
+  const subjectInputs = Object.keys(list.inputs).length > 0 ? list.inputs : undefined;
+  if (argv["dry-run"]) {
+    options.printJson({ dryRun: true, subjects: list.subjects, ...(selection ? { excluded: selection.excluded } : {}), ...(subjectInputs ? { subjectInputs } : {}), jobs: jobs.map(dryRun) });
+    return 0;
+  }
+  for (const job of jobs) printWarnings(await checkRegions(job, cache), seen);
+  const result = await runBatch({
+    subjects: list.subjects,
+    concurrency: Number(argv.concurrency),
+    rerun: Boolean(argv.rerun),
+    outputPrefix: jobs[0].spec.outputs.prefix,
+    outputLayout: jobs[0].spec.outputs.layout,
+    workerArgs: options.workerArgs,
+    subjectArgs: (subject) => (list.inputs[subject] ? [`--${SUBJECT_INPUTS_FLAG}`, JSON.stringify({ urls: list.inputs[subject], where: `subjects file ${file} line ${list.lines[subject]}` })] : []),
+    signal: options.signal(),
+  });
+  process.stderr.write(batchTable(result));
+  if (argv.json) options.printJson(result);
+  return result.exitCode;
+}
