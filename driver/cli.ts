@@ -8,7 +8,8 @@ import { batchTable, readSubjectsFile, runBatch, WORKER_ARGS_ENV } from "./batch
 import { backendStacks, cancelJob, formatHistory, formatStatus, gc, jobHistory, jobListTable, jobStatus, listJobs, printLogs } from "./commands";
 import { errorMessage } from "../common/errors";
 import { BadInputError, DriverError, ExitCode } from "./errors";
-import { resolveJob, SpecFlags } from "./options";
+import { SpecFlags } from "./options";
+import { resolvePackageJob } from "./nda-package";
 import { activeJobs, dryRun, runJobWithRetries } from "./run";
 import { jobSummary } from "./summary";
 import { ALL_KEYS, DEPLOY_KEYS, isRepeatable, type ConfigKey } from "../job/config-keys";
@@ -30,6 +31,7 @@ const BACKEND_OPTION = { ...keyOption(DEPLOY_KEYS.backend), type: "string" } as 
 /** Flags describing a job, one per config key (job/config-keys.ts); also rebuilt into each batch worker's command line. */
 const SPEC_OPTIONS: Record<string, Options> = {
   config: { type: "string", describe: "Pulumi.<stack>.yaml-style config file with cloudcompute:* keys (default Pulumi.dev.yaml if present)" },
+  "nda-credentials": { type: "string", describe: "With --nda-package: a private file (chmod 600) of username=... and password=... lines (default: NDA_USERNAME and NDA_PASSWORD from the environment); never a config key" },
   ...Object.fromEntries(ALL_KEYS.map((entry) => [entry.flag.name, keyOption(entry)])),
 };
 
@@ -158,9 +160,12 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
     const subjects = readSubjectsFile(String(argv["subjects-file"]));
     const concurrency = Number(argv.concurrency);
     // Validate the shared part once, with the first subject, before any worker starts.
-    const first = resolveJob({ ...flags, subject: subjects[0] });
+    // With an NDA package the workers need the credentials from the environment too (keepEnv); each asks for its URLs.
+    const first = await resolvePackageJob({ ...flags, subject: subjects[0] }, { keepEnv: true, presign: false });
     if (argv["dry-run"]) {
-      printJson({ dryRun: true, subjects, jobs: subjects.map((subject) => dryRun(resolveJob({ ...flags, subject }))) });
+      const jobs = [];
+      for (const subject of subjects) jobs.push(dryRun(await resolvePackageJob({ ...flags, subject }, { keepEnv: true })));
+      printJson({ dryRun: true, subjects, jobs });
       return ExitCode.ok;
     }
     const result = await runBatch({
@@ -176,7 +181,7 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
     return result.exitCode;
   }
 
-  const resolved = resolveJob(flags);
+  const resolved = await resolvePackageJob(flags);
   if (argv["dry-run"]) {
     const rendered = dryRun(resolved);
     if (json) printJson(rendered);

@@ -132,8 +132,14 @@ export interface ResolvedJob {
   configPath?: string;
 }
 
+/** What an NDA package (driver/nda-package.ts) gives the reading of the config: its own manifest. */
+export interface PackageSources {
+  packageManifest?: { name: string; text: string };
+  ndaPackage?: boolean;
+}
+
 /** What is common to the jobs of one run: the config file and the flags. A batch resolves once per subject. */
-export function resolveJob(flags: SpecFlags, now: Date = new Date()): ResolvedJob {
+export function resolveJob(flags: SpecFlags, now: Date = new Date(), nda: PackageSources = {}): ResolvedJob {
   const file = readConfigFile(flags.config);
   // A job id in the file names the stack `pulumi up` deploys by hand; every driver run is a new job.
   // `{subject}` in input URLs and globs is the job's subject, so one config file serves a whole batch.
@@ -145,7 +151,12 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date()): ResolvedJo
     checkConfigKeys(file.keys);
     // A manifest named by a flag is relative to where the command runs; one in the file, to the file.
     const manifestBase = flags[camelCase(SOURCE_KEYS.manifest.flag.name)] !== undefined || !file.path ? process.cwd() : path.dirname(file.path);
-    spec = specFromConfig(lookup, flagOverrides(flags), now, { readFile: (name) => fs.readFileSync(path.resolve(manifestBase, name), "utf8") });
+    const overrides = flagOverrides(flags);
+    // The package's own manifest (driver/nda-package.ts) stands in for --manifest when none is given.
+    const packaged = nda.packageManifest;
+    if (packaged && overrides[SOURCE_KEYS.manifest.key] === undefined && file.lookup(SOURCE_KEYS.manifest.key) === undefined) overrides[SOURCE_KEYS.manifest.key] = packaged.name;
+    const readFile = (name: string) => (packaged && name === packaged.name ? packaged.text : fs.readFileSync(path.resolve(manifestBase, name), "utf8"));
+    spec = specFromConfig(lookup, overrides, now, { readFile, ndaPackage: nda.ndaPackage });
     const platformFlag = deployFlag(flags, DEPLOY_KEYS.platform);
     const deploy = deployConfigFromConfig((key) => (key === DEPLOY_KEYS.platform.key ? platformFlag : undefined) ?? lookup(key));
     platform = deploy.platform;
