@@ -60,6 +60,8 @@ export interface FakeNda {
   requests: Array<{ method: string; path: string; ids?: string[]; auth?: string }>;
   /** Presigned URLs handed out, for tests that search for them. */
   issued: string[];
+  /** Keys the "S3" side served bytes of (any status below 300). */
+  served: string[];
   addPackage(pkg: FakeNdaPackage): void;
   close(): Promise<void>;
 }
@@ -78,6 +80,7 @@ export async function startFakeNda(opts: { username: string; password: string; p
   const faults: FakeNdaFaults = opts.faults ?? {};
   const requests: FakeNda["requests"] = [];
   const issued: string[] = [];
+  const served: string[] = [];
   const omitted = new Map<string, number>();
   let origin = "";
 
@@ -127,6 +130,7 @@ export async function startFakeNda(opts: { username: string; password: string; p
     if (Date.now() > expiresAt) return s3Error(res, 403, "AccessDenied", "Request has expired");
     const bytes = objects.get(key);
     if (!bytes) return s3Error(res, 404, "NoSuchKey", "The specified key does not exist.");
+    served.push(key);
     const etag = `"${createHmac("md5", "etag").update(bytes).digest("hex")}"`;
     const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? "");
     if (range) {
@@ -224,6 +228,7 @@ export async function startFakeNda(opts: { username: string; password: string; p
     faults,
     requests,
     issued,
+    served,
     addPackage,
     close: () =>
       new Promise((resolve) => {
