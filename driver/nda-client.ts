@@ -291,3 +291,16 @@ export function asDriverError(err: unknown): Error {
   const status = err.status ?? 0;
   return status === 401 || status === 403 || status === 404 || status === 423 || (status >= 400 && status < 500) ? new BadInputError(err.message) : new InfraError(err.message);
 }
+
+/**
+ * When a presigned URL stops working: `X-Amz-Date` + `X-Amz-Expires`. (The agent has its own copy in
+ * agent/input-sources.ts, which the driver may not import; one shared in job/ would serve both.)
+ */
+export function presignedExpiry(url: string): Date | undefined {
+  const params = new URL(url).searchParams;
+  const date = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(params.get("X-Amz-Date") ?? "");
+  const expires = Number(params.get("X-Amz-Expires"));
+  if (!date || !params.has("X-Amz-Expires") || !Number.isFinite(expires)) return undefined;
+  const [, y, mo, d, h, mi, s] = date;
+  return new Date(Date.UTC(+y, +mo - 1, +d, +h, +mi, +s) + expires * 1000);
+}

@@ -9,9 +9,8 @@ import { parseNdaManifest, type ManifestFile } from "../job/nda-manifest";
 import { camelCase, SOURCE_KEYS } from "../job/config-keys";
 import { JobSpec, type InputSpec } from "../job/spec";
 import { normaliseSubject } from "../job/subject";
-import { presignedExpiry } from "../agent/input-sources";
 import { BadInputError } from "./errors";
-import { asDriverError, DEFAULT_NDA_API, NdaClient, type PackageFileMetadata } from "./nda-client";
+import { asDriverError, DEFAULT_NDA_API, NdaClient, presignedExpiry, type PackageFileMetadata } from "./nda-client";
 import { takeNdaCredentials } from "./nda-credentials";
 import { readConfigFile, resolveJob, type ResolvedJob, type SpecFlags } from "./options";
 
