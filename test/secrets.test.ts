@@ -147,6 +147,51 @@ describe("secrets stay secret (real Pulumi engine, moto)", function () {
       expect(body.trim(), "the job got the value").to.equal("got it");
       return `${sampled} command lines sampled while it ran: the value on none; the job got it`;
     }));
+  it("an --nda-package batch: each worker asks for its own subject's URL; the NDA password in no environment but the drivers', on no command line, in no batch log", () =>
+    scenario("secret", "batch with --nda-package", "the process table (/proc/*/cmdline, /proc/*/environ of engine and agent) and the batch's logs", "the password only in the driver processes' environment", async () => {
+      const subjects = path.join(sandbox.home, "nda-batch.txt");
+      fs.writeFileSync(subjects, "NDAR_INVA1B2C3D4\nNDAR_INVZZ99YY88\n");
+      const before = nda.requests.length;
+      const args = ["--config", config, "--subjects-file", subjects, "--nda-package", "1234567", "--nda-api", nda.apiUrl, "--data-type", "ABCD-MPROC-T1", "--session", "baselineYear1Arm1", "--pick", "latest",
+        "--input", JSON.stringify({ name: "t1", url: "{manifest}", select: "**/*_T1w.nii" }), "--command", JSON.stringify(["sh", "-c", 'cp "$1" "$2/"', "sh", "{input}", "{output}"]), "--concurrency", "2", "--rerun"]; // NDARINVA1B2C3D4 succeeded above
+      const seen = new Set<string>();
+      const running = sandbox.run(args, { extraEnv: { NDA_USERNAME: "labuser", NDA_PASSWORD, NODE_EXTRA_CA_CERTS: nda.caFile } });
+      let done = false;
+      void running.then(() => (done = true));
+      let sampled = 0;
+      while (!done) {
+        for (const pid of fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e))) {
+          try {
+            const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").replace(/\0/g, " ");
+            if (cmdline.includes(NDA_PASSWORD)) seen.add(`cmdline: ${cmdline}`);
+            // The batch parent and its workers are the driver, which holds the credentials; nothing they start may.
+            if (cmdline.includes("cloudcompute.js") || cmdline.includes("mocha")) continue;
+            if (fs.readFileSync(`/proc/${pid}/environ`, "utf8").includes(NDA_PASSWORD)) seen.add(`environ: ${cmdline}`);
+            sampled++;
+          } catch {
+            /* gone, or not ours */
+          }
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const res = await running;
+      expect(res.code, res.stderr).to.equal(0);
+      expect([...seen], "processes holding the password").to.deep.equal([]);
+      const asked = nda.requests.slice(before).filter((r) => r.ids).map((r) => r.ids!);
+      const pkg = await makeAbcdPackage("1234567", FMRI);
+      const idOf = (name: string) => pkg.files.find((f) => f.s3Url.endsWith(name))!.id;
+      // The parent reads the package's manifest once to check the batch; each worker asks for the manifest and its one file.
+      expect(asked.filter((ids) => ids.length !== 1), "one id per request").to.deep.equal([]);
+      expect(asked.flat().filter((id) => id !== pkg.files[0].id).sort()).to.deep.equal(
+        [idOf("NDARINVA1B2C3D4_baselineYear1Arm1_ABCD-MPROC-T1_20170811130118.tgz"), idOf("NDARINVZZ99YY88_baselineYear1Arm1_ABCD-MPROC-T1_20180315121314.tgz")].sort(),
+      );
+      const batchDir = path.join(sandbox.home, "batches");
+      const logs = fs.readdirSync(batchDir, { recursive: true }).map(String).filter((f) => fs.statSync(path.join(batchDir, f)).isFile());
+      const text = logs.map((f) => fs.readFileSync(path.join(batchDir, f), "utf8")).join("\n");
+      expect(text.length).to.be.greaterThan(0);
+      for (const secret of secrets()) expect(text).not.to.include(secret);
+      return `${sampled} engine/agent processes sampled: the password in none; each worker asked for its own file; ${text.length} bytes of batch logs clean`;
+    }));
   it("the job really had the value (the container saw it)", async () => {
     const body = await (await sandbox.s3.send(new GetObjectCommand({ Bucket: sandbox.bucket, Key: "results/NDARINV0000AAAA/ok.txt" }))).Body!.transformToString();
     expect(body.trim()).to.equal("got it");
