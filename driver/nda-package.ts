@@ -62,6 +62,19 @@ export function packageSubjects(manifestText: string, filters: { dataType?: stri
 }
 
 /**
+ * `--all-subjects` with `--nda-package` (and no --manifest): every subject the package's own manifest holds files of
+ * for the run's --data-type/--session. Undefined when the run names no package or gives its own manifest.
+ */
+export async function packageSubjectsFor(flags: SpecFlags, opts: PackageOptions = {}): Promise<string[] | undefined> {
+  const request = packageRequest(flags);
+  if (!request || request.manifestGiven) return undefined;
+  const pkg = await openPackage(flags, request, { ...opts, keepEnv: true });
+  const file = readConfigFile(flags.config);
+  const value = (entry: { key: string; flag: { name: string } }) => (flags[camelCase(entry.flag.name)] as string | undefined) ?? file.lookup(entry.key);
+  return packageSubjects(pkg.manifest!.text, { dataType: value(SOURCE_KEYS.dataType), session: value(SOURCE_KEYS.session) }, pkg.manifest!.name);
+}
+
+/**
  * The spec with each input that names a package file turned into a presigned one: URLs for exactly these files, the
  * package file id and the expiry in its `origin`. A picked file the package does not hold is bad input.
  */

@@ -13,7 +13,7 @@ import * as https from "node:https";
 import { gunzipSync } from "node:zlib";
 import { NdaApiError, NdaClient, parseMetadataCsv } from "../driver/nda-client";
 import { parseCredentialsFile, readCredentialsFile, takeNdaCredentials } from "../driver/nda-credentials";
-import { packageSubjects, resolvePackageJob } from "../driver/nda-package";
+import { packageSubjects, packageSubjectsFor, resolvePackageJob } from "../driver/nda-package";
 import { dryRun } from "../driver/dry-run";
 import { stagedSpec } from "../driver/preflight";
 import { specFromConfig, ConfigError } from "../job/config";
@@ -174,6 +174,12 @@ describe("NDA package client against a fake NDA package service", function () {
     const config = path.join(tmp, "Pulumi.nda.yaml");
     fs.writeFileSync(config, `config:\n  aws:region: us-east-1\n  cloudcompute:image: neuronets/kwyk:latest-cpu\n  cloudcompute:outputPrefix: s3://lab-results/kwyk\n  cloudcompute:instanceType: m5.4xlarge\n  cloudcompute:platform: local\n`);
     const flags = () => ({ config, subject: "NDAR_INVA1B2C3D4", ndaPackage: "1234567", ndaApi: nda.apiUrl, dataType: "ABCD-MPROC-T1", session: "baselineYear1Arm1" });
+    const credentialsFile = (mode: number) => {
+      const file = path.join(tmp, `nda-credentials-${mode.toString(8)}`);
+      fs.writeFileSync(file, `username=${USER}\npassword=${PASSWORD}\n`);
+      fs.chmodSync(file, mode);
+      return file;
+    };
     // Asynchronous: the fake NDA server answers from this process's event loop.
     const cli = (args: string[], env: Record<string, string | undefined> = { NDA_USERNAME: USER, NDA_PASSWORD: PASSWORD }) =>
       new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve, reject) => {
@@ -205,6 +211,13 @@ describe("NDA package client against a fake NDA package service", function () {
       expect(shown).to.include("presigned").and.include(`file id ${fileId}`);
       expect(shown).not.to.include(signature);
       expect(shown).not.to.include(token);
+    });
+
+    it("all subjects of the package for the filters (for --all-subjects), from the package's own manifest", async () => {
+      const { subject: _omit, ...rest } = flags();
+      const subjects = await packageSubjectsFor({ ...rest, ndaCredentials: credentialsFile(0o600) }, { ca: nda.ca });
+      expect(subjects).to.deep.equal(["NDARINVA1B2C3D4", "NDARINVZZ99YY88"]);
+      expect(await packageSubjectsFor({ config, subject: "NDARINVA1B2C3D4" })).to.equal(undefined);
     });
 
     it("the CLI's --dry-run --json: same input, redacted, exit 0; nothing created", async () => {
