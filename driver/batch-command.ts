@@ -7,7 +7,8 @@ import { BadInputError } from "./errors";
 import { batchTable, checkDistinctFolders, runBatch } from "./batch";
 import { dryRun } from "./run";
 import type { ResolvedJob, SpecFlags } from "./options";
-import { inputSignerFor, resolveJobSigned, type InputSigner } from "./input-signing";
+import { inputSignerFor, type InputSigner } from "./input-signing";
+import { packageManifestFor, resolvePackageJob, type PackageOptions } from "./nda-package";
 import { checkInputRegions, RegionCache } from "./regions";
 import { allSubjectsFromManifest, exclusionTable, readSubjectsList, type SubjectsList } from "./subjects";
 import type { SubjectSelection } from "../job/nda-manifest";
@@ -22,9 +23,9 @@ export interface BatchCommandOptions {
 }
 
 /** The job of one subject: the shared flags, the subject, and its row's input URLs. */
-export function resolveSubject(flags: SpecFlags, list: SubjectsList, subject: string, file: string | undefined, signer: InputSigner | undefined): Promise<ResolvedJob> {
+export function resolveSubject(flags: SpecFlags, list: SubjectsList, subject: string, file: string | undefined, signer: InputSigner | undefined, nda: PackageOptions): Promise<ResolvedJob> {
   const urls = list.inputs[subject];
-  return resolveJobSigned({ ...flags, subject }, new Date(), urls ? { inputOverrides: { urls, where: `subjects file ${file} line ${list.lines[subject]}` } } : {}, signer);
+  return resolvePackageJob({ ...flags, subject }, nda, urls ? { inputOverrides: { urls, where: `subjects file ${file} line ${list.lines[subject]}` } } : {}, signer);
 }
 
 /** Warnings once each, however many subjects share them. */
@@ -50,7 +51,7 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
   let list: SubjectsList;
   let selection: SubjectSelection | undefined;
   if (all) {
-    selection = allSubjectsFromManifest(flags);
+    selection = allSubjectsFromManifest(flags, await packageManifestFor(flags));
     process.stderr.write(exclusionTable(selection));
     list = { subjects: selection.included, inputs: {}, lines: {} };
   } else list = readSubjectsList(file!);
@@ -58,7 +59,10 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
   const cache = new RegionCache();
   const signer = await inputSignerFor(flags, cache);
   const jobs: ResolvedJob[] = [];
-  for (const subject of list.subjects) jobs.push(await resolveSubject(flags, list, subject, file, signer));
+  // With an NDA package the workers read the credentials from the environment too (keepEnv); each worker asks for its
+  // own URLs just before staging (they expire), so here they are asked for only to show them in a dry run.
+  const nda: PackageOptions = { keepEnv: true, presign: Boolean(argv["dry-run"]) };
+  for (const subject of list.subjects) jobs.push(await resolveSubject(flags, list, subject, file, signer, nda));
   checkDistinctFolders(list.subjects, jobs[0].spec.outputs.layout);
   const seen = new Set<string>();
   for (const job of jobs) printWarnings(job.warnings, seen);

@@ -7,11 +7,12 @@ import { hideBin } from "yargs/helpers";
 import { WORKER_ARGS_ENV } from "./batch";
 import { checkRegions, printWarnings, runBatchCommand, SUBJECT_INPUTS_FLAG } from "./batch-command";
 import { RegionCache } from "./regions";
-import { inputSignerFor, resolveJobSigned } from "./input-signing";
+import { inputSignerFor } from "./input-signing";
 import { backendStacks, cancelJob, formatHistory, formatStatus, gc, jobHistory, jobListTable, jobStatus, listJobs, printLogs } from "./commands";
 import { errorMessage } from "../common/errors";
 import { BadInputError, DriverError, ExitCode } from "./errors";
 import type { SpecFlags } from "./options";
+import { resolvePackageJob } from "./nda-package";
 import { activeJobs, dryRun, runJobWithRetries } from "./run";
 import { jobSummary } from "./summary";
 import { ALL_KEYS, DEPLOY_KEYS, isRepeatable, type ConfigKey } from "../job/config-keys";
@@ -33,6 +34,7 @@ const BACKEND_OPTION = { ...keyOption(DEPLOY_KEYS.backend), type: "string" } as 
 /** Flags describing a job, one per config key (job/config-keys.ts); also rebuilt into each batch worker's command line. */
 const SPEC_OPTIONS: Record<string, Options> = {
   config: { type: "string", describe: "Pulumi.<stack>.yaml-style config file with cloudcompute:* keys (default Pulumi.dev.yaml if present)" },
+  "nda-credentials": { type: "string", describe: "With --nda-package: a private file (chmod 600) of username=... and password=... lines (default: NDA_USERNAME and NDA_PASSWORD from the environment); never a config key" },
   ...Object.fromEntries(ALL_KEYS.map((entry) => [entry.flag.name, keyOption(entry)])),
 };
 
@@ -165,7 +167,7 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
     throw new BadInputError(`--${SUBJECT_INPUTS_FLAG} is for batch workers; use --subjects-file with input columns`);
   }
   const rowInputs = argv[SUBJECT_INPUTS_FLAG] === undefined ? undefined : (JSON.parse(String(argv[SUBJECT_INPUTS_FLAG])) as { urls: Record<string, string>; where: string });
-  const resolved = await resolveJobSigned(flags, new Date(), rowInputs ? { inputOverrides: rowInputs } : {}, await inputSignerFor(flags));
+  const resolved = await resolvePackageJob(flags, {}, rowInputs ? { inputOverrides: rowInputs } : {}, await inputSignerFor(flags));
   printWarnings(resolved.warnings);
   // A batch's parent checked every subject's regions (one lookup per bucket) before starting its workers.
   if (!argv["dry-run"] && process.env.CLOUDCOMPUTE_WORKER !== "1") printWarnings(await checkRegions(resolved, new RegionCache()));

@@ -140,12 +140,19 @@ export interface ResolvedJob {
   warnings: string[];
 }
 
-export interface ResolveExtras {
+/** What an NDA package (driver/nda-package.ts) gives the reading of the config: its own manifest. */
+export interface PackageSources {
+  packageManifest?: { name: string; text: string };
+  ndaPackage?: boolean;
+}
+
+export interface ResolveExtras extends PackageSources {
   /** A subjects-file row's input URLs (input name → URL, "" for the first input) and where the row is. */
   inputOverrides?: { urls: Record<string, string>; where: string };
   /** Signs `s3://` inputs with access presigned (driver/input-signing.ts): the URL, valid `seconds`. */
   presign?: (url: string, seconds: number) => string;
 }
+
 
 /** What is common to the jobs of one run: the config file and the flags. A batch resolves once per subject. */
 export function resolveJob(flags: SpecFlags, now: Date = new Date(), extra: ResolveExtras = {}): ResolvedJob {
@@ -160,7 +167,12 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date(), extra: Reso
     checkConfigKeys(file.keys);
     // A manifest named by a flag is relative to where the command runs; one in the file, to the file.
     const manifestBase = flags[camelCase(SOURCE_KEYS.manifest.flag.name)] !== undefined || !file.path ? process.cwd() : path.dirname(file.path);
-    spec = specFromConfig(lookup, flagOverrides(flags), now, { readFile: (name) => fs.readFileSync(path.resolve(manifestBase, name), "utf8"), presign: extra.presign });
+    const overrides = flagOverrides(flags);
+    // The package's own manifest (driver/nda-package.ts) stands in for --manifest when none is given.
+    const packaged = extra.packageManifest;
+    if (packaged && overrides[SOURCE_KEYS.manifest.key] === undefined && file.lookup(SOURCE_KEYS.manifest.key) === undefined) overrides[SOURCE_KEYS.manifest.key] = packaged.name;
+    const readFile = (name: string) => (packaged && name === packaged.name ? packaged.text : fs.readFileSync(path.resolve(manifestBase, name), "utf8"));
+    spec = specFromConfig(lookup, overrides, now, { readFile, ndaPackage: extra.ndaPackage, presign: extra.presign });
     const platformFlag = deployFlag(flags, DEPLOY_KEYS.platform);
     const deploy = deployConfigFromConfig((key) => (key === DEPLOY_KEYS.platform.key ? platformFlag : undefined) ?? lookup(key));
     platform = deploy.platform;

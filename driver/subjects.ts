@@ -94,14 +94,18 @@ export function readSubjectsList(file: string): SubjectsList {
  * `--all-subjects`: every subject of the manifest (flag or config file) with a file for the filters; the others with
  * the reason they are left out.
  */
-export function allSubjectsFromManifest(flags: SpecFlags): SubjectSelection {
+export function allSubjectsFromManifest(flags: SpecFlags, packaged?: { name: string; text: string }): SubjectSelection {
   const file = readConfigFile(flags.config);
   const flagOr = (entry: { key: string; flag: { name: string } }) => {
     const value = flags[camelCase(entry.flag.name)];
     return value !== undefined ? String(value) : file.lookup(entry.key);
   };
   const manifest = flagOr(SOURCE_KEYS.manifest);
-  if (!manifest) throw new BadInputError(`--all-subjects takes its subjects from a manifest: give --manifest FILE (or ${SOURCE_KEYS.manifest.key})`);
+  const pick = (flagOr(SOURCE_KEYS.pick) ?? "error") as PickMode;
+  const filters = { dataType: flagOr(SOURCE_KEYS.dataType), session: flagOr(SOURCE_KEYS.session), pick };
+  // An NDA package's own manifest (driver/nda-package.ts packageManifestFor) when the run gives none.
+  if (!manifest && packaged) return selectFrom(packaged.text, packaged.name, filters);
+  if (!manifest) throw new BadInputError(`--all-subjects takes its subjects from a manifest: give --manifest FILE (or ${SOURCE_KEYS.manifest.key}), or --nda-package ID`);
   // As resolveJob reads it: a flag's path is relative to where the command runs, a file's to the file.
   const base = flags[camelCase(SOURCE_KEYS.manifest.flag.name)] !== undefined || !file.path ? process.cwd() : path.dirname(file.path);
   let text: string;
@@ -110,9 +114,12 @@ export function allSubjectsFromManifest(flags: SpecFlags): SubjectSelection {
   } catch (err) {
     throw new BadInputError(`${SOURCE_KEYS.manifest.key}: ${manifest} cannot be read: ${(err as Error).message}`);
   }
+  return selectFrom(text, manifest, filters);
+}
+
+function selectFrom(text: string, source: string, filters: { dataType?: string; session?: string; pick: PickMode }): SubjectSelection {
   try {
-    const pick = (flagOr(SOURCE_KEYS.pick) ?? "error") as PickMode;
-    return subjectsInManifest(parseNdaManifest(text, manifest), { dataType: flagOr(SOURCE_KEYS.dataType), session: flagOr(SOURCE_KEYS.session), pick }, manifest);
+    return subjectsInManifest(parseNdaManifest(text, source), filters, source);
   } catch (err) {
     if (err instanceof ManifestError) throw new BadInputError(`${SOURCE_KEYS.manifest.key}: ${err.message}`);
     throw err;

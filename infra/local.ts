@@ -198,9 +198,9 @@ const localProcessProvider: pulumi.dynamic.ResourceProvider<LocalProcessInputs, 
         detached: true, // its own session: outlives this plugin process, and its group can be signalled as a whole
         stdio: ["ignore", log, log],
         // The agent needs the S3 endpoint and credentials; never the passphrase that decrypts every stack's secrets
-        // (a job's command, a process of the same user, could read it from /proc/<agent>/environ).
+        // (a job's command, a process of the same user, could read it from /proc/<agent>/environ), nor NDA's password.
         env: Object.fromEntries(
-          Object.entries({ ...process.env, CLOUDCOMPUTE_POWEROFF: "0" }).filter(([name]) => !/^PULUMI_(CONFIG_PASSPHRASE|CONFIG_PASSPHRASE_FILE|ACCESS_TOKEN)$/.test(name)),
+          Object.entries({ ...process.env, CLOUDCOMPUTE_POWEROFF: "0" }).filter(([name]) => !/^(PULUMI_(CONFIG_PASSPHRASE|CONFIG_PASSPHRASE_FILE|ACCESS_TOKEN)|NDA_(USERNAME|PASSWORD))$/.test(name)),
         ),
       },
     );

@@ -217,6 +217,16 @@ export const SOURCE_KEYS = {
     help: "With a manifest, when several files match: error (list them), latest (by the timestamp in the name) or all (one input each)",
     flag: { name: "pick", form: "text", choices: PICK_MODES },
   },
+  ndaPackage: {
+    key: "cloudcompute:ndaPackage", kind: "string", expected: "the numeric id of one of your NDA data packages",
+    help: "Take the subject's files from this NDA data package (driver only): its fmriresults01.txt or datastructure_manifest.txt (or --manifest) picks them, presigned URLs are requested per job; credentials from NDA_USERNAME/NDA_PASSWORD or --nda-credentials FILE",
+    flag: { name: "nda-package", form: "text" },
+  },
+  ndaApi: {
+    key: "cloudcompute:ndaApi", kind: "string", expected: "an https:// URL of NDA's package service", defaultValue: "https://nda.nih.gov/api/package",
+    help: "The NDA package service (requests go to URL/{packageId}/files…), e.g. behind a proxy",
+    flag: { name: "nda-api", form: "text" },
+  },
 } as const satisfies Record<string, ConfigKey>;
 
 /** Keys that steer how a job is deployed rather than what it is. */

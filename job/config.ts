@@ -97,6 +97,8 @@ export function specFromConfig(get: ConfigLookup, overrides: Readonly<Record<str
 export interface SpecSources {
   /** The text of a file named in config (a path as written there; the caller resolves it). */
   readFile?: (path: string) => string;
+  /** The caller (the driver) resolves `cloudcompute:ndaPackage` itself; without this the key is refused. */
+  ndaPackage?: boolean;
   /** The driver's signer for `s3://` inputs with access presigned (`--input-profile`): the https URL, valid `seconds`. */
   presign?: (url: string, seconds: number) => string;
 }
@@ -136,6 +138,10 @@ function templateContext(subject: string, lookup: (key: string) => string | unde
   const path = lookup(SOURCE_KEYS.manifest.key);
   const pick = lookup(SOURCE_KEYS.pick.key) ?? "error";
   if (!(PICK_MODES as readonly string[]).includes(pick)) throw new SourceError(`${SOURCE_KEYS.pick.key} "${pick}": expected ${SOURCE_KEYS.pick.expected}`);
+  if (lookup(SOURCE_KEYS.ndaPackage.key) !== undefined && !sources.ndaPackage) {
+    // Its presigned URLs are asked for per job, just before launch, with credentials the stack must never hold.
+    throw new SourceError(`${SOURCE_KEYS.ndaPackage.key}: an NDA package is resolved by the driver (npm run job -- --nda-package ID ...), not by pulumi up`);
+  }
   const context: TemplateContext = { subject, session: lookup(SOURCE_KEYS.session.key) };
   if (path === undefined) {
     const orphan = [SOURCE_KEYS.dataType, SOURCE_KEYS.pick].filter((entry) => lookup(entry.key) !== undefined).map((entry) => entry.key);
