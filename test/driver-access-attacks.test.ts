@@ -1,0 +1,62 @@
+/**
+ * Attacks on the driver's input-access checks (cold review of driver-access): a batch's --dry-run printing its rows'
+ * presigned URLs whole, a bad row's message carrying a signature, a headerless CSV whose URL column is silently
+ * ignored, S3 hosts whose region is misread (accelerate, FIPS, the global endpoint, a SigV4 credential's region),
+ * and URLs that cannot live as long as they say (X-Amz-Expires over S3's 7 days; a session token).
+ */
+import { expect } from "chai";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { readSubjectsList } from "../driver/subjects";
+import { BadInputError } from "../driver/errors";
+import { DriverSandbox, localJobConfig, startDriverSandbox } from "../sandbox/driver-sandbox";
+
+const A = "NDARINV0000AAAA";
+const B = "NDARINV0000BBBB";
+const stamp = (date: Date) => date.toISOString().replace(/[-:]/g, "").replace(/\.\d+/, "");
+const fresh = (key: string, extra = "") =>
+  `https://cc-study.s3.us-east-1.amazonaws.com/${key}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDSECRETID%2F20261129%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=${stamp(new Date())}&X-Amz-Expires=129600${extra}&X-Amz-Signature=ROWSECRETSIG`;
+describe("driver-access attacks: secrets in batch output and messages", function () {
+  this.timeout(5 * 60_000);
+  let sandbox: DriverSandbox;
+  let config: string;
+
+  before(async () => {
+    sandbox = await startDriverSandbox();
+    config = sandbox.writeConfig("attacks.yaml", localJobConfig(sandbox, { image: "none", runtime: "none", command: ["true"] }));
+  });
+  after(async () => sandbox?.stop());
+
+  it("a batch's --dry-run --json shows its rows' presigned URLs without their signatures", async () => {
+    const file = path.join(sandbox.home, "presigned.csv");
+    fs.writeFileSync(file, `subject,input\n${A},${fresh(`abcd/${A}.nii`)}\n${B},${fresh(`abcd/${B}.nii`)}\n`);
+    const input = JSON.stringify({ name: "t1", url: fresh("abcd/{subject}.nii"), access: "presigned", extract: "none" });
+    const res = await sandbox.run(["--config", config, "--subjects-file", file, "--input", input, "--dry-run", "--json"]);
+    expect(res.code, res.stderr).to.equal(0);
+    expect(res.stdout + res.stderr).to.not.match(/ROWSECRETSIG|AKIDSECRETID/);
+    const out = JSON.parse(res.stdout);
+    expect(out.subjectInputs[A][""]).to.equal(`https://cc-study.s3.us-east-1.amazonaws.com/abcd/${A}.nii?<redacted>`);
+  });
+});
+
+describe("driver-access attacks: subjects files", () => {
+  const dir = fs.mkdtempSync(path.join(require("node:os").tmpdir(), "cc-rows-"));
+  const write = (text: string) => {
+    const file = path.join(dir, `rows-${Math.random().toString(36).slice(2)}.csv`);
+    fs.writeFileSync(file, text);
+    return file;
+  };
+
+  it("a row's bad URL is named by line without its signature", () => {
+    const file = write(`subject,input\n${A},https://cc-study.s3.amazonaws.com?X-Amz-Signature=ROWSECRETSIG\n`);
+    expect(() => readSubjectsList(file)).to.throw(BadInputError, /line 2: input "https:\/\/cc-study\.s3\.amazonaws\.com\?<redacted>": expected/);
+    expect(() => readSubjectsList(file)).to.not.throw(/ROWSECRETSIG/);
+  });
+
+  it("a headerless CSV whose rows carry URLs is refused (they would be ignored and the config's URL used)", () => {
+    const file = write(`${A},s3://cc-study/custom/a.tgz\n${B},s3://cc-study/custom/b.tgz\n`);
+    expect(() => readSubjectsList(file)).to.throw(BadInputError, /line 1: .*a URL, but the file has no header/);
+    // Other extra columns (NDA's, a note) are still ignored without a header.
+    expect(readSubjectsList(write(`${A},42\n${B}\tnote\n`)).subjects).to.deep.equal([A, B]);
+  });
+});
