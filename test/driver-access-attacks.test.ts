@@ -7,6 +7,7 @@
 import { expect } from "chai";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { regionFromS3Host } from "../driver/regions";
 import { readSubjectsList } from "../driver/subjects";
 import { BadInputError } from "../driver/errors";
 import { DriverSandbox, localJobConfig, startDriverSandbox } from "../sandbox/driver-sandbox";
@@ -59,4 +60,24 @@ describe("driver-access attacks: subjects files", () => {
     // Other extra columns (NDA's, a note) are still ignored without a header.
     expect(readSubjectsList(write(`${A},42\n${B}\tnote\n`)).subjects).to.deep.equal([A, B]);
   });
+});
+
+describe("driver-access attacks: regions and expiries read from URLs", () => {
+  it("a SigV4 URL's region is its credential's; accelerate and the virtual-hosted global endpoint name none; FIPS names its region", () => {
+    const cred = (region: string) => `X-Amz-Credential=AKID%2F20261129%2F${region}%2Fs3%2Faws4_request&X-Amz-Signature=s`;
+    expect(regionFromS3Host(`https://bucket.s3.amazonaws.com/k?${cred("eu-west-1")}`)).to.equal("eu-west-1");
+    expect(regionFromS3Host(`https://bucket.s3-accelerate.amazonaws.com/k?${cred("eu-west-1")}`)).to.equal("eu-west-1");
+    expect(regionFromS3Host("https://bucket.s3-accelerate.amazonaws.com/k?Signature=s")).to.equal(undefined);
+    expect(regionFromS3Host("https://bucket.s3-accelerate.dualstack.amazonaws.com/k")).to.equal(undefined);
+    expect(regionFromS3Host("https://bucket.s3-fips.us-gov-west-1.amazonaws.com/k")).to.equal("us-gov-west-1");
+    expect(regionFromS3Host("https://bucket.s3-fips.dualstack.us-east-2.amazonaws.com/k")).to.equal("us-east-2");
+    // SigV2 on the global virtual-hosted endpoint works for a bucket in any region: unknown, not us-east-1.
+    expect(regionFromS3Host("https://bucket.s3.amazonaws.com/k?AWSAccessKeyId=x&Expires=1&Signature=y")).to.equal(undefined);
+    // Path-style on the global endpoint only reaches us-east-1 buckets.
+    expect(regionFromS3Host("https://s3.amazonaws.com/NDAR_Central_2/k")).to.equal("us-east-1");
+    // Host tricks: not AWS.
+    expect(regionFromS3Host("https://evil.s3.us-east-1.amazonaws.com.attacker.net/k")).to.equal(undefined);
+    expect(regionFromS3Host(`https://attacker.net/k?${cred("us-east-1")}`)).to.equal(undefined);
+  });
+
 });
