@@ -7,6 +7,7 @@
 import { expect } from "chai";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { checkPresignedExpiry } from "../job/presigned";
 import { regionFromS3Host } from "../driver/regions";
 import { readSubjectsList } from "../driver/subjects";
 import { BadInputError } from "../driver/errors";
@@ -14,6 +15,7 @@ import { DriverSandbox, localJobConfig, startDriverSandbox } from "../sandbox/dr
 
 const A = "NDARINV0000AAAA";
 const B = "NDARINV0000BBBB";
+const limits = { maxRuntimeMinutes: 240, graceMinutes: 10 };
 const stamp = (date: Date) => date.toISOString().replace(/[-:]/g, "").replace(/\.\d+/, "");
 const fresh = (key: string, extra = "") =>
   `https://cc-study.s3.us-east-1.amazonaws.com/${key}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDSECRETID%2F20261129%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=${stamp(new Date())}&X-Amz-Expires=129600${extra}&X-Amz-Signature=ROWSECRETSIG`;
@@ -80,4 +82,16 @@ describe("driver-access attacks: regions and expiries read from URLs", () => {
     expect(regionFromS3Host(`https://attacker.net/k?${cred("us-east-1")}`)).to.equal(undefined);
   });
 
+  it("refuses an X-Amz-Expires over S3's limit (the URL never works), and warns that a session token may end it sooner", () => {
+    const now = new Date();
+    const url = (expires: number, extra = "") => `https://b.s3.us-east-1.amazonaws.com/k.nii?X-Amz-Date=${stamp(now)}&X-Amz-Expires=${expires}${extra}&X-Amz-Signature=s`;
+    const huge = checkPresignedExpiry([{ name: "t1", url: url(99_999_999), access: "presigned" }], limits, now);
+    expect(huge.problems).to.have.length(1);
+    expect(huge.problems[0]).to.match(/^input "t1": X-Amz-Expires 99999999 is more than S3 accepts \(604800 s, 7 days\): S3 refuses the URL/);
+    const token = checkPresignedExpiry([{ name: "t1", url: url(129_600, "&X-Amz-Security-Token=TOKENSECRET"), access: "presigned" }], limits, now);
+    expect(token.problems).to.deep.equal([]);
+    expect(token.warnings).to.have.length(1);
+    expect(token.warnings[0]).to.match(/^input "t1": the presigned URL was signed with temporary credentials \(X-Amz-Security-Token\)/);
+    expect(token.warnings[0]).to.not.include("TOKENSECRET");
+  });
 });
