@@ -8,6 +8,7 @@ import { expect } from "chai";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { checkPresignedExpiry } from "../job/presigned";
+import { expiryBlocksRetry } from "../driver/run";
 import { regionFromS3Host } from "../driver/regions";
 import { readSubjectsList } from "../driver/subjects";
 import { BadInputError } from "../driver/errors";
@@ -19,6 +20,7 @@ const limits = { maxRuntimeMinutes: 240, graceMinutes: 10 };
 const stamp = (date: Date) => date.toISOString().replace(/[-:]/g, "").replace(/\.\d+/, "");
 const fresh = (key: string, extra = "") =>
   `https://cc-study.s3.us-east-1.amazonaws.com/${key}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDSECRETID%2F20261129%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=${stamp(new Date())}&X-Amz-Expires=129600${extra}&X-Amz-Signature=ROWSECRETSIG`;
+
 describe("driver-access attacks: secrets in batch output and messages", function () {
   this.timeout(5 * 60_000);
   let sandbox: DriverSandbox;
@@ -93,5 +95,17 @@ describe("driver-access attacks: regions and expiries read from URLs", () => {
     expect(token.warnings).to.have.length(1);
     expect(token.warnings[0]).to.match(/^input "t1": the presigned URL was signed with temporary credentials \(X-Amz-Security-Token\)/);
     expect(token.warnings[0]).to.not.include("TOKENSECRET");
+  });
+});
+
+describe("driver-access attacks: a retry launched hours later", () => {
+  it("is not launched when its presigned URLs would die before it could end (they were checked for the first launch)", () => {
+    const signedAt = new Date("2026-11-29T00:00:00Z");
+    const url = `https://b.s3.us-east-1.amazonaws.com/k.nii?X-Amz-Date=${stamp(signedAt)}&X-Amz-Expires=${6 * 3600}&X-Amz-Signature=s`;
+    const spec = { inputs: [{ name: "t1", url, access: "presigned" as const }], limits: { ...limits, heartbeatTimeoutSeconds: 60 } } as unknown as Parameters<typeof expiryBlocksRetry>[0];
+    // At the first launch the URL outlives the job (295 min of 360)...
+    expect(expiryBlocksRetry(spec, signedAt)).to.equal(undefined);
+    // ...a spot interruption 3 h in leaves it 3 h: the retry would fail when it dies.
+    expect(expiryBlocksRetry(spec, new Date(signedAt.getTime() + 3 * 3600_000))).to.match(/^input "t1": the presigned URL expires at 2026-11-29T06:00:00\.000Z \(in 180 min\)/);
   });
 });
