@@ -59,6 +59,11 @@ export function readSubjectsList(file: string): SubjectsList {
         if (/^input/i.test(cell)) problems.push(`line ${info.lines}: column "${cell}": expected input or input.NAME (NAME an input's name, lowercase)`);
         return [];
       });
+      const seen = new Set<string>();
+      for (const { name } of inputColumns) {
+        if (seen.has(name)) problems.push(`line ${info.lines}: column "${name ? `input.${name}` : "input"}" appears twice (which cell would count?)`);
+        seen.add(name);
+      }
       return;
     }
     if (!first) return;

@@ -12,6 +12,8 @@ import { expiryBlocksRetry } from "../driver/run";
 import { regionFromS3Host } from "../driver/regions";
 import { readSubjectsList } from "../driver/subjects";
 import { BadInputError } from "../driver/errors";
+import { withInputOverrides } from "../driver/options";
+import { parseJobSpec } from "../job/spec";
 import { DriverSandbox, localJobConfig, startDriverSandbox } from "../sandbox/driver-sandbox";
 
 const A = "NDARINV0000AAAA";
@@ -63,6 +65,21 @@ describe("driver-access attacks: subjects files", () => {
     expect(() => readSubjectsList(file)).to.throw(BadInputError, /line 1: .*a URL, but the file has no header/);
     // Other extra columns (NDA's, a note) are still ignored without a header.
     expect(readSubjectsList(write(`${A},42\n${B}\tnote\n`)).subjects).to.deep.equal([A, B]);
+  });
+});
+
+describe("driver-access attacks: two cells for one input", () => {
+  const dir = fs.mkdtempSync(path.join(require("node:os").tmpdir(), "cc-cols-"));
+  it("a header naming an input column twice is refused (the last cell silently won)", () => {
+    const file = path.join(dir, "twice.csv");
+    fs.writeFileSync(file, `subject,input,notes,input\n${A},s3://cc-study/a.tgz,x,s3://cc-study/other.tgz\n`);
+    expect(() => readSubjectsList(file)).to.throw(BadInputError, /line 1: column "input" appears twice/);
+  });
+
+  it("a row giving both input and input.NAME of the first input is refused (one of them silently won)", () => {
+    const spec = parseJobSpec({ apiVersion: "cloudcompute/v1", jobId: "job-x", subject: A, inputs: [{ name: "t1", url: `s3://cc-study/${A}.tgz` }], container: { image: "x" }, outputs: { prefix: "s3://cc-study/out" }, instance: { type: "m5.large", region: "us-east-1" } });
+    expect(() => withInputOverrides(spec, { "": "s3://cc-study/a.tgz", t1: "s3://cc-study/b.tgz" }, "row 2")).to.throw(BadInputError, /^row 2: both input and input\.t1 give the URL of input "t1"/);
+    expect(withInputOverrides(spec, { t1: "s3://cc-study/b.tgz" }, "row 2").inputs[0].url).to.equal("s3://cc-study/b.tgz");
   });
 });
 
