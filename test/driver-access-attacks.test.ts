@@ -14,6 +14,7 @@ import { readSubjectsList } from "../driver/subjects";
 import { BadInputError } from "../driver/errors";
 import { withInputOverrides } from "../driver/options";
 import { parseJobSpec } from "../job/spec";
+import { findSubjectFiles, parseNdaManifest, subjectsInManifest } from "../job/nda-manifest";
 import { DriverSandbox, localJobConfig, startDriverSandbox } from "../sandbox/driver-sandbox";
 
 const A = "NDARINV0000AAAA";
@@ -124,5 +125,22 @@ describe("driver-access attacks: a retry launched hours later", () => {
     expect(expiryBlocksRetry(spec, signedAt)).to.equal(undefined);
     // ...a spot interruption 3 h in leaves it 3 h: the retry would fail when it dies.
     expect(expiryBlocksRetry(spec, new Date(signedAt.getTime() + 3 * 3600_000))).to.match(/^input "t1": the presigned URL expires at 2026-11-29T06:00:00\.000Z \(in 180 min\)/);
+  });
+});
+
+describe("driver-access attacks: a manifest row whose subjectkey and file name disagree", () => {
+  const row = (key: string, guid: string, type: string) => `"${key}"\t"${type}"\t"s3://NDAR_Central_2/sub/${guid}_baselineYear1Arm1_${type}_20170811130118.tgz"`;
+  const manifest = ["subjectkey\tsession_det\tderived_files", row("NDAR_INV0000AAAA", B, "ABCD-MPROC-T1"), row("NDAR_INV0000BBBB", B, "ABCD-MPROC-T1"), row("NDAR_INV0000AAAA", A, "ABCD-MPROC-T2")].join("\n");
+  const files = parseNdaManifest(manifest, "m.txt");
+
+  it("--all-subjects excludes the subject with the reason, and its own job is refused: it would read another subject's image", () => {
+    const selection = subjectsInManifest(files, { dataType: "ABCD-MPROC-T1", pick: "error" }, "m.txt");
+    expect(selection.included).to.deep.equal([B]);
+    expect(selection.excluded).to.have.length(1);
+    expect(selection.excluded[0].subject).to.equal(A);
+    expect(selection.excluded[0].reason).to.match(/^line 2: subjectkey NDARINV0000AAAA, but the file name names NDARINV0000BBBB/);
+    expect(() => findSubjectFiles(files, { subject: A, dataType: "ABCD-MPROC-T1", pick: "error" }, "m.txt")).to.throw(/line 2: subjectkey NDARINV0000AAAA, but the file name names NDARINV0000BBBB/);
+    // A's other data type is its own file: fine.
+    expect(findSubjectFiles(files, { subject: A, dataType: "ABCD-MPROC-T2", pick: "error" }, "m.txt")).to.have.length(1);
   });
 });
