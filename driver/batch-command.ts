@@ -12,6 +12,7 @@ import { packageManifestFor, resolvePackageJob, type PackageOptions } from "./nd
 import { checkInputRegions, RegionCache } from "./regions";
 import { allSubjectsFromManifest, exclusionTable, readSubjectsList, type SubjectsList } from "./subjects";
 import type { SubjectSelection } from "../job/nda-manifest";
+import { redactUrl } from "../job/spec";
 
 /** The hidden flag carrying one subject's input URLs (JSON) to its worker, through the environment like the rest. */
 export const SUBJECT_INPUTS_FLAG = "subject-inputs";
@@ -68,7 +69,9 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
   for (const job of jobs) printWarnings(job.warnings, seen);
   const subjectInputs = Object.keys(list.inputs).length > 0 ? list.inputs : undefined;
   if (argv["dry-run"]) {
-    options.printJson({ dryRun: true, subjects: list.subjects, ...(selection ? { excluded: selection.excluded } : {}), ...(subjectInputs ? { subjectInputs } : {}), jobs: jobs.map(dryRun) });
+    // A row's https URL is presigned: printed without its signature, as the jobs' specs print it.
+    const shown = subjectInputs && Object.fromEntries(Object.entries(subjectInputs).map(([subject, urls]) => [subject, Object.fromEntries(Object.entries(urls).map(([name, url]) => [name, redactUrl(url)]))]));
+    options.printJson({ dryRun: true, subjects: list.subjects, ...(selection ? { excluded: selection.excluded } : {}), ...(shown ? { subjectInputs: shown } : {}), jobs: jobs.map(dryRun) });
     return 0;
   }
   for (const job of jobs) printWarnings(await checkRegions(job, cache), seen);

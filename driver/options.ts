@@ -222,6 +222,9 @@ export function withInputOverrides(spec: JobSpec, overrides: Record<string, stri
   const names = spec.inputs.map((input) => input.name);
   const unknown = Object.keys(overrides).filter((name) => name !== "" && !names.includes(name));
   if (unknown.length > 0) throw new BadInputError(`${where}: no input named ${unknown.map((n) => `"${n}"`).join(", ")} in the config (its inputs: ${names.join(", ")})`);
+  if (overrides[""] !== undefined && names.length > 0 && overrides[names[0]] !== undefined) {
+    throw new BadInputError(`${where}: both input and input.${names[0]} give the URL of input "${names[0]}" (the first): leave one of them empty`);
+  }
   const inputs = spec.inputs.map((input, index) => {
     const url = overrides[input.name] ?? (index === 0 ? overrides[""] : undefined);
     if (url === undefined) return input;

@@ -9,24 +9,35 @@ import { redactUrl, type JobSpec } from "../job/spec";
 import { errorMessage } from "../common/errors";
 import { BadInputError } from "./errors";
 
-/** The region in a presigned URL's host: `bucket.s3.REGION.amazonaws.com`, `s3.REGION.amazonaws.com/bucket`, `s3-REGION`, legacy `s3.amazonaws.com`. */
+const REGION = /^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$/;
+
+/**
+ * The region of a presigned URL on an AWS S3 host: a SigV4 URL's credential scope names the region it was signed for
+ * (S3 refuses it anywhere else); else the host's `bucket.s3.REGION`, `s3.REGION/bucket`, `s3-REGION`, `s3-fips.REGION`,
+ * or the legacy `s3.amazonaws.com/bucket` (path style reaches only us-east-1). A virtual-hosted legacy host
+ * (`bucket.s3.amazonaws.com`, any region's bucket answers there) or an accelerate one names none.
+ */
 export function regionFromS3Host(url: string): string | undefined {
-  let host: string;
+  let parsed: URL;
   try {
-    host = new URL(url).hostname.toLowerCase();
+    parsed = new URL(url);
   } catch {
     return undefined;
   }
+  const host = parsed.hostname.toLowerCase();
   if (!host.endsWith(".amazonaws.com")) return undefined;
+  const scope = (parsed.searchParams.get("X-Amz-Credential") ?? "").split("/");
+  if (scope.length === 5 && REGION.test(scope[2]) && scope[3] === "s3") return scope[2];
   const labels = host.slice(0, -".amazonaws.com".length).split(".");
-  // The last s3-ish label and what follows it: s3 | s3.REGION | s3-REGION | s3.dualstack.REGION
-  const at = labels.lastIndexOf("s3") >= 0 ? labels.lastIndexOf("s3") : labels.findIndex((label) => /^s3[-.]/.test(label));
+  // The last s3-ish label and what follows it: s3 | s3.REGION | s3-REGION | s3.dualstack.REGION | s3-fips.REGION
+  const at = labels.lastIndexOf("s3") >= 0 ? labels.lastIndexOf("s3") : labels.findIndex((label) => /^s3-/.test(label));
   if (at < 0) return undefined;
   const label = labels[at];
   const rest = labels.slice(at + 1).filter((part) => part !== "dualstack");
-  if (label.startsWith("s3-")) return label === "s3-external-1" ? "us-east-1" : label.slice(3);
-  if (rest.length === 0) return "us-east-1"; // s3.amazonaws.com: the legacy global endpoint, us-east-1
-  return /^[a-z]{2}(-gov)?-[a-z]+-\d$/.test(rest[0]) ? rest[0] : undefined;
+  if (label === "s3-external-1") return "us-east-1";
+  if (label !== "s3" && label !== "s3-fips") return REGION.test(label.slice(3)) ? label.slice(3) : undefined;
+  if (rest.length === 0) return label === "s3" && at === 0 ? "us-east-1" : undefined;
+  return REGION.test(rest[0]) ? rest[0] : undefined;
 }
 
 export interface RegionAnswer {

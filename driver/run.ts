@@ -23,6 +23,7 @@ import { createProgress, Progress } from "./progress";
 import type { ResolvedJob } from "./options";
 import { teardown } from "./teardown";
 import { waitForCompletion, WaitResult } from "./wait";
+import { checkPresignedExpiry } from "../job/presigned";
 
 export type Outcome = "succeeded" | "failed" | "interrupted" | "error" | "dry-run";
 
@@ -84,9 +85,23 @@ export async function runJobWithRetries(resolved: ResolvedJob, options: RunOptio
     attempts.push(result.jobId);
     result.attempts = [...attempts];
     if (!isRetryable(result) || isLast || options.signal.aborted) return result;
+    const expiring = expiryBlocksRetry(spec, new Date());
+    if (expiring) {
+      (options.stream ?? process.stderr).write(`[${result.jobId}] ${result.reason}: not retried: ${expiring}\n`);
+      return result;
+    }
     (options.stream ?? process.stderr).write(`[${result.jobId}] ${result.reason}: retrying (${attempt}/${retries})\n`);
     spec = attemptSpec;
   }
+}
+
+/**
+ * Why a retry would fail for its presigned URLs, or undefined: they were checked against the first launch, and a
+ * retry starts hours later (an interrupted attempt may have run up to max runtime) with the same URLs.
+ */
+export function expiryBlocksRetry(spec: Pick<JobSpec, "inputs" | "limits">, now: Date): string | undefined {
+  const { problems } = checkPresignedExpiry(spec.inputs, spec.limits, now);
+  return problems.length > 0 ? problems.join("; ") : undefined;
 }
 
 /**

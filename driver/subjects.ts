@@ -9,6 +9,7 @@ import { parse } from "csv-parse/sync";
 import { camelCase, SOURCE_KEYS } from "../job/config-keys";
 import { ManifestError, parseNdaManifest, subjectsInManifest, type PickMode, type SubjectSelection } from "../job/nda-manifest";
 import { normaliseSubject } from "../job/subject";
+import { redactUrl } from "../job/spec";
 import { BadInputError } from "./errors";
 import { readConfigFile, type SpecFlags } from "./options";
 
@@ -45,17 +46,24 @@ export function readSubjectsList(file: string): SubjectsList {
   }
   const problems: string[] = [];
   let inputColumns: Array<{ index: number; name: string }> = [];
+  let headed = false;
   const list: SubjectsList = { subjects: [], inputs: {}, lines: {} };
   rows.forEach(({ record, info }, index) => {
     const first = record[0] ?? "";
     if (index === 0 && SUBJECT_COLUMN.test(first)) {
       // A header: its input columns (others, e.g. NDA's extra columns, are ignored).
+      headed = true;
       inputColumns = record.flatMap((cell, column) => {
         const match = INPUT_COLUMN.exec(cell);
         if (match) return [{ index: column, name: match[1] ?? "" }];
         if (/^input/i.test(cell)) problems.push(`line ${info.lines}: column "${cell}": expected input or input.NAME (NAME an input's name, lowercase)`);
         return [];
       });
+      const seen = new Set<string>();
+      for (const { name } of inputColumns) {
+        if (seen.has(name)) problems.push(`line ${info.lines}: column "${name ? `input.${name}` : "input"}" appears twice (which cell would count?)`);
+        seen.add(name);
+      }
       return;
     }
     if (!first) return;
@@ -66,12 +74,18 @@ export function readSubjectsList(file: string): SubjectsList {
       problems.push(`line ${info.lines}: ${(err as Error).message}`);
       return;
     }
+    // Without a header, extra columns are ignored: a URL there would silently give way to the config's.
+    const stray = inputColumns.length === 0 && !headed ? record.slice(1).find((cell) => /^(s3|https?):\/\//i.test(cell)) : undefined;
+    if (stray !== undefined) {
+      problems.push(`line ${info.lines}: "${redactUrl(stray)}" is a URL, but the file has no header naming input columns: start it with subject,input (or subject,input.NAME)`);
+      return;
+    }
     const inputs: InputOverrides = {};
     for (const column of inputColumns) {
       const url = record[column.index] ?? "";
       if (url === "") continue; // an empty cell keeps the config's URL
       if (!/^(s3|https):\/\/[^/\s]+\/\S+$/.test(url)) {
-        problems.push(`line ${info.lines}: ${column.name ? `input.${column.name}` : "input"} "${url}": expected an s3:// or https:// URL naming an object`);
+        problems.push(`line ${info.lines}: ${column.name ? `input.${column.name}` : "input"} "${redactUrl(url)}": expected an s3:// or https:// URL naming an object`);
         continue;
       }
       inputs[column.name] = url;

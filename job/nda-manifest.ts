@@ -122,6 +122,13 @@ export function findSubjectFiles(files: ManifestFile[], query: ManifestQuery, so
         `and sessions ${distinct(forSubject.map((f) => f.session)).join(", ") || "(none named)"}:\n    ${forSubject.map(describe).join("\n    ")}`,
     );
   }
+  // A row whose subjectkey and file name name different subjects: its job would process the other subject's image.
+  for (const file of matches) {
+    const named = canonicalSubject(GUID_IN_NAME.exec(file.url.split("/").pop() ?? "")?.[1]);
+    if (named !== undefined && named !== subject) {
+      throw new ManifestError(`${source} line ${file.line}: subjectkey ${subject}, but the file name names ${named}: the manifest contradicts itself, so no job reads this file for either (${file.url})`);
+    }
+  }
   if (matches.length === 1 || query.pick === "all") return matches;
   if (query.pick === "latest") {
     const stamped = matches.filter((file) => file.stamp);

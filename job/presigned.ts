@@ -40,6 +40,14 @@ export function presignedExpiry(url: string): Date | undefined {
   return undefined;
 }
 
+function queryOf(url: string): URLSearchParams {
+  try {
+    return new URL(url).searchParams;
+  } catch {
+    return new URLSearchParams();
+  }
+}
+
 export interface ExpiryCheck {
   /** Inputs whose URL dies before the job could end: refuse. */
   problems: string[];
@@ -59,6 +67,15 @@ export function checkPresignedExpiry(
   const needed = new Date(now.getTime() + minutes * 60_000);
   for (const input of inputs) {
     if (input.access !== "presigned") continue;
+    const params = queryOf(input.url);
+    const lifetime = params.get("X-Amz-Expires");
+    if (lifetime !== null && /^\d+$/.test(lifetime) && Number(lifetime) > SIGV4_MAX_SECONDS) {
+      problems.push(`input "${input.name}": X-Amz-Expires ${lifetime} is more than S3 accepts (${SIGV4_MAX_SECONDS} s, 7 days): S3 refuses the URL whenever it is used; get a URL signed for at most 7 days`);
+      continue;
+    }
+    if ([...params.keys()].some((name) => name.toLowerCase() === "x-amz-security-token")) {
+      warnings.push(`input "${input.name}": the presigned URL was signed with temporary credentials (X-Amz-Security-Token): it stops working when they expire, which may be before its stated expiry`);
+    }
     const expiry = presignedExpiry(input.url);
     if (!expiry) {
       warnings.push(`input "${input.name}": the presigned URL does not say when it expires (no X-Amz-Date/X-Amz-Expires or Expires); if it dies while the job runs, the job fails`);

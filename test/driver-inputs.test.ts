@@ -57,7 +57,7 @@ describe("input regions", () => {
     expect(regionFromS3Host("https://s3.us-west-2.amazonaws.com/bucket/k")).to.equal("us-west-2");
     expect(regionFromS3Host("https://s3-ap-southeast-2.amazonaws.com/bucket/k")).to.equal("ap-southeast-2");
     expect(regionFromS3Host("https://bucket.s3-eu-central-1.amazonaws.com/k")).to.equal("eu-central-1");
-    expect(regionFromS3Host("https://bucket.s3.amazonaws.com/k")).to.equal("us-east-1");
+    expect(regionFromS3Host("https://bucket.s3.amazonaws.com/k")).to.equal(undefined); // any region's bucket answers there
     expect(regionFromS3Host("https://s3.amazonaws.com/NDAR_Central_2/k")).to.equal("us-east-1");
     expect(regionFromS3Host("https://bucket.s3.dualstack.us-east-2.amazonaws.com/k")).to.equal("us-east-2");
     expect(regionFromS3Host("https://nda-files.example.org/k")).to.equal(undefined);
