@@ -167,7 +167,8 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
     throw new BadInputError(`--${SUBJECT_INPUTS_FLAG} is for batch workers; use --subjects-file with input columns`);
   }
   const rowInputs = argv[SUBJECT_INPUTS_FLAG] === undefined ? undefined : (JSON.parse(String(argv[SUBJECT_INPUTS_FLAG])) as { urls: Record<string, string>; where: string });
-  const resolved = await resolvePackageJob(flags, {}, rowInputs ? { inputOverrides: rowInputs } : {}, await inputSignerFor(flags));
+  const extra = rowInputs ? { inputOverrides: rowInputs } : {};
+  const resolved = await resolvePackageJob(flags, {}, extra, await inputSignerFor(flags));
   printWarnings(resolved.warnings);
   // A batch's parent checked every subject's regions (one lookup per bucket) before starting its workers.
   if (!argv["dry-run"] && process.env.CLOUDCOMPUTE_WORKER !== "1") printWarnings(await checkRegions(resolved, new RegionCache()));
@@ -186,6 +187,8 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
     pricePerHour: argv["price-per-hour"] as number | undefined,
     verbose: Boolean(argv.verbose),
     signal: interruptController().signal,
+    // A retry's presigned URLs are asked for (NDA) or signed (--input-profile) again: the first ones may be near their end.
+    freshInputs: async () => (await resolvePackageJob(flags, {}, extra, await inputSignerFor(flags))).spec.inputs,
   });
   process.stderr.write(jobSummary(result));
   if (json) printJson(result);

@@ -8,7 +8,7 @@ import type { Stack } from "@pulumi/pulumi/automation";
 import { jobLayout, makeJobId } from "../job/layout";
 import type { CompletionMarker } from "../job/records";
 import { formatS3Url } from "../job/s3url";
-import type { JobSpec } from "../job/spec";
+import { scrubSignatures, type JobSpec } from "../job/spec";
 import { declareJob } from "../infra/index";
 import { errorMessage } from "../common/errors";
 import { seconds } from "../common/time";
@@ -61,6 +61,11 @@ export interface RunOptions {
   verbose?: boolean;
   /** Aborting it interrupts the job: cancel the update if one runs, destroy, result "interrupted". */
   signal: AbortSignal;
+  /**
+   * The job's inputs resolved afresh (presigned URLs asked for or signed again): a retry starts hours after the first
+   * launch, with URLs that were checked for that launch only.
+   */
+  freshInputs?: () => Promise<JobSpec["inputs"]>;
   /** Retry attempt bookkeeping (used by the retry loop). */
   attempt?: number;
   retryOf?: string;
@@ -85,14 +90,37 @@ export async function runJobWithRetries(resolved: ResolvedJob, options: RunOptio
     attempts.push(result.jobId);
     result.attempts = [...attempts];
     if (!isRetryable(result) || isLast || options.signal.aborted) return result;
-    const expiring = expiryBlocksRetry(spec, new Date());
-    if (expiring) {
-      (options.stream ?? process.stderr).write(`[${result.jobId}] ${result.reason}: not retried: ${expiring}\n`);
+    const stream = options.stream ?? process.stderr;
+    const next = await inputsForRetry(attemptSpec, options.freshInputs, new Date());
+    if ("blocked" in next) {
+      stream.write(`[${result.jobId}] ${result.reason}: not retried: ${next.blocked}\n`);
       return result;
     }
-    (options.stream ?? process.stderr).write(`[${result.jobId}] ${result.reason}: retrying (${attempt}/${retries})\n`);
-    spec = attemptSpec;
+    stream.write(`[${result.jobId}] ${result.reason}: retrying (${attempt}/${retries})${next.refreshed ? " with fresh presigned URLs" : ""}\n`);
+    spec = next.spec;
   }
+}
+
+/**
+ * The spec a retry launches with: its presigned inputs asked for again when the run can (`fresh`), then checked like
+ * any presigned URL; or why it is not launched (the URLs cannot be renewed and would die before it could end).
+ */
+export async function inputsForRetry(
+  spec: JobSpec,
+  fresh: RunOptions["freshInputs"],
+  now: Date,
+): Promise<{ spec: JobSpec; refreshed: boolean } | { blocked: string }> {
+  let next = spec;
+  const refreshed = fresh !== undefined && spec.inputs.some((input) => input.access === "presigned");
+  if (refreshed) {
+    try {
+      next = { ...spec, inputs: await fresh() };
+    } catch (err) {
+      return { blocked: `fresh presigned URLs could not be had: ${scrubSignatures(errorMessage(err))}` };
+    }
+  }
+  const expiring = expiryBlocksRetry(next, now);
+  return expiring ? { blocked: expiring } : { spec: next, refreshed };
 }
 
 /**

@@ -8,7 +8,7 @@ import { expect } from "chai";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { checkPresignedExpiry } from "../job/presigned";
-import { expiryBlocksRetry } from "../driver/run";
+import { expiryBlocksRetry, inputsForRetry } from "../driver/run";
 import { regionFromS3Host } from "../driver/regions";
 import { readSubjectsList } from "../driver/subjects";
 import { BadInputError } from "../driver/errors";
@@ -125,6 +125,36 @@ describe("driver-access attacks: a retry launched hours later", () => {
     expect(expiryBlocksRetry(spec, signedAt)).to.equal(undefined);
     // ...a spot interruption 3 h in leaves it 3 h: the retry would fail when it dies.
     expect(expiryBlocksRetry(spec, new Date(signedAt.getTime() + 3 * 3600_000))).to.match(/^input "t1": the presigned URL expires at 2026-11-29T06:00:00\.000Z \(in 180 min\)/);
+  });
+});
+
+describe("a retry asks for fresh presigned URLs when the run can", () => {
+  const signedAt = new Date("2026-11-29T00:00:00Z");
+  const later = new Date(signedAt.getTime() + 3 * 3600_000);
+  const urlAt = (at: Date) => `https://b.s3.us-east-1.amazonaws.com/k.nii?X-Amz-Date=${stamp(at)}&X-Amz-Expires=${6 * 3600}&X-Amz-Signature=SIG${at.getTime()}`;
+  const spec = { inputs: [{ name: "t1", url: urlAt(signedAt), access: "presigned" as const }], limits: { ...limits, heartbeatTimeoutSeconds: 60 } } as unknown as Parameters<typeof inputsForRetry>[0];
+
+  it("launches the retry with the URLs asked for again, checked for the retry's own start", async () => {
+    const next = await inputsForRetry(spec, async () => [{ ...spec.inputs[0], url: urlAt(later) }], later);
+    expect(next).to.have.property("refreshed", true);
+    expect((next as { spec: typeof spec }).spec.inputs[0].url).to.equal(urlAt(later));
+  });
+
+  it("without a way to renew them, or when renewing fails, the retry is not launched (and the error shows no signature)", async () => {
+    expect(await inputsForRetry(spec, undefined, later)).to.have.property("blocked").that.match(/expires at 2026-11-29T06:00:00\.000Z/);
+    const failed = await inputsForRetry(spec, async () => { throw new Error(`NDA refused: ${urlAt(later)}`); }, later);
+    expect(failed).to.have.property("blocked").that.include("fresh presigned URLs could not be had").and.not.include(`SIG${later.getTime()}`);
+    // Fresh URLs that are themselves too short are refused too.
+    const short = await inputsForRetry(spec, async () => [{ ...spec.inputs[0], url: urlAt(signedAt) }], later);
+    expect(short).to.have.property("blocked");
+  });
+
+  it("a job without presigned inputs is retried as it was, without asking", async () => {
+    let asked = false;
+    const plain = { ...spec, inputs: [{ name: "t1", url: "s3://b/k.nii", access: "role" as const }] } as unknown as typeof spec;
+    const next = await inputsForRetry(plain, async () => { asked = true; return []; }, later);
+    expect(asked).to.equal(false);
+    expect(next).to.deep.equal({ spec: plain, refreshed: false });
   });
 });
 
