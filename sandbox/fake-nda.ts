@@ -47,6 +47,10 @@ export interface FakeNdaFaults {
   metadataPollsNeeded?: number;
   /** The account is locked: every call answers 423. */
   locked?: boolean;
+  /** A hostile or broken service: each presigned URL handed out is passed through this first. */
+  rewriteUrl?: (url: string) => string;
+  /** A broken service: every call answers 500 with a message echoing the request's Authorization header. */
+  echoAuth?: boolean;
 }
 
 export interface FakeNda {
@@ -104,7 +108,8 @@ export async function startFakeNda(opts: { username: string; password: string; p
       "X-Amz-SignedHeaders": "host",
       "X-Amz-Signature": sign(key, date, expires),
     });
-    const url = `${origin}${S3_PREFIX}${key.split("/").map(encodeURIComponent).join("/")}?${query}`;
+    const signed = `${origin}${S3_PREFIX}${key.split("/").map(encodeURIComponent).join("/")}?${query}`;
+    const url = faults.rewriteUrl ? faults.rewriteUrl(signed) : signed;
     issued.push(url);
     return url;
   };
@@ -155,6 +160,7 @@ export async function startFakeNda(opts: { username: string; password: string; p
     const expected = `Basic ${Buffer.from(`${opts.username}:${opts.password}`).toString("base64")}`;
     if (req.headers.authorization !== expected) return json(res, 401, { error: "Unauthorized", message: "Bad credentials" });
     if (faults.locked) return json(res, 423, { message: "Account locked" });
+    if (faults.echoAuth) return json(res, 500, { message: `Internal error handling request with Authorization: ${req.headers.authorization}` });
     const create = /^\/api\/packaging-ws\/([^/]+)\/create-package-metadata-file$/.exec(url.pathname);
     const api = /^\/api\/package\/([^/]+)(\/files(?:\/(package_file_metadata|batchGeneratePresignedUrls))?)?$/.exec(url.pathname);
     const pkg = packages.get((create ?? api)?.[1] ?? "");
