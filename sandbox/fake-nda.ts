@@ -49,6 +49,8 @@ export interface FakeNdaFaults {
   locked?: boolean;
   /** A hostile or broken service: each presigned URL handed out is passed through this first. */
   rewriteUrl?: (url: string) => string;
+  /** A hostile or broken metadata file: the S3 URL it writes for these file ids (the files themselves stay what they are). */
+  metadataS3Url?: Record<string, string>;
   /** A broken service: every call answers 500 with a message echoing the request's Authorization header. */
   echoAuth?: boolean;
 }
@@ -187,7 +189,7 @@ export async function startFakeNda(opts: { username: string; password: string; p
       }
       const quote = (v: string | number) => `"${String(v).replaceAll('"', '""')}"`;
       const csv = ["PACKAGE_FILE_ID", "NDA_S3_URL", "FILE_SIZE", "DOWNLOAD_ALIAS", "SHORT_NAME"].map(quote).join(",") + "\n" +
-        pkg.files.map((f) => [f.id, f.s3Url, f.bytes.length, f.alias, path.basename(f.alias)].map(quote).join(",")).join("\n") + "\n";
+        pkg.files.map((f) => [f.id, faults.metadataS3Url?.[f.id] ?? f.s3Url, f.bytes.length, f.alias, path.basename(f.alias)].map(quote).join(",")).join("\n") + "\n";
       const key = `nda-package-metadata/${pkg.id}/package_file_metadata_${pkg.id}.csv.gz`;
       objects.set(key, gzipSync(csv));
       return json(res, 200, `{"package_file_id":${pkg.metadataId},"downloadURL":${JSON.stringify(presign(key))}}`);

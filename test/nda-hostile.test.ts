@@ -60,6 +60,17 @@ describe("NDA package support against a hostile NDA service", function () {
     expect(nda.issued.filter((url) => url.includes(z)), "no URL for the other subject's file").to.deep.equal([]);
   });
 
+  it("a metadata file mapping this subject's S3 URL to another subject's file id: the URL NDA signs names the other subject, refused", async () => {
+    withCredentials();
+    const z = (await makeAbcdPackage("3456789", FMRI)).files.find((f) => f.s3Url === Z_BASELINE_T1)!;
+    nda.addPackage({ ...(await makeAbcdPackage("3456789", FMRI)), metadataReady: true });
+    nda.faults.metadataS3Url = { [z.id]: A_BASELINE_T1 };
+    const err = await failure(resolvePackageJob(flags("3456789"), { ca: nda.ca }));
+    expect(err).to.be.instanceOf(BadInputError);
+    expect(err.message).to.include("NDARINVZZ99YY88").and.include(`file id ${z.id}`);
+    expect(err.message).not.to.include("X-Amz-Signature=").and.not.include(PASSWORD);
+  });
+
   it("an --nda-api holding user:password@ is refused, and the error does not repeat it", () => {
     let err: Error | undefined;
     try {
