@@ -308,7 +308,12 @@ export function parseMetadataCsv(gzipped: Buffer, what = "metadata file", maxByt
     if ((err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") throw new NdaApiError(`NDA ${what}: larger than ${maxBytes} bytes once inflated`);
     throw new NdaApiError(`NDA ${what}: not a gzip file (${(err as Error).message})`);
   }
-  const rows = parseCsv(text, { columns: (header: string[]) => header.map((h) => h.trim().toUpperCase()), skip_empty_lines: true, bom: true }) as Array<Record<string, string>>;
+  let rows: Array<Record<string, string>>;
+  try {
+    rows = parseCsv(text, { columns: (header: string[]) => header.map((h) => h.trim().toUpperCase()), skip_empty_lines: true, bom: true });
+  } catch (err) {
+    throw new NdaApiError(`NDA ${what}: not a readable CSV (${(err as Error).message.slice(0, 200)})`);
+  }
   if (rows.length > 0 && (!("PACKAGE_FILE_ID" in rows[0]) || !("NDA_S3_URL" in rows[0]))) {
     throw new NdaApiError(`NDA ${what}: expected columns PACKAGE_FILE_ID and NDA_S3_URL, got ${Object.keys(rows[0]).join(", ")}`);
   }

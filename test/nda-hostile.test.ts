@@ -109,6 +109,9 @@ describe("NDA package support against a hostile NDA service", function () {
   it("a metadata file that inflates past the limit is refused before it is held whole", () => {
     const bomb = gzipSync(Buffer.alloc(4 * 1024 * 1024, 0x41));
     expect(() => parseMetadataCsv(bomb, "metadata file", 1024 * 1024)).to.throw(NdaApiError, /larger than/);
+    // A malformed file is NDA's fault (an NdaApiError, so an infrastructure error), not a crash of the driver.
+    expect(() => parseMetadataCsv(Buffer.from('"PACKAGE_FILE_ID","NDA_S3_URL"\n"1"x,"s3://a/b"\n'))).to.throw(NdaApiError, /not a readable CSV/);
+    expect(() => parseMetadataCsv(Buffer.from('"PACKAGE_FILE_ID","NDA_S3_URL"\n"1"\n'))).to.throw(NdaApiError, /not a readable CSV/);
   });
 
   it("an answer larger than the limit is refused (a service that never stops sending cannot exhaust memory)", async () => {
