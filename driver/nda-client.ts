@@ -10,13 +10,15 @@ import { gunzipSync } from "node:zlib";
 import { parse as parseCsv } from "csv-parse/sync";
 import { setTimeout as sleep } from "node:timers/promises";
 import { withRetries } from "../common/retry";
-import { redactUrl } from "../job/spec";
+import { redactUrl, scrubSignatures } from "../job/spec";
 import { BadInputError, InfraError } from "./errors";
 import type { NdaCredentials } from "./nda-credentials";
 
 export const DEFAULT_NDA_API = "https://nda.nih.gov/api/package";
 /** nda-tools asks for presigned URLs 50 ids at a time. */
 export const PRESIGN_BATCH = 50;
+/** The most bytes one answer (or the metadata file, inflated) may hold: a longer text than this cannot be a string anyway. */
+export const MAX_RESPONSE_BYTES = 512 * 1024 * 1024;
 
 export interface NdaClientOptions {
   /** The package service, e.g. https://nda.nih.gov/api/package; metadata files are built by its sibling packaging-ws. */
@@ -30,6 +32,8 @@ export interface NdaClientOptions {
   /** Attempts per call for transient failures. */
   attempts?: number;
   retryBaseMs?: number;
+  /** The most bytes one answer may hold (default MAX_RESPONSE_BYTES): a service that never stops cannot exhaust memory. */
+  maxResponseBytes?: number;
 }
 
 export interface PackageInfo {
@@ -89,6 +93,7 @@ export class NdaClient {
       throw new BadInputError(`--nda-api ${options.baseUrl}: not a URL (expected e.g. ${DEFAULT_NDA_API})`);
     }
     // Basic auth sends the password with every call: never over plain http.
+    if (url.username || url.password) throw new BadInputError(`--nda-api: give no user name or password in the URL (it would be shown in messages); use NDA_USERNAME/NDA_PASSWORD or --nda-credentials`);
     if (url.protocol !== "https:") throw new BadInputError(`--nda-api ${options.baseUrl}: must be https:// (your NDA password goes with every request)`);
     this.base = url.href.replace(/\/+$/, "");
     this.packaging = new URL("../packaging-ws", `${this.base}/`).href.replace(/\/+$/, "");
@@ -102,10 +107,19 @@ export class NdaClient {
     const target = new URL(url);
     const send = target.protocol === "https:" ? https.request : http.request;
     return new Promise((resolve, reject) => {
+      const limit = this.options.maxResponseBytes ?? MAX_RESPONSE_BYTES;
       const req = send(target, { method, headers, ...(ca ? { ca } : {}), timeout: 120_000 }, (res) => {
         const chunks: Buffer[] = [];
-        res.on("data", (c: Buffer) => chunks.push(c));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+        let bytes = 0;
+        res.on("data", (c: Buffer) => {
+          if (bytes > limit) return;
+          bytes += c.length;
+          if (bytes <= limit) return void chunks.push(c);
+          chunks.length = 0;
+          reject(new Error(`the answer holds more than ${limit} bytes`));
+          req.destroy();
+        });
+        res.on("end", () => (bytes > limit ? undefined : resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) })));
         res.on("error", reject);
       });
       req.on("timeout", () => req.destroy(Object.assign(new Error("NDA did not answer in 120 s"), { code: "ETIMEDOUT" })));
@@ -142,8 +156,29 @@ export class NdaClient {
 
   private failure(answer: Answer, what: string): NdaApiError {
     const body = this.json(answer) as { message?: string; error?: string; errorMessage?: string } | undefined;
-    const detail = body?.message ?? body?.error ?? body?.errorMessage ?? answer.body.toString("utf8").slice(0, 200);
+    const detail = this.scrub(String(body?.message ?? body?.error ?? body?.errorMessage ?? answer.body.toString("utf8")).slice(0, 300));
     return new NdaApiError(`NDA ${what}: HTTP ${answer.status}${detail ? ` ${detail}` : ""}`, answer.status);
+  }
+
+  /** Text from the service, without what it may echo of the request: the password (plain or Basic), URL signatures. */
+  private scrub(text: string): string {
+    const { username, password } = this.options.credentials;
+    const basic = Buffer.from(`${username}:${password}`).toString("base64");
+    return scrubSignatures(text.split(basic).join("<redacted>").split(password).join("<redacted>")).replace(/(Basic|Bearer)\s+[A-Za-z0-9+/=._-]+/gi, "$1 <redacted>");
+  }
+
+  /** A URL NDA handed out, for a download without credentials: https, and no user info (which would be shown and sent). */
+  private usable(url: unknown, what: string): string {
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(String(url));
+    } catch {
+      parsed = undefined;
+    }
+    if (!parsed || parsed.protocol !== "https:" || parsed.username || parsed.password) {
+      throw new NdaApiError(`NDA ${what}: the answer holds not a usable presigned URL (https:// without user info expected${parsed ? `, got ${parsed.protocol}//${parsed.username || parsed.password ? "<user info>@" : ""}${parsed.host}` : ""})`);
+    }
+    return String(url);
   }
 
   async packageInfo(packageId: string): Promise<PackageInfo> {
@@ -199,7 +234,7 @@ export class NdaClient {
       if (answer.status === 200) {
         const body = this.json(answer) as { downloadURL?: string } | undefined;
         if (!body?.downloadURL) throw new NdaApiError(`NDA ${what}: the answer has no downloadURL`);
-        return parseMetadataCsv(await this.download(body.downloadURL, what), what);
+        return parseMetadataCsv(await this.download(this.usable(body.downloadURL, what), what), what, this.options.maxResponseBytes);
       }
       if (answer.status !== 404) throw this.failure(answer, what);
       if (!requested) {
@@ -230,8 +265,8 @@ export class NdaClient {
         const answer = await this.call("POST", `${this.base}/${encodeURIComponent(packageId)}/files/batchGeneratePresignedUrls`, what, `[${batch.join(",")}]`);
         if (answer.status !== 200) throw this.failure(answer, what);
         const body = this.json(answer) as { presignedUrls?: Array<{ package_file_id: string; downloadURL: string }>; errors?: unknown[] } | undefined;
-        for (const entry of body?.presignedUrls ?? []) if (batch.includes(String(entry.package_file_id)) && entry.downloadURL) urls.set(String(entry.package_file_id), entry.downloadURL);
-        for (const error of body?.errors ?? []) errors.push(typeof error === "string" ? error : JSON.stringify(error));
+        for (const entry of body?.presignedUrls ?? []) if (batch.includes(String(entry.package_file_id)) && entry.downloadURL) urls.set(String(entry.package_file_id), this.usable(entry.downloadURL, what));
+        for (const error of body?.errors ?? []) errors.push(this.scrub(typeof error === "string" ? error : JSON.stringify(error)));
       }
       const still = wanted.filter((id) => !urls.has(id));
       if (still.length === 0) return urls;
@@ -265,14 +300,20 @@ function isNetworkError(err: unknown): boolean {
 }
 
 /** The metadata file: a gzip CSV, every field quoted, header PACKAGE_FILE_ID,NDA_S3_URL,FILE_SIZE,DOWNLOAD_ALIAS,SHORT_NAME. */
-export function parseMetadataCsv(gzipped: Buffer, what = "metadata file"): PackageFileMetadata[] {
+export function parseMetadataCsv(gzipped: Buffer, what = "metadata file", maxBytes = MAX_RESPONSE_BYTES): PackageFileMetadata[] {
   let text: string;
   try {
-    text = (gzipped[0] === 0x1f && gzipped[1] === 0x8b ? gunzipSync(gzipped) : gzipped).toString("utf8");
+    text = (gzipped[0] === 0x1f && gzipped[1] === 0x8b ? gunzipSync(gzipped, { maxOutputLength: maxBytes }) : gzipped).toString("utf8");
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") throw new NdaApiError(`NDA ${what}: larger than ${maxBytes} bytes once inflated`);
     throw new NdaApiError(`NDA ${what}: not a gzip file (${(err as Error).message})`);
   }
-  const rows = parseCsv(text, { columns: (header: string[]) => header.map((h) => h.trim().toUpperCase()), skip_empty_lines: true, bom: true }) as Array<Record<string, string>>;
+  let rows: Array<Record<string, string>>;
+  try {
+    rows = parseCsv(text, { columns: (header: string[]) => header.map((h) => h.trim().toUpperCase()), skip_empty_lines: true, bom: true });
+  } catch (err) {
+    throw new NdaApiError(`NDA ${what}: not a readable CSV (${(err as Error).message.slice(0, 200)})`);
+  }
   if (rows.length > 0 && (!("PACKAGE_FILE_ID" in rows[0]) || !("NDA_S3_URL" in rows[0]))) {
     throw new NdaApiError(`NDA ${what}: expected columns PACKAGE_FILE_ID and NDA_S3_URL, got ${Object.keys(rows[0]).join(", ")}`);
   }

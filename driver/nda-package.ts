@@ -11,6 +11,7 @@ import { BadInputError } from "./errors";
 import { asDriverError, DEFAULT_NDA_API, NdaClient, type PackageFileMetadata } from "./nda-client";
 import { checkPresignedExpiry, presignedExpiry } from "../job/presigned";
 import { takeNdaCredentials } from "./nda-credentials";
+import { checkNamedSubject } from "../job/input-templates";
 import { readConfigFile, type ResolveExtras, type ResolvedJob, type SpecFlags } from "./options";
 import { resolveJobSigned, type InputSigner } from "./input-signing";
 
@@ -85,6 +86,12 @@ export async function presignPackageInputs(spec: JobSpec, pkg: LoadedPackage): P
     const row = picked.includes(input) ? pkg.byUrl.get(input.url) : undefined;
     if (!row) return input;
     const url = urls.get(row.fileId)!;
+    // The metadata file maps the manifest's URL to a file id: the file NDA signs must still be this subject's.
+    try {
+      for (const named of [url.split(/[?#]/)[0], row.alias]) checkNamedSubject({ url: named }, spec.subject);
+    } catch (err) {
+      throw new BadInputError(`NDA package ${pkg.packageId}, file id ${row.fileId} (listed for ${row.s3Url}): ${(err as Error).message}`);
+    }
     const expiry = presignedExpiry(url);
     const origin = [`nda package ${pkg.packageId}, file id ${row.fileId}, ${row.s3Url}`, input.origin, expiry ? `URL expires ${expiry.toISOString()}` : undefined].filter(Boolean).join("; ");
     return { ...input, url, access: "presigned", origin: origin.slice(0, 1000) };

@@ -58,6 +58,12 @@ function fromManifest(input: RawInput, context: TemplateContext): RawInput[] {
     const name = typeof input.name === "string" ? input.name : "input";
     const details = [file.dataType, file.session].filter(Boolean).join(", ");
     const origin = `${manifest.path} line ${file.line}${details ? ` (${details})` : ""}`;
+    // The row's subjectkey picked it; a file named for another subject (a hostile or mistaken row) is still refused.
+    try {
+      checkNamedSubject({ url: file.url }, context.subject);
+    } catch (err) {
+      throw new TemplateError(`${manifest.path} line ${file.line}: ${(err as Error).message}`);
+    }
     return { ...fillFields({ ...input, url: "" }, context), name: index === 0 ? name : `${name}-${index + 1}`, url: file.url, origin };
   });
 }
@@ -69,7 +75,8 @@ function fromManifest(input: RawInput, context: TemplateContext): RawInput[] {
 export function checkNamedSubject(input: RawInput, subject: string): void {
   if (typeof input.url !== "string") return;
   const named = [...input.url.matchAll(/NDAR_?INV[A-Z0-9]{8}/gi)].map((m) => m[0].replace(/_/, "").toUpperCase());
-  const other = named.find((guid) => guid !== subject.toUpperCase());
+  const own = subject.toUpperCase().replace(/^NDAR_INV/, "NDARINV");
+  const other = named.find((guid) => guid !== own);
   if (other) {
     throw new TemplateError(
       `the url names subject ${other}, but this job's subject is ${subject}: write {subject} where the GUID goes, or find each subject's file with a manifest (--manifest), so a job never reads another subject's data`,

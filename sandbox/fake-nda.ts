@@ -47,6 +47,12 @@ export interface FakeNdaFaults {
   metadataPollsNeeded?: number;
   /** The account is locked: every call answers 423. */
   locked?: boolean;
+  /** A hostile or broken service: each presigned URL handed out is passed through this first. */
+  rewriteUrl?: (url: string) => string;
+  /** A hostile or broken metadata file: the S3 URL it writes for these file ids (the files themselves stay what they are). */
+  metadataS3Url?: Record<string, string>;
+  /** A broken service: every call answers 500 with a message echoing the request's Authorization header. */
+  echoAuth?: boolean;
 }
 
 export interface FakeNda {
@@ -104,7 +110,8 @@ export async function startFakeNda(opts: { username: string; password: string; p
       "X-Amz-SignedHeaders": "host",
       "X-Amz-Signature": sign(key, date, expires),
     });
-    const url = `${origin}${S3_PREFIX}${key.split("/").map(encodeURIComponent).join("/")}?${query}`;
+    const signed = `${origin}${S3_PREFIX}${key.split("/").map(encodeURIComponent).join("/")}?${query}`;
+    const url = faults.rewriteUrl ? faults.rewriteUrl(signed) : signed;
     issued.push(url);
     return url;
   };
@@ -155,6 +162,7 @@ export async function startFakeNda(opts: { username: string; password: string; p
     const expected = `Basic ${Buffer.from(`${opts.username}:${opts.password}`).toString("base64")}`;
     if (req.headers.authorization !== expected) return json(res, 401, { error: "Unauthorized", message: "Bad credentials" });
     if (faults.locked) return json(res, 423, { message: "Account locked" });
+    if (faults.echoAuth) return json(res, 500, { message: `Internal error handling request with Authorization: ${req.headers.authorization}` });
     const create = /^\/api\/packaging-ws\/([^/]+)\/create-package-metadata-file$/.exec(url.pathname);
     const api = /^\/api\/package\/([^/]+)(\/files(?:\/(package_file_metadata|batchGeneratePresignedUrls))?)?$/.exec(url.pathname);
     const pkg = packages.get((create ?? api)?.[1] ?? "");
@@ -181,7 +189,7 @@ export async function startFakeNda(opts: { username: string; password: string; p
       }
       const quote = (v: string | number) => `"${String(v).replaceAll('"', '""')}"`;
       const csv = ["PACKAGE_FILE_ID", "NDA_S3_URL", "FILE_SIZE", "DOWNLOAD_ALIAS", "SHORT_NAME"].map(quote).join(",") + "\n" +
-        pkg.files.map((f) => [f.id, f.s3Url, f.bytes.length, f.alias, path.basename(f.alias)].map(quote).join(",")).join("\n") + "\n";
+        pkg.files.map((f) => [f.id, faults.metadataS3Url?.[f.id] ?? f.s3Url, f.bytes.length, f.alias, path.basename(f.alias)].map(quote).join(",")).join("\n") + "\n";
       const key = `nda-package-metadata/${pkg.id}/package_file_metadata_${pkg.id}.csv.gz`;
       objects.set(key, gzipSync(csv));
       return json(res, 200, `{"package_file_id":${pkg.metadataId},"downloadURL":${JSON.stringify(presign(key))}}`);
