@@ -33,18 +33,28 @@ export function parseCredentialsFile(text: string, file: string): NdaCredentials
 
 /** Read a credentials file, refusing one that others may read (group or world bits set). */
 export function readCredentialsFile(file: string): NdaCredentials {
-  let stat: fs.Stats;
+  // One open, then the checks and the read on that descriptor: a file swapped in between (a FIFO, a readable copy)
+  // cannot slip past. O_NONBLOCK keeps a FIFO from blocking the open.
+  let fd: number;
   try {
-    stat = fs.statSync(file);
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   } catch (err) {
     throw new BadInputError(`NDA credentials file ${file}: ${(err as NodeJS.ErrnoException).code ?? err}`);
   }
-  if (!stat.isFile()) throw new BadInputError(`NDA credentials file ${file} is not a regular file`);
-  if ((stat.mode & 0o077) !== 0) {
-    const mode = (stat.mode & 0o777).toString(8).padStart(3, "0");
-    throw new BadInputError(`NDA credentials file ${file} has mode ${mode}: other users could read your NDA password; make it private with  chmod 600 ${file}`);
+  try {
+    const stat = fs.fstatSync(fd);
+    if (!stat.isFile()) throw new BadInputError(`NDA credentials file ${file} is not a regular file`);
+    if ((stat.mode & 0o077) !== 0) {
+      const mode = (stat.mode & 0o777).toString(8).padStart(3, "0");
+      throw new BadInputError(`NDA credentials file ${file} has mode ${mode}: other users could read your NDA password; make it private with  chmod 600 ${file}`);
+    }
+    if (typeof process.getuid === "function" && stat.uid !== process.getuid()) {
+      throw new BadInputError(`NDA credentials file ${file} belongs to another user (uid ${stat.uid}): use a file of your own, mode 600`);
+    }
+    return parseCredentialsFile(fs.readFileSync(fd, "utf8"), file);
+  } finally {
+    fs.closeSync(fd);
   }
-  return parseCredentialsFile(fs.readFileSync(file, "utf8"), file);
 }
 
 /**

@@ -122,7 +122,25 @@ export function packageRequest(flags: SpecFlags): { packageId: string; api: stri
   const packageId = value(SOURCE_KEYS.ndaPackage);
   if (packageId === undefined) return undefined;
   if (!/^\d{1,19}$/.test(packageId)) throw new BadInputError(`${SOURCE_KEYS.ndaPackage.key} "${packageId}": expected ${SOURCE_KEYS.ndaPackage.expected}`);
-  return { packageId, api: value(SOURCE_KEYS.ndaApi) ?? DEFAULT_NDA_API, manifestGiven: value(SOURCE_KEYS.manifest) !== undefined };
+  const api = value(SOURCE_KEYS.ndaApi) ?? DEFAULT_NDA_API;
+  // The NDA password goes to this URL with every call: a config file someone shared must not be able to send it
+  // elsewhere. Another host is taken from the command line only, where the user types it.
+  const fromFile = flags[camelCase(SOURCE_KEYS.ndaApi.flag.name)] === undefined && file.lookup(SOURCE_KEYS.ndaApi.key) !== undefined;
+  if (fromFile && hostOf(api) !== hostOf(DEFAULT_NDA_API)) {
+    throw new BadInputError(
+      `${SOURCE_KEYS.ndaApi.key} in ${file.path} names ${hostOf(api) ?? "an unreadable URL"}, not ${hostOf(DEFAULT_NDA_API)}: your NDA password would be sent there. ` +
+        `A config file may only name NDA's own host; give another one (a proxy, a test service) with --${SOURCE_KEYS.ndaApi.flag.name} on the command line`,
+    );
+  }
+  return { packageId, api, manifestGiven: value(SOURCE_KEYS.manifest) !== undefined };
+}
+
+function hostOf(url: string): string | undefined {
+  try {
+    return new URL(url).host.toLowerCase();
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -224,7 +224,7 @@ export const SOURCE_KEYS = {
   },
   ndaApi: {
     key: "cloudcompute:ndaApi", kind: "string", expected: "an https:// URL of NDA's package service", defaultValue: "https://nda.nih.gov/api/package",
-    help: "The NDA package service (requests go to URL/{packageId}/files…), e.g. behind a proxy",
+    help: "The NDA package service (requests go to URL/{packageId}/files…), e.g. behind a proxy; your NDA password goes there, so a config file may name only nda.nih.gov and another host is given by flag",
     flag: { name: "nda-api", form: "text" },
   },
 } as const satisfies Record<string, ConfigKey>;

@@ -9,7 +9,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { gzipSync } from "node:zlib";
 import { NdaApiError, NdaClient, parseMetadataCsv } from "../driver/nda-client";
-import { resolvePackageJob } from "../driver/nda-package";
+import { packageRequest, resolvePackageJob } from "../driver/nda-package";
 import { BadInputError } from "../driver/errors";
 import { makeAbcdPackage, startFakeNda, type FakeNda } from "../sandbox/fake-nda";
 
@@ -119,5 +119,16 @@ describe("NDA package support against a hostile NDA service", function () {
     const err = await failure(client({ maxResponseBytes: 100 }).download(url, "test"));
     expect(err).to.be.instanceOf(NdaApiError);
     expect(err.message).to.include("more than 100 bytes");
+  });
+
+  it("a config file cannot send the NDA password to another host: only --nda-api on the command line names one", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cc-nda-config-"));
+    const config = path.join(dir, "Pulumi.shared.yaml");
+    fs.writeFileSync(config, "config:\n  cloudcompute:ndaPackage: \"1234567\"\n  cloudcompute:ndaApi: https://nda.nih.gov.attacker.example/api/package\n");
+    expect(() => packageRequest({ config })).to.throw(BadInputError, /names nda\.nih\.gov\.attacker\.example, not nda\.nih\.gov: your NDA password would be sent there/);
+    // Typed by the user, another host is their choice (a proxy, a test service).
+    expect(packageRequest({ config, ndaApi: "https://proxy.lab.example/api/package" })?.api).to.equal("https://proxy.lab.example/api/package");
+    fs.writeFileSync(config, "config:\n  cloudcompute:ndaPackage: \"1234567\"\n  cloudcompute:ndaApi: https://nda.nih.gov/api/package\n");
+    expect(packageRequest({ config })?.api).to.equal("https://nda.nih.gov/api/package");
   });
 });

@@ -5,7 +5,7 @@
  * expired URLs, ids above 2^31 — and the real CLI's dry run, where the presigned URL appears only in the staged spec.
  */
 import { expect } from "chai";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -304,6 +304,15 @@ describe("NDA package client against a fake NDA package service", function () {
     expect(bad).to.match(/line 1: expected username=/).and.not.include("hunter2");
     expect(() => parseCredentialsFile("username=x\n", "f")).to.throw(/both/);
     expect(() => readCredentialsFile("/nonexistent/nda")).to.throw(/ENOENT/);
+    // What the file really is counts, wherever its name leads: a FIFO does not block, a link to a readable file is refused.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cc-nda-cred-"));
+    execFileSync("mkfifo", [path.join(dir, "fifo")]);
+    expect(() => readCredentialsFile(path.join(dir, "fifo"))).to.throw(/is not a regular file/);
+    fs.writeFileSync(path.join(dir, "open"), "username=u\npassword=p\n", { mode: 0o644 });
+    fs.symlinkSync(path.join(dir, "open"), path.join(dir, "link"));
+    expect(() => readCredentialsFile(path.join(dir, "link"))).to.throw(/has mode 644/);
+    fs.chmodSync(path.join(dir, "open"), 0o600);
+    expect(readCredentialsFile(path.join(dir, "link"))).to.deep.equal({ username: "u", password: "p" });
     const saved = { u: process.env.NDA_USERNAME, p: process.env.NDA_PASSWORD };
     process.env.NDA_USERNAME = "u";
     process.env.NDA_PASSWORD = "p";
