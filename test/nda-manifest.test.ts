@@ -111,6 +111,14 @@ describe("NDA manifests and URL templates in the config reader (pulumi up and th
     expect(problems({ "cloudcompute:subject": "sub-01", "cloudcompute:inputs": '{"url":"{manifest}"}' })[0]).to.match(/^cloudcompute:inputs: an input's url is "\{manifest\}" but no manifest is given/);
   });
 
+  it("a manifest that fills no input is refused: the configured URLs would be read instead, silently", () => {
+    // A config written for one subject (Pulumi.dev.yaml) or with {subject} URLs, given --manifest (or --nda-package).
+    const config = { "cloudcompute:subject": "NDARINVA1B2C3D4", "cloudcompute:manifest": "fmriresults01.txt", "cloudcompute:dataType": "ABCD-MPROC-T1", "cloudcompute:session": "baselineYear1Arm1" };
+    for (const inputs of ["s3://lab/t1/{subject}.tgz", '{"name":"t1","url":"s3://lab/t1/NDARINV1A2B3C4D.tgz"}']) {
+      expect(problems({ ...config, "cloudcompute:inputs": inputs })[0]).to.match(/^cloudcompute:inputs: the manifest fmriresults01\.txt .* fills no input: give the input it fills the url "\{manifest\}"/);
+    }
+  });
+
   it("{session} and {bids_subject} in a URL; {session} without a session and an unknown placeholder are refused", () => {
     const s = spec({ "cloudcompute:subject": "NDAR_INVA1B2C3D4", "cloudcompute:session": "baselineYear1Arm1", "cloudcompute:inputs": "s3://lab/{bids_subject}/ses-{session}/anat/{subject}_T1w.nii.gz" });
     expect(s.inputs[0].url).to.equal("s3://lab/sub-NDARINVA1B2C3D4/ses-baselineYear1Arm1/anat/NDARINVA1B2C3D4_T1w.nii.gz");
