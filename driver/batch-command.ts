@@ -6,9 +6,11 @@
 import { BadInputError } from "./errors";
 import { batchTable, checkDistinctFolders, runBatch } from "./batch";
 import { dryRun } from "./run";
+import { secretsPassphraseProblem } from "./preflight";
+import { backendUrl } from "../common/paths";
 import type { ResolvedJob, SpecFlags } from "./options";
 import { inputSignerFor, type InputSigner } from "./input-signing";
-import { packageManifestFor, resolvePackageJob, type PackageOptions } from "./nda-package";
+import { packageManifestFor, packageRequest, resolvePackageJob, type PackageOptions } from "./nda-package";
 import { checkInputRegions, RegionCache } from "./regions";
 import { allSubjectsFromManifest, exclusionTable, readSubjectsList, type SubjectsList } from "./subjects";
 import type { SubjectSelection } from "../job/nda-manifest";
@@ -67,6 +69,11 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
   const seen = new Set<string>();
   for (const job of jobs) printWarnings(job.warnings, seen);
   const subjectInputs = Object.keys(list.inputs).length > 0 ? list.inputs : undefined;
+  // A parent asks for no package URL: the inputs its workers will presign (presignPackageInputs) count as presigned.
+  const staged = (spec: ResolvedJob["spec"]) => (packageRequest(flags) ? { ...spec, inputs: spec.inputs.map((i) => (i.origin !== undefined || i.access === "presigned" ? { ...i, access: "presigned" as const } : i)) } : spec);
+  const secrets = jobs.map((job) => secretsPassphraseProblem(staged(job.spec), backendUrl(job.backend))).find(Boolean);
+  if (secrets && !argv["dry-run"]) throw new BadInputError(secrets); // before any worker starts, not once per worker
+  if (secrets) printWarnings([`without --dry-run this batch would be refused (exit 2): ${secrets}`], seen);
   if (argv["dry-run"]) {
     options.printJson({ dryRun: true, subjects: list.subjects, ...(selection ? { excluded: selection.excluded } : {}), ...(subjectInputs ? { subjectInputs } : {}), jobs: jobs.map(dryRun) });
     return 0;

@@ -14,6 +14,8 @@ import { BadInputError, DriverError, ExitCode } from "./errors";
 import type { SpecFlags } from "./options";
 import { resolvePackageJob } from "./nda-package";
 import { activeJobs, dryRun, runJobWithRetries } from "./run";
+import { secretsPassphraseProblem } from "./preflight";
+import { backendUrl } from "../common/paths";
 import { jobSummary } from "./summary";
 import { ALL_KEYS, DEPLOY_KEYS, isRepeatable, type ConfigKey } from "../job/config-keys";
 import { editDistance } from "../job/config";
@@ -172,6 +174,8 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   // A batch's parent checked every subject's regions (one lookup per bucket) before starting its workers.
   if (!argv["dry-run"] && process.env.CLOUDCOMPUTE_WORKER !== "1") printWarnings(await checkRegions(resolved, new RegionCache()));
   if (argv["dry-run"]) {
+    const secrets = secretsPassphraseProblem(resolved.spec, backendUrl(resolved.backend));
+    if (secrets) printWarnings([`without --dry-run this job would be refused (exit 2): ${secrets}`]);
     const rendered = dryRun(resolved);
     if (json) printJson(rendered);
     else {
