@@ -156,7 +156,7 @@ describe("NDA manifests through the CLI", function () {
     expect(many.status, many.stderr).to.equal(0); // datastructure_manifest lists one file for this subject
     const several = cli(["--subject", "NDARINVZZ99YY88", "--manifest", FMRI, "--data-type", "ABCD-MPROC-T1", "--dry-run"]);
     expect(several.status).to.equal(2);
-    expect(several.stderr).to.include("2 files for subject NDARINVZZ99YY88").and.include("--pick latest|all");
+    expect(several.stderr).to.include("2 files for subject NDARINVZZ99YY88").and.include("narrow it with --session, or choose with --pick latest|all");
   });
 
   it("--all-subjects runs every subject with a matching file and lists the excluded ones with their reason, in the table and the JSON", () => {
@@ -165,7 +165,7 @@ describe("NDA manifests through the CLI", function () {
     const out = JSON.parse(res.stdout);
     expect(out.subjects).to.deep.equal(["NDARINVA1B2C3D4"]);
     expect(out.jobs.map((job: any) => job.spec.inputs[0].url)).to.deep.equal([A_BASELINE_T1]);
-    expect(out.excluded).to.deep.equal([{ subject: "NDARINVZZ99YY88", reason: "has 2 files for subject NDARINVZZ99YY88 with data type ABCD-MPROC-T1 and session baselineYear1Arm1: narrow it with --data-type/--session, or choose with --pick latest|all" }]);
+    expect(out.excluded).to.deep.equal([{ subject: "NDARINVZZ99YY88", reason: "has 2 files for subject NDARINVZZ99YY88 with data type ABCD-MPROC-T1 and session baselineYear1Arm1: choose with --pick latest|all" }]);
     expect(res.stderr).to.match(/--all-subjects: 1 subject\(s\) included, 1 excluded\n\s+subject\s+reason\n\s+NDARINVZZ99YY88\s+has 2 files/);
     const latest = JSON.parse(cli(["--all-subjects", "--manifest", FMRI, "--data-type", "ABCD-MPROC-T1", "--session", "baselineYear1Arm1", "--pick", "latest", "--dry-run", "--json"]).stdout);
     expect(latest.subjects).to.deep.equal(["NDARINVA1B2C3D4", "NDARINVZZ99YY88"]);
