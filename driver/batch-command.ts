@@ -68,7 +68,9 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
   checkDistinctFolders(list.subjects, jobs[0].spec.outputs.layout);
   const seen = new Set<string>();
   for (const job of jobs) printWarnings(job.warnings, seen);
-  const subjectInputs = Object.keys(list.inputs).length > 0 ? list.inputs : undefined;
+  // Shown by column: `input` (the first input) and `input.NAME`, as the subjects file's header names them.
+  const byColumn = (urls: Record<string, string>) => Object.fromEntries(Object.entries(urls).map(([name, url]) => [name === "" ? "input" : `input.${name}`, url]));
+  const subjectInputs = Object.keys(list.inputs).length > 0 ? Object.fromEntries(Object.entries(list.inputs).map(([subject, urls]) => [subject, byColumn(urls)])) : undefined;
   // A parent asks for no package URL: the inputs its workers will presign (presignPackageInputs) count as presigned.
   const staged = (spec: ResolvedJob["spec"]) => (packageRequest(flags) ? { ...spec, inputs: spec.inputs.map((i) => (i.origin !== undefined || i.access === "presigned" ? { ...i, access: "presigned" as const } : i)) } : spec);
   const secrets = jobs.map((job) => secretsPassphraseProblem(staged(job.spec), backendUrl(job.backend))).find(Boolean);
