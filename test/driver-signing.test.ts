@@ -64,11 +64,21 @@ describe("--input-profile: the driver signs s3:// inputs with a local profile", 
     expect(signer.sign(`s3://${bucket}/abcd/x.nii`, 600)).to.match(/^https:\/\/placeholder\.invalid\//);
   });
 
+  it("asks the bucket's region with the profile's keys (the default credentials may not see the bucket)", async () => {
+    const asked: Array<string | undefined> = [];
+    const regions = new RegionCache(async (_bucket, _anonymous, credentials) => (asked.push(credentials?.accessKeyId), { region: "us-west-2" }));
+    const signer = await InputSigner.forProfile("lab", regions);
+    signer.sign("s3://lab-only/abcd/x.nii", 17_700);
+    await signer.signPending();
+    expect(asked).to.deep.equal(["AKIALABPROFILE"]);
+    expect(new URL(signer.sign("s3://lab-only/abcd/x.nii", 17_700)).searchParams.get("X-Amz-Credential")).to.match(/\/us-west-2\/s3\//);
+  });
+
   it("an unknown profile is bad input naming it", async () => {
     let error: unknown;
     await InputSigner.forProfile("no-such-profile").catch((err) => (error = err));
     expect(error).to.be.instanceOf(BadInputError);
-    expect((error as Error).message).to.match(/^--input-profile no-such-profile: its credentials cannot be loaded/);
+    expect((error as Error).message).to.match(/^--input-profile no-such-profile: its credentials cannot be loaded: .*aws configure list-profiles/);
   });
 
   describe("through resolveJob (AWS's own hosts: no endpoint)", () => {
