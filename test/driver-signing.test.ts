@@ -101,6 +101,8 @@ describe("--input-profile: the driver signs s3:// inputs with a local profile", 
       expect(url.origin + url.pathname).to.equal(`https://s3.us-east-1.amazonaws.com/NDAR_Central_2/sub/${SUBJECT}_T1.tgz`);
       expect(url.searchParams.get("X-Amz-Expires")).to.equal(String((15 + 60 + 10 + 30) * 60 + 60));
       expect(job.spec.inputs[0].access).to.equal("presigned");
+      // Shown redacted: the origin names the object and the expiry a dry run is checked for.
+      expect(job.spec.inputs[0].origin).to.match(new RegExp(`^s3://NDAR_Central_2/sub/${SUBJECT}_T1\\.tgz signed by the driver \\(--input-profile\\); URL expires \\d{4}-\\d\\d-\\d\\dT`));
     });
 
     it("without --input-profile the input is refused, naming the flag; a max runtime past 7 days is refused", async () => {
