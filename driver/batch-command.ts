@@ -6,9 +6,11 @@
 import { BadInputError } from "./errors";
 import { batchTable, checkDistinctFolders, runBatch } from "./batch";
 import { dryRun } from "./run";
+import { secretsPassphraseProblem } from "./preflight";
+import { backendUrl } from "../common/paths";
 import type { ResolvedJob, SpecFlags } from "./options";
 import { inputSignerFor, type InputSigner } from "./input-signing";
-import { packageManifestFor, resolvePackageJob, type PackageOptions } from "./nda-package";
+import { packageManifestFor, packageRequest, resolvePackageJob, type PackageOptions } from "./nda-package";
 import { checkInputRegions, RegionCache } from "./regions";
 import { allSubjectsFromManifest, exclusionTable, readSubjectsList, type SubjectsList } from "./subjects";
 import type { SubjectSelection } from "../job/nda-manifest";
@@ -67,7 +69,14 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
   checkDistinctFolders(list.subjects, jobs[0].spec.outputs.layout);
   const seen = new Set<string>();
   for (const job of jobs) printWarnings(job.warnings, seen);
-  const subjectInputs = Object.keys(list.inputs).length > 0 ? list.inputs : undefined;
+  // Shown by column: `input` (the first input) and `input.NAME`, as the subjects file's header names them.
+  const byColumn = (urls: Record<string, string>) => Object.fromEntries(Object.entries(urls).map(([name, url]) => [name === "" ? "input" : `input.${name}`, url]));
+  const subjectInputs = Object.keys(list.inputs).length > 0 ? Object.fromEntries(Object.entries(list.inputs).map(([subject, urls]) => [subject, byColumn(urls)])) : undefined;
+  // A parent asks for no package URL: the inputs its workers will presign (presignPackageInputs) count as presigned.
+  const staged = (spec: ResolvedJob["spec"]) => (packageRequest(flags) ? { ...spec, inputs: spec.inputs.map((i) => (i.origin !== undefined || i.access === "presigned" ? { ...i, access: "presigned" as const } : i)) } : spec);
+  const secrets = jobs.map((job) => secretsPassphraseProblem(staged(job.spec), backendUrl(job.backend))).find(Boolean);
+  if (secrets && !argv["dry-run"]) throw new BadInputError(secrets); // before any worker starts, not once per worker
+  if (secrets) printWarnings([`without --dry-run this batch would be refused (exit 2): ${secrets}`], seen);
   if (argv["dry-run"]) {
     // A row's https URL is presigned: printed without its signature, as the jobs' specs print it.
     const shown = subjectInputs && Object.fromEntries(Object.entries(subjectInputs).map(([subject, urls]) => [subject, Object.fromEntries(Object.entries(urls).map(([name, url]) => [name, redactUrl(url)]))]));

@@ -14,6 +14,8 @@ import { BadInputError, DriverError, ExitCode } from "./errors";
 import type { SpecFlags } from "./options";
 import { resolvePackageJob } from "./nda-package";
 import { activeJobs, dryRun, runJobWithRetries } from "./run";
+import { secretsPassphraseProblem } from "./preflight";
+import { backendUrl } from "../common/paths";
 import { jobSummary } from "./summary";
 import { ALL_KEYS, DEPLOY_KEYS, isRepeatable, type ConfigKey } from "../job/config-keys";
 import { editDistance } from "../job/config";
@@ -45,7 +47,7 @@ const RUN_OPTIONS = {
   "price-per-hour": { type: "number", describe: "USD/hour for the cost estimate instead of the built-in on-demand/spot price" },
   verbose: { type: "boolean", default: false, describe: "Show the Pulumi engine's output" },
   "subjects-file": { type: "string", describe: "Batch: run one job per subject listed in this file (one per line or first column; a CSV header subject,input[,input.NAME] gives per-subject input URLs)" },
-  "all-subjects": { type: "boolean", describe: "Batch: every subject the manifest holds a file for (with --data-type/--session/--pick); the others are listed with the reason" },
+  "all-subjects": { type: "boolean", describe: "Batch: every subject the manifest (or --nda-package's) holds a file for (with --data-type/--session/--pick); the others are listed with the reason" },
   [SUBJECT_INPUTS_FLAG]: { type: "string", hidden: true, describe: "A batch worker's subjects-file inputs (JSON)" },
   concurrency: { type: "number", default: 4, describe: "Batch: jobs running at once (each in its own worker process)" },
   rerun: { type: "boolean", default: false, describe: "Batch: also run subjects that already have a success marker" },
@@ -173,6 +175,8 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   // A batch's parent checked every subject's regions (one lookup per bucket) before starting its workers.
   if (!argv["dry-run"] && process.env.CLOUDCOMPUTE_WORKER !== "1") printWarnings(await checkRegions(resolved, new RegionCache()));
   if (argv["dry-run"]) {
+    const secrets = secretsPassphraseProblem(resolved.spec, backendUrl(resolved.backend));
+    if (secrets) printWarnings([`without --dry-run this job would be refused (exit 2): ${secrets}`]);
     const rendered = dryRun(resolved);
     if (json) printJson(rendered);
     else {
@@ -221,6 +225,7 @@ export function buildParser(args: string[]): Argv {
       "$0 [run] --subject ID [options]     run one job and wait for it\n" +
         "$0 --subjects-file FILE [options]   run a batch\n" +
         "$0 --all-subjects --manifest FILE   run a batch of every subject the manifest holds\n" +
+        "$0 --all-subjects --nda-package ID  the same from an NDA data package's own manifest\n" +
         `$0 <${INSPECT_COMMANDS.join("|")}>  inspect and clean up\n\n` +
         "The job comes from a Pulumi.<stack>.yaml-style config file (--config, default Pulumi.dev.yaml), overridden by flags.",
     )

@@ -48,7 +48,10 @@ export class InputSigner {
     try {
       credentials = await client.config.credentials();
     } catch (err) {
-      throw new BadInputError(`--input-profile ${profile}: its credentials cannot be loaded: ${errorMessage(err).split("\n")[0]}`);
+      throw new BadInputError(
+        `--input-profile ${profile}: its credentials cannot be loaded: ${errorMessage(err).split("\n")[0]} ` +
+          `(is it a profile of your AWS config or credentials file, AWS_CONFIG_FILE/AWS_SHARED_CREDENTIALS_FILE? \`aws configure list-profiles\` lists them; an SSO one needs \`aws sso login --profile ${profile}\`)`,
+      );
     } finally {
       client.destroy();
     }
@@ -85,7 +88,8 @@ export class InputSigner {
   async signPending(): Promise<void> {
     for (const [id, { url, seconds }] of this.wanted) {
       const { bucket, key } = parseS3Url(url);
-      const answer = await this.regions.region(bucket, false);
+      // Asked with the profile's keys: the default credentials may not see the bucket (or be there at all).
+      const answer = await this.regions.region(bucket, false, this.credentials);
       if (!answer.region) this.warnings.push(`--input-profile: the region of bucket ${bucket} is unknown (${answer.why}); its URL is signed for ${FALLBACK_REGION}`);
       const client = new S3Client({
         region: answer.region ?? FALLBACK_REGION,

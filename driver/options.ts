@@ -15,6 +15,7 @@ import { defaultAgentBundlePath } from "../common/paths";
 import type { PlatformName } from "./platform";
 import { checkPresignedExpiry } from "../job/presigned";
 import { checkNamedSubject } from "../job/input-templates";
+import { archiveKindFor } from "../job/input-file";
 
 /**
  * The job-describing flags every run command (single job or batch) accepts, by the camelCase names yargs gives them
@@ -233,6 +234,11 @@ export function withInputOverrides(spec: JobSpec, overrides: Record<string, stri
       checkNamedSubject({ url }, spec.subject);
     } catch (err) {
       throw new BadInputError(`${where}: ${(err as Error).message}`);
+    }
+    // The config's extract was written for its own URLs: a row's archive of another kind would fail on the instance.
+    const kind = archiveKindFor(url, "auto");
+    if (input.extract !== "auto" && input.extract !== "none" && kind !== "none" && kind !== input.extract) {
+      throw new BadInputError(`${where}: ${url} is a ${kind} archive by its name, but the config's input "${input.name}" says extract: ${input.extract}: set its extract to auto (each file by its own name)`);
     }
     const { sha256: _sha, origin: _origin, ...rest } = input;
     return { ...rest, url, origin: where };

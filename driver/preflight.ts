@@ -46,9 +46,14 @@ function firstLineOf(text: string): string {
  * decryptable by anyone who can read the backend. A job with secrets (presigned URLs, env values) needs a real one.
  */
 export function refuseSecretsWithoutPassphrase(spec: JobSpec, backend: string): void {
-  if (!/^(file|s3|gs|azblob):/.test(backend)) return; // Pulumi Cloud encrypts secrets itself
-  const problem = emptyPassphraseProblem(spec, process.env);
+  const problem = secretsPassphraseProblem(spec, backend);
   if (problem) throw new BadInputError(problem);
+}
+
+/** Why a run would be refused for its secrets (a dry run warns with it), or undefined. */
+export function secretsPassphraseProblem(spec: JobSpec, backend: string): string | undefined {
+  if (!/^(file|s3|gs|azblob):/.test(backend)) return undefined; // Pulumi Cloud encrypts secrets itself
+  return emptyPassphraseProblem(spec, process.env);
 }
 
 /** The spec as the agent will read it (pointing at the content-addressed bundle); a missing bundle is bad input. */

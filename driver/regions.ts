@@ -40,6 +40,9 @@ export function regionFromS3Host(url: string): string | undefined {
   return REGION.test(rest[0]) ? rest[0] : undefined;
 }
 
+/** Keys to ask with instead of the default chain's (the --input-profile signer's: its bucket may be readable only to them). */
+export type BucketCredentials = { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+
 export interface RegionAnswer {
   region?: string;
   /** Why the region is unknown. */
@@ -47,7 +50,7 @@ export interface RegionAnswer {
 }
 
 /** A bucket's region: HeadBucket's x-amz-bucket-region (also on 301/403 answers), else GetBucketLocation. */
-export async function lookUpBucketRegion(bucket: string, anonymous: boolean): Promise<RegionAnswer> {
+export async function lookUpBucketRegion(bucket: string, anonymous: boolean, credentials?: BucketCredentials): Promise<RegionAnswer> {
   const client = new S3Client({
     region: "us-east-1",
     forcePathStyle: needsPathStyle(bucket) || Boolean(process.env.AWS_ENDPOINT_URL || process.env.AWS_ENDPOINT_URL_S3),
@@ -55,6 +58,7 @@ export async function lookUpBucketRegion(bucket: string, anonymous: boolean): Pr
     maxAttempts: 2,
     // An unreachable endpoint must end in a warning soon, not hold the launch.
     requestHandler: { connectionTimeout: 5000, requestTimeout: 15000 },
+    ...(credentials && !anonymous ? { credentials } : {}),
     ...(anonymous ? { signer: { sign: async (request: any) => request }, credentials: { accessKeyId: "", secretAccessKey: "" } } : {}),
   });
   try {
@@ -81,11 +85,12 @@ export async function lookUpBucketRegion(bucket: string, anonymous: boolean): Pr
 export class RegionCache {
   private readonly answers = new Map<string, Promise<RegionAnswer>>();
   constructor(private readonly lookUp: typeof lookUpBucketRegion = lookUpBucketRegion) {}
-  region(bucket: string, anonymous: boolean): Promise<RegionAnswer> {
-    let answer = this.answers.get(bucket);
+  region(bucket: string, anonymous: boolean, credentials?: BucketCredentials): Promise<RegionAnswer> {
+    const key = credentials ? `${bucket}\0${credentials.accessKeyId}` : bucket;
+    let answer = this.answers.get(key);
     if (!answer) {
-      answer = this.lookUp(bucket, anonymous);
-      this.answers.set(bucket, answer);
+      answer = this.lookUp(bucket, anonymous, credentials);
+      this.answers.set(key, answer);
     }
     return answer;
   }

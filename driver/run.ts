@@ -39,6 +39,8 @@ export interface JobResult {
   resultsUrl: string;
   markerUrl: string;
   logUrl: string;
+  /** The agent's provenance record: redacted spec, image digest, each input's and output's sha256. */
+  provenanceUrl?: string;
   /** Seconds per step: the driver's (create, up, wait, destroy, total) and the agent's phases. */
   timings: { driver: Record<string, number>; agent: Partial<Record<string, number>> };
   outputs?: { count: number; bytes: number; partial: boolean };
@@ -158,6 +160,7 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
     resultsUrl: formatS3Url(layout.results),
     markerUrl: formatS3Url(layout.marker),
     logUrl: formatS3Url(layout.log),
+    provenanceUrl: formatS3Url(layout.provenance),
     attempts: [spec.jobId],
   };
 

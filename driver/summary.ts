@@ -31,6 +31,7 @@ export function jobSummary(result: JobResult): string {
     lines.push(`  results:  none from this job (${result.resultsUrl} is not its output${kept})`);
   }
   lines.push(`  log:      ${result.logUrl}`);
+  if (result.provenanceUrl) lines.push(`  provenance: ${result.provenanceUrl} (image digest, input and output checksums)`);
   const agent = Object.entries(result.timings.agent).filter(([, v]) => v !== undefined);
   if (agent.length > 0) lines.push(`  phases:   ${agent.map(([phase, s]) => `${phase} ${formatDuration(s ?? 0)}`).join(", ")}`);
   const d = result.timings.driver;

@@ -204,7 +204,7 @@ export const SOURCE_KEYS = {
   },
   dataType: {
     key: "cloudcompute:dataType", kind: "string", expected: "an NDA data type such as ABCD-MPROC-T1",
-    help: "With a manifest: only files of this type (session_det, image_description or scan_type, else the file name)",
+    help: "With a manifest: only files of this data type (matched against the session_det, image_description or scan_type column, else the file name)",
     flag: { name: "data-type", form: "text" },
   },
   session: {

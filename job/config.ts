@@ -11,7 +11,7 @@ import { ManifestError, PICK_MODES, type PickMode } from "./nda-manifest";
 import { makeJobId } from "./layout";
 import { isPlatformName, type PlatformName } from "./platform";
 import { formatPath, JobSpec, API_VERSION, LimitsSpec } from "./spec";
-import { neededUrlMinutes, SIGV4_MAX_SECONDS } from "./presigned";
+import { neededUrlMinutes, presignedExpiry, SIGV4_MAX_SECONDS } from "./presigned";
 
 /**
  * Refuse `cloudcompute:*` keys nobody reads: a typo (`maxRuntimeMinute`) would otherwise leave the default in force
@@ -123,7 +123,11 @@ function signS3Inputs(inputs: unknown[], rawLimits: unknown, sources: SpecSource
       return input;
     }
     try {
-      return { ...input, url: sources.presign(input.url, seconds) };
+      // The URL is redacted wherever it is shown: the origin says which object it reads and until when.
+      const url = sources.presign(input.url, seconds);
+      const expiry = presignedExpiry(url);
+      const origin = [`${input.url} signed by the driver (--input-profile)`, input.origin, expiry ? `URL expires ${expiry.toISOString()}` : undefined].filter(Boolean).join("; ");
+      return { ...input, url, origin: origin.slice(0, 1000) };
     } catch (err) {
       problems.push(`${key}: ${(err as Error).message}`);
       return input;

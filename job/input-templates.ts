@@ -29,6 +29,12 @@ export class TemplateError extends Error {}
  * from. Throws an Error naming the problem (the caller prefixes the config key).
  */
 export function fillInputTemplates(inputs: RawInput[], context: TemplateContext): RawInput[] {
+  if (context.manifest && !inputs.some((input) => input.url === "{manifest}")) {
+    // Otherwise the manifest (or an NDA package's) would choose nothing and the job would read the configured URLs.
+    throw new TemplateError(
+      `the manifest ${context.manifest.path} (--manifest, or --nda-package's own) fills no input: give the input it fills the url "{manifest}" (in the config: url: "{manifest}"; or replace the config's inputs with --input '{"name":"t1","url":"{manifest}","extract":"tgz","select":"**/*_T1w.nii"}')`,
+    );
+  }
   const filled: RawInput[] = [];
   for (const input of inputs) {
     if (input.url === "{manifest}") {

@@ -137,8 +137,14 @@ export function findSubjectFiles(files: ManifestFile[], query: ManifestQuery, so
     throw new ManifestError(`${source}: --pick latest cannot order these files of subject ${subject} (no distinct timestamp in their names):\n    ${matches.map(describe).join("\n    ")}`);
   }
   throw new ManifestError(
-    `${source} has ${matches.length} files for subject ${subject}${wanted ? ` with ${wanted}` : ""}: narrow it with --data-type/--session, or choose with --pick latest|all:\n    ${matches.map(describe).join("\n    ")}`,
+    `${source} has ${matches.length} files for subject ${subject}${wanted ? ` with ${wanted}` : ""}: ${narrowing(query)}choose with --pick latest|all:\n    ${matches.map(describe).join("\n    ")}`,
   );
+}
+
+/** The filters not given yet (a message never tells the user to give a flag they gave). */
+function narrowing(query: { dataType?: string; session?: string }): string {
+  const flags = [query.dataType ? "" : "--data-type", query.session ? "" : "--session"].filter(Boolean);
+  return flags.length > 0 ? `narrow it with ${flags.join("/")}, or ` : "";
 }
 
 export interface SubjectFilters {

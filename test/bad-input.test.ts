@@ -72,6 +72,7 @@ const CASES: Array<[string, string[], RegExp]> = [
   ["--all-subjects together with --subject", ["--all-subjects", "--manifest", "m.txt", "--subject", "NDARINV0000AAAA"], /give either --subject or --all-subjects, not both/],
   ["--subject-inputs outside a batch worker", ["--subject-inputs", "{}"], /--subject-inputs is for batch workers/],
   ["a subjects file whose input column names no input", ["--subjects-file", "@bad-columns.csv"], /line 2: no input named "t2" in the config/],
+  ["a manifest no input uses (the config's inputs name their own URLs)", ["--manifest", "@fmriresults01.txt"], /cloudcompute:inputs: the manifest .*fmriresults01\.txt .* fills no input: give the input it fills the url "\{manifest\}"/],
   ["a manifest that does not exist", ["--manifest", "/nonexistent/fmriresults01.txt"], /cloudcompute:manifest: \/nonexistent\/fmriresults01\.txt cannot be read/],
 ];
 
@@ -84,6 +85,7 @@ describe("bad input is refused before anything exists (real CLI)", function () {
     sandbox = await startDriverSandbox();
     config = sandbox.writeConfig("bad-input.yaml", localJobConfig(sandbox, { image: "none", runtime: "none", command: ["true"] }));
     // Files the cases name with "@NAME" (in the sandbox's home).
+    fs.copyFileSync(path.join(__dirname, "fixtures", "fmriresults01.txt"), path.join(sandbox.home, "fmriresults01.txt"));
     fs.writeFileSync(path.join(sandbox.home, "bad-columns.csv"), "subject,input.t2\nNDARINV0000AAAA,s3://cc-study/x.tgz\n");
   });
   after(async () => {

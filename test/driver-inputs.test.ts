@@ -180,7 +180,7 @@ describe("input regions and subjects files against moto and the real CLI", funct
     expect(res.code, res.stderr).to.equal(0);
     const out = JSON.parse(res.stdout);
     expect(out.subjects).to.deep.equal([A, B]);
-    expect(out.subjectInputs).to.deep.equal({ [A]: { t1: `s3://cc-study/custom/${A}-t1.tgz` } });
+    expect(out.subjectInputs, "by the file's column").to.deep.equal({ [A]: { "input.t1": `s3://cc-study/custom/${A}-t1.tgz` } });
     expect(out.jobs.map((job: any) => job.spec.inputs[0].url)).to.deep.equal([`s3://cc-study/custom/${A}-t1.tgz`, `s3://cc-study/abcd/${B}.tgz`]);
     expect(out.jobs[0].spec.inputs[0].origin).to.equal(`subjects file ${file} line 2`);
     fs.writeFileSync(file, `subject,input\n${A},s3://cc-study/abcd/${B}.tgz\n`);
@@ -191,6 +191,12 @@ describe("input regions and subjects files against moto and the real CLI", funct
     const bad = await sandbox.run(["--config", config, "--subjects-file", file, "--dry-run"]);
     expect(bad.code, bad.stderr).to.equal(2);
     expect(bad.stderr).to.include(`error: subjects file ${file} line 2: no input named "t2" in the config (its inputs: t1)`);
+    // A row's zip where the config's input was written for tgz archives would fail on the instance: refused here.
+    fs.writeFileSync(file, `subject,input\n${A},s3://cc-study/custom/${A}.zip\n`);
+    const tgz = JSON.stringify({ name: "t1", url: "s3://cc-study/abcd/{subject}.tgz", extract: "tgz" });
+    const zip = await sandbox.run(["--config", config, "--input", tgz, "--subjects-file", file, "--dry-run"]);
+    expect(zip.code, zip.stderr).to.equal(2);
+    expect(zip.stderr).to.include(`line 2: s3://cc-study/custom/${A}.zip is a zip archive by its name, but the config's input "t1" says extract: tgz: set its extract to auto`);
     await nothingCreated();
   });
 

@@ -64,11 +64,21 @@ describe("--input-profile: the driver signs s3:// inputs with a local profile", 
     expect(signer.sign(`s3://${bucket}/abcd/x.nii`, 600)).to.match(/^https:\/\/placeholder\.invalid\//);
   });
 
+  it("asks the bucket's region with the profile's keys (the default credentials may not see the bucket)", async () => {
+    const asked: Array<string | undefined> = [];
+    const regions = new RegionCache(async (_bucket, _anonymous, credentials) => (asked.push(credentials?.accessKeyId), { region: "us-west-2" }));
+    const signer = await InputSigner.forProfile("lab", regions);
+    signer.sign("s3://lab-only/abcd/x.nii", 17_700);
+    await signer.signPending();
+    expect(asked).to.deep.equal(["AKIALABPROFILE"]);
+    expect(new URL(signer.sign("s3://lab-only/abcd/x.nii", 17_700)).searchParams.get("X-Amz-Credential")).to.match(/\/us-west-2\/s3\//);
+  });
+
   it("an unknown profile is bad input naming it", async () => {
     let error: unknown;
     await InputSigner.forProfile("no-such-profile").catch((err) => (error = err));
     expect(error).to.be.instanceOf(BadInputError);
-    expect((error as Error).message).to.match(/^--input-profile no-such-profile: its credentials cannot be loaded/);
+    expect((error as Error).message).to.match(/^--input-profile no-such-profile: its credentials cannot be loaded: .*aws configure list-profiles/);
   });
 
   describe("through resolveJob (AWS's own hosts: no endpoint)", () => {
@@ -91,6 +101,8 @@ describe("--input-profile: the driver signs s3:// inputs with a local profile", 
       expect(url.origin + url.pathname).to.equal(`https://s3.us-east-1.amazonaws.com/NDAR_Central_2/sub/${SUBJECT}_T1.tgz`);
       expect(url.searchParams.get("X-Amz-Expires")).to.equal(String((15 + 60 + 10 + 30) * 60 + 60));
       expect(job.spec.inputs[0].access).to.equal("presigned");
+      // Shown redacted: the origin names the object and the expiry a dry run is checked for.
+      expect(job.spec.inputs[0].origin).to.match(new RegExp(`^s3://NDAR_Central_2/sub/${SUBJECT}_T1\\.tgz signed by the driver \\(--input-profile\\); URL expires \\d{4}-\\d\\d-\\d\\dT`));
     });
 
     it("without --input-profile the input is refused, naming the flag; a max runtime past 7 days is refused", async () => {

@@ -236,6 +236,10 @@ describe("driver: summaries a terminal can trust", () => {
     expect(text).to.include("FAILED [container-failed]");
   });
 
+  it("names the provenance record", () => {
+    expect(jobSummary({ ...base, provenanceUrl: "s3://lab/results/_cloudcompute/job/provenance.json" })).to.include("  provenance: s3://lab/results/_cloudcompute/job/provenance.json (image digest");
+  });
+
   it("never presents the subject's results folder as a failed job's output", () => {
     expect(jobSummary(base)).to.include("results:  none from this job (s3://lab/results/sub-01/ is not its output; its 2 partial output(s) are in the job's area)");
     expect(jobSummary({ ...base, outcome: "succeeded", reason: undefined, outputs: { count: 3, bytes: 2048, partial: false } })).to.include("results:  s3://lab/results/sub-01/ (3 objects");

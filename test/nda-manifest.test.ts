@@ -111,6 +111,14 @@ describe("NDA manifests and URL templates in the config reader (pulumi up and th
     expect(problems({ "cloudcompute:subject": "sub-01", "cloudcompute:inputs": '{"url":"{manifest}"}' })[0]).to.match(/^cloudcompute:inputs: an input's url is "\{manifest\}" but no manifest is given/);
   });
 
+  it("a manifest that fills no input is refused: the configured URLs would be read instead, silently", () => {
+    // A config written for one subject (Pulumi.dev.yaml) or with {subject} URLs, given --manifest (or --nda-package).
+    const config = { "cloudcompute:subject": "NDARINVA1B2C3D4", "cloudcompute:manifest": "fmriresults01.txt", "cloudcompute:dataType": "ABCD-MPROC-T1", "cloudcompute:session": "baselineYear1Arm1" };
+    for (const inputs of ["s3://lab/t1/{subject}.tgz", '{"name":"t1","url":"s3://lab/t1/NDARINV1A2B3C4D.tgz"}']) {
+      expect(problems({ ...config, "cloudcompute:inputs": inputs })[0]).to.match(/^cloudcompute:inputs: the manifest fmriresults01\.txt .* fills no input: give the input it fills the url "\{manifest\}"/);
+    }
+  });
+
   it("{session} and {bids_subject} in a URL; {session} without a session and an unknown placeholder are refused", () => {
     const s = spec({ "cloudcompute:subject": "NDAR_INVA1B2C3D4", "cloudcompute:session": "baselineYear1Arm1", "cloudcompute:inputs": "s3://lab/{bids_subject}/ses-{session}/anat/{subject}_T1w.nii.gz" });
     expect(s.inputs[0].url).to.equal("s3://lab/sub-NDARINVA1B2C3D4/ses-baselineYear1Arm1/anat/NDARINVA1B2C3D4_T1w.nii.gz");
@@ -148,7 +156,7 @@ describe("NDA manifests through the CLI", function () {
     expect(many.status, many.stderr).to.equal(0); // datastructure_manifest lists one file for this subject
     const several = cli(["--subject", "NDARINVZZ99YY88", "--manifest", FMRI, "--data-type", "ABCD-MPROC-T1", "--dry-run"]);
     expect(several.status).to.equal(2);
-    expect(several.stderr).to.include("2 files for subject NDARINVZZ99YY88").and.include("--pick latest|all");
+    expect(several.stderr).to.include("2 files for subject NDARINVZZ99YY88").and.include("narrow it with --session, or choose with --pick latest|all");
   });
 
   it("--all-subjects runs every subject with a matching file and lists the excluded ones with their reason, in the table and the JSON", () => {
@@ -157,7 +165,7 @@ describe("NDA manifests through the CLI", function () {
     const out = JSON.parse(res.stdout);
     expect(out.subjects).to.deep.equal(["NDARINVA1B2C3D4"]);
     expect(out.jobs.map((job: any) => job.spec.inputs[0].url)).to.deep.equal([A_BASELINE_T1]);
-    expect(out.excluded).to.deep.equal([{ subject: "NDARINVZZ99YY88", reason: "has 2 files for subject NDARINVZZ99YY88 with data type ABCD-MPROC-T1 and session baselineYear1Arm1: narrow it with --data-type/--session, or choose with --pick latest|all" }]);
+    expect(out.excluded).to.deep.equal([{ subject: "NDARINVZZ99YY88", reason: "has 2 files for subject NDARINVZZ99YY88 with data type ABCD-MPROC-T1 and session baselineYear1Arm1: choose with --pick latest|all" }]);
     expect(res.stderr).to.match(/--all-subjects: 1 subject\(s\) included, 1 excluded\n\s+subject\s+reason\n\s+NDARINVZZ99YY88\s+has 2 files/);
     const latest = JSON.parse(cli(["--all-subjects", "--manifest", FMRI, "--data-type", "ABCD-MPROC-T1", "--session", "baselineYear1Arm1", "--pick", "latest", "--dry-run", "--json"]).stdout);
     expect(latest.subjects).to.deep.equal(["NDARINVA1B2C3D4", "NDARINVZZ99YY88"]);

@@ -256,6 +256,18 @@ describe("NDA package client against a fake NDA package service", function () {
       expect(JSON.parse(latest.stdout).subjects).to.deep.equal(["NDARINVA1B2C3D4", "NDARINVZZ99YY88"]);
     });
 
+    it("no passphrase: a dry run warns the run would be refused; a batch is refused (exit 2) before any worker starts", async () => {
+      const env = { NDA_USERNAME: USER, NDA_PASSWORD: PASSWORD, PULUMI_CONFIG_PASSPHRASE: undefined, PULUMI_CONFIG_PASSPHRASE_FILE: undefined };
+      const dry = await cli([...cliArgs(), "--dry-run", "--json"], env);
+      expect(dry.status, dry.stderr).to.equal(0);
+      expect(dry.stderr).to.match(/warning: without --dry-run this job would be refused \(exit 2\): .*inputs "input" \(a presigned URL\)/);
+      const args = ["--all-subjects", "--nda-package", "1234567", "--nda-api", nda.apiUrl, "--data-type", "ABCD-MPROC-T1", "--session", "baselineYear1Arm1"];
+      const batch = await cli(args, env); // the parent asks for no URL: its workers would, then each refuse
+      expect(batch.status, batch.stderr).to.equal(2);
+      expect(batch.stderr).to.include("export PULUMI_CONFIG_PASSPHRASE=");
+      expect(fs.existsSync(path.join(tmp, "home", "batches")), "no worker started").to.equal(false);
+    });
+
     it("bad credentials, an unknown package, no credentials, a readable credentials file: exit 2, never the password", async () => {
       const wrong = await cli([...cliArgs(), "--dry-run"], { NDA_USERNAME: USER, NDA_PASSWORD: "wrong-Pa55" });
       expect(wrong.status).to.equal(2);
