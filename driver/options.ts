@@ -202,7 +202,19 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date(), extra: Reso
   if (expiry.problems.length > 0) throw new BadInputError(`presigned input(s) would expire before the job could end:\n  ${expiry.problems.join("\n  ")}`);
   // A bundle path from the file is relative to the file.
   const agentBundlePath = agentBundle ? path.resolve(file.path ? path.dirname(file.path) : process.cwd(), agentBundle) : defaultAgentBundlePath();
-  return { spec, platform, agentBundlePath, backend: deployFlag(flags, DEPLOY_KEYS.backend) ?? file.lookup(DEPLOY_KEYS.backend.key), configPath: file.path, warnings: expiry.warnings, ...accessOptions(flags, file) };
+  return { spec, platform, agentBundlePath, backend: deployFlag(flags, DEPLOY_KEYS.backend) ?? file.lookup(DEPLOY_KEYS.backend.key), configPath: file.path, warnings: [...expiry.warnings, ...ndaBucketWarnings(spec, platform)], ...accessOptions(flags, file) };
+}
+
+/**
+ * NDA's own buckets (`NDAR_Central_*`) grant nothing to an account's roles since NDA retired its token generator: an
+ * instance role reading them fails on the instance, after the boot was paid for. Said before launch; not refused, as
+ * an account NDA gave access to (or a test bucket of that name) may exist.
+ */
+function ndaBucketWarnings(spec: JobSpec, platform: PlatformName): string[] {
+  if (platform !== "aws") return [];
+  return spec.inputs
+    .filter((input) => input.access !== "presigned" && /^s3:\/\/NDAR_Central_/i.test(input.url))
+    .map((input) => `input "${input.name}" reads ${input.url} with access "${input.access}": NDA's buckets grant no access to your account's roles (or to unsigned requests), so unless NDA gave your account access the job will fail on the instance; take NDA's files through their presigned URLs with --nda-package ID (docs/running-jobs.md)`);
 }
 
 /** `--input-profile` (or the file's cloudcompute:inputProfile), before the job is resolved: signing needs it first. */

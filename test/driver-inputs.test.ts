@@ -152,6 +152,15 @@ describe("input regions and subjects files against moto and the real CLI", funct
     expect(dry.stdout).to.not.include("token=secret");
   });
 
+  it("CLI: an NDA bucket read with the instance role is said before launch (its roles get no access), a presigned one is not", async () => {
+    const nda = "s3://NDAR_Central_2/submission_14921/{subject}_baselineYear1Arm1_ABCD-MPROC-T1_20170711184237.tgz";
+    const dry = await sandbox.run(["--config", config, "--subject", A, "--platform", "aws", "--runtime", "docker", "--input", nda, "--dry-run", "--json"]);
+    expect(dry.code, dry.stderr).to.equal(0);
+    expect(dry.stderr).to.match(/warning: input "input" reads s3:\/\/NDAR_Central_2\/\S+ with access "role": NDA's buckets grant no access to your account's roles .*--nda-package ID/);
+    const local = await sandbox.run(["--config", config, "--subject", A, "--platform", "local", "--input", nda, "--dry-run", "--json"]);
+    expect(local.stderr, "the local platform reads with this machine's credentials").to.not.include("NDA's buckets");
+  });
+
   it("reads CSV subjects files with input columns; empty cells keep the config's URL; the old formats still work", () => {
     const file = path.join(sandbox.home, "rows.csv");
     fs.writeFileSync(file, `subjectkey,input,input.mask,notes\n# comment\nNDAR_INV0000AAAA,"s3://cc-study/custom/a,1.tgz",,x\n${B},,s3://cc-study/masks/b.nii,y\n${B},,s3://cc-study/masks/b.nii,again\n`);
