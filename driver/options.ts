@@ -258,7 +258,11 @@ export function withInputOverrides(spec: JobSpec, overrides: Record<string, stri
   try {
     return parseJobSpec({ ...spec, inputs }, where);
   } catch (err) {
-    if (err instanceof JobSpecError) throw new BadInputError(`${where}: ${err.problems.join("; ")}`);
+    if (err instanceof JobSpecError) {
+      // A row gives only a URL; its access comes from the config's input, which is where a fix goes.
+      const hint = err.problems.some((p) => /access/.test(p)) ? ": a subjects file gives only URLs; set the input's access in the config (cloudcompute:inputs), the same for every row" : "";
+      throw new BadInputError(`${where}: ${err.problems.join("; ")}${hint}`);
+    }
     throw err;
   }
 }
