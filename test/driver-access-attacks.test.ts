@@ -43,7 +43,7 @@ describe("driver-access attacks: secrets in batch output and messages", function
     expect(res.code, res.stderr).to.equal(0);
     expect(res.stdout + res.stderr).to.not.match(/ROWSECRETSIG|AKIDSECRETID/);
     const out = JSON.parse(res.stdout);
-    expect(out.subjectInputs[A][""]).to.equal(`https://cc-study.s3.us-east-1.amazonaws.com/abcd/${A}.nii?<redacted>`);
+    expect(out.subjectInputs[A].input).to.equal(`https://cc-study.s3.us-east-1.amazonaws.com/abcd/${A}.nii?<redacted>`);
   });
 });
 
