@@ -122,14 +122,15 @@ describe("driver end to end: the fault matrix (real Pulumi engine, moto, real ag
       }));
   }
 
-  it("an expired presigned URL fails with presigned-url-expired and the signature appears nowhere in the output", () =>
-    scenario("fault", "driver", "expired presigned URL", "exit 1, presigned-url-expired; no signature in stdout/stderr; nothing left", async () => {
-      const proxy: ExpiryProxy = await startExpiryProxy(sandbox.moto.endpoint, { tls: true });
+  it("a presigned URL that dies while the job runs fails with presigned-url-expired and the signature appears nowhere in the output", () =>
+    scenario("fault", "driver", "presigned URL dead at the agent (its temporary credentials expired)", "exit 1, presigned-url-expired; no signature in stdout/stderr; nothing left", async () => {
+      // A URL that says it lives for days passes the driver's expiry check; its signing session dying is what the
+      // agent then meets (S3 answers ExpiredToken). An already expired URL is refused before launch (driver-inputs).
+      const proxy: ExpiryProxy = await startExpiryProxy(sandbox.moto.endpoint, { tls: true, credentialsExpired: true });
       try {
-        const signed = await getSignedUrl(sandbox.s3, new GetObjectCommand({ Bucket: sandbox.bucket, Key: "abcd/sub-presigned.tgz" }), { expiresIn: 1 });
+        const signed = await getSignedUrl(sandbox.s3, new GetObjectCommand({ Bucket: sandbox.bucket, Key: "abcd/sub-presigned.tgz" }), { expiresIn: 6 * 24 * 3600 });
         const url = proxy.via(signed);
         const signature = new URL(url).searchParams.get("X-Amz-Signature")!;
-        await sleep(2500);
         const input = JSON.stringify({ name: "t1", url, access: "presigned", extract: "tgz", select: "**/*_T1w.nii" });
         // The agent trusts the proxy's certificate the way a user's machine trusts S3's.
         const res = await runJson(["--config", copyConfig, "--subject", "sub-presigned", "--input", input], { NODE_EXTRA_CA_CERTS: proxy.caFile! });

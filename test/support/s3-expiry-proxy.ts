@@ -23,11 +23,20 @@ export interface ExpiryProxy {
  * `tls: true` serves https with a fresh self-signed certificate for 127.0.0.1 (openssl), as real presigned URLs are:
  * the job spec accepts only https for them, so a driver-level test needs it.
  */
-export async function startExpiryProxy(motoEndpoint: string, opts: { tls?: boolean } = {}): Promise<ExpiryProxy> {
+/**
+ * `credentialsExpired: true`: every request gets S3's answer for a URL whose signing credentials (temporary ones, a
+ * session) have died — whatever its X-Amz-Expires says, so the driver's check before launch lets it through.
+ */
+export async function startExpiryProxy(motoEndpoint: string, opts: { tls?: boolean; credentialsExpired?: boolean } = {}): Promise<ExpiryProxy> {
   const target = new URL(motoEndpoint);
   let caFile: string | undefined;
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? "/", "http://proxy");
+    if (opts.credentialsExpired) {
+      res.writeHead(400, { "Content-Type": "application/xml" });
+      res.end(`<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message><RequestId>PROXY</RequestId></Error>`);
+      return;
+    }
     const date = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(url.searchParams.get("X-Amz-Date") ?? "");
     const expires = Number(url.searchParams.get("X-Amz-Expires"));
     if (date && Number.isFinite(expires)) {
