@@ -6,7 +6,11 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { checkConfigKeys, checkPlatformSupport, ConfigError, ConfigLookup, deployConfigFromConfig, specFromConfig } from "./job/config";
-import { emptyPassphraseProblem } from "./job/spec";
+import { emptyPassphraseProblem, type JobSpec } from "./job/spec";
+import { jobLayout } from "./job/layout";
+import { describeHeldLease, leaseIsFree, readLease } from "./common/lease";
+import { s3ClientFor } from "./common/s3-client";
+import { errorMessage } from "./common/errors";
 import { declareJob } from "./infra";
 
 /** `namespace:name` keys read through Pulumi's config; a job's id is its stack's name unless set. */
@@ -35,16 +39,33 @@ function resolve() {
   }
 }
 
-const { spec, deploy } = resolve();
-const job = declareJob(spec, {
-  platform: deploy.platform,
-  agentBundlePath: deploy.agentBundlePath ?? path.join(__dirname, "dist", "agent.js"),
-});
+/**
+ * `pulumi up` cannot hold the subject's run lease for the job's life (it returns once the instance exists), so it
+ * takes none; but a subject another driver runs now is refused, before any resource is declared.
+ */
+async function refuseHeldSubject(spec: JobSpec): Promise<void> {
+  const location = jobLayout(spec).subjectLease;
+  const read = await readLease(s3ClientFor(location.bucket), location).catch((err) => {
+    throw new pulumi.RunError(`the subject's run lease s3://${location.bucket}/${location.key} could not be read with your credentials: ${errorMessage(err)}`);
+  });
+  if (!leaseIsFree(read)) throw new pulumi.RunError(describeHeldLease(read.lease!));
+}
 
-export const jobId = spec.jobId;
-export const instanceId = job.instanceId;
-export const launchId = job.launchId;
-export const roleArn = job.roleArn;
-export const markerUrl = job.markerUrl;
-export const region = job.region;
-export const specUrl = job.specUrl;
+// A program that is a function: its promise's value is the stack's outputs.
+export = async () => {
+  const { spec, deploy } = resolve();
+  await refuseHeldSubject(spec);
+  const job = declareJob(spec, {
+    platform: deploy.platform,
+    agentBundlePath: deploy.agentBundlePath ?? path.join(__dirname, "dist", "agent.js"),
+  });
+  return {
+    jobId: spec.jobId,
+    instanceId: job.instanceId,
+    launchId: job.launchId,
+    roleArn: job.roleArn,
+    markerUrl: job.markerUrl,
+    region: job.region,
+    specUrl: job.specUrl,
+  };
+};

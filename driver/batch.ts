@@ -16,7 +16,11 @@ import { cloudcomputeHome, PACKAGE_ROOT } from "../common/paths";
 import { seconds } from "../common/time";
 import { readRecord } from "./s3";
 import type { JobResult } from "./run";
+import type { ResolvedJob } from "./options";
+import { formatS3Url } from "../job/s3url";
 import { formatCost, table } from "./summary";
+import { isLeaseRefusal, liveLeaseOf } from "./lease";
+import { describeHeldLease } from "../common/lease";
 
 export interface BatchOptions {
   subjects: string[];
@@ -36,7 +40,8 @@ export interface BatchOptions {
 
 export interface BatchEntry {
   subject: string;
-  outcome: JobResult["outcome"] | "skipped";
+  /** held: another driver runs the subject (its lease); nothing was started for it here. */
+  outcome: JobResult["outcome"] | "skipped" | "held";
   exitCode: number;
   jobId?: string;
   reason?: string;
@@ -88,6 +93,33 @@ export async function findSuccess(outputPrefix: string, subject: string, layout:
   return pointer.jobId;
 }
 
+/** Set for a batch's workers unless --rerun: a subject that succeeded meanwhile (another driver) is not run again. */
+export const SKIP_SUCCEEDED_ENV = "CLOUDCOMPUTE_SKIP_SUCCEEDED";
+
+/**
+ * A batch worker holding the subject's lease looks once more: another driver may have run the subject to success
+ * between the batch's look and the lease (it released the lease when done). Then the worker runs nothing.
+ */
+export async function alreadySucceeded(resolved: ResolvedJob): Promise<JobResult | undefined> {
+  const { spec } = resolved;
+  const earlier = await findSuccess(spec.outputs.prefix, spec.subject, spec.outputs.layout);
+  if (!earlier) return undefined;
+  const layout = jobLayout({ ...spec, jobId: earlier });
+  return {
+    jobId: earlier,
+    subject: spec.subject,
+    platform: resolved.platform,
+    outcome: "skipped",
+    exitCode: ExitCode.ok,
+    message: `already succeeded as ${earlier} (run meanwhile by another driver)`,
+    resultsUrl: formatS3Url(layout.results),
+    markerUrl: formatS3Url(layout.marker),
+    logUrl: formatS3Url(layout.log),
+    timings: { driver: {}, agent: {} },
+    attempts: [],
+  };
+}
+
 /** The CLI entry a worker runs: bin/cloudcompute.js registers tsx and loads driver/cli.ts. */
 export const CLI_ENTRY = path.join(PACKAGE_ROOT, "bin", "cloudcompute.js");
 
@@ -109,7 +141,7 @@ function startWorker(subject: string, options: BatchOptions, logDir: string): Wo
   // worker's command line is readable by every user of the machine for as long as its job runs.
   const child = spawn(process.execPath, [CLI_ENTRY, "run", "--subject", subject, "--json"], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, CLOUDCOMPUTE_WORKER: "1", [WORKER_ARGS_ENV]: JSON.stringify([...options.workerArgs, ...(options.subjectArgs?.(subject) ?? [])]) },
+    env: { ...process.env, CLOUDCOMPUTE_WORKER: "1", [SKIP_SUCCEEDED_ENV]: options.rerun ? "0" : "1", [WORKER_ARGS_ENV]: JSON.stringify([...options.workerArgs, ...(options.subjectArgs?.(subject) ?? [])]) },
     // Its own process group: a terminal's Ctrl-C reaches only the batch, which forwards exactly one SIGINT (a
     // second one would make a worker leave without cleaning up).
     detached: true,
@@ -117,12 +149,16 @@ function startWorker(subject: string, options: BatchOptions, logDir: string): Wo
   let stdout = "";
   child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
   let partial = "";
+  let lastError: string | undefined;
   child.stderr.on("data", (chunk: Buffer) => {
     log.write(chunk);
     partial += chunk.toString();
     const lines = partial.split("\n");
     partial = lines.pop() ?? "";
-    for (const line of lines) if (line.trim()) stream.write(`${line}\n`);
+    for (const line of lines) {
+      if (line.startsWith("error: ")) lastError = line.slice("error: ".length);
+      if (line.trim()) stream.write(`${line}\n`);
+    }
   });
   const done = new Promise<BatchEntry>((resolve) => {
     child.on("close", (code, signal) => {
@@ -130,8 +166,14 @@ function startWorker(subject: string, options: BatchOptions, logDir: string): Wo
       const exitCode = code ?? (signal === "SIGINT" ? ExitCode.interrupted : ExitCode.infra);
       const elapsed = seconds(Date.now() - started);
       const result = parseResult(stdout);
-      if (result) {
+      if (result?.outcome === "skipped") {
+        stream.write(`[batch] ${subject}: skipped, ${result.message}\n`);
+        resolve({ subject, outcome: "skipped", exitCode, succeededBefore: result.jobId, message: result.message, seconds: elapsed, logPath });
+      } else if (result) {
         resolve({ subject, outcome: result.outcome, exitCode, jobId: result.jobId, reason: result.reason, message: result.message, costUsd: result.costUsd, seconds: elapsed, logPath });
+      } else if (isLeaseRefusal(lastError)) {
+        // Another driver took the subject between our look and the worker's take: its refusal names the holder.
+        resolve({ subject, outcome: "held", exitCode, reason: "held-by-another-driver", message: lastError, seconds: elapsed, logPath });
       } else {
         resolve({ subject, outcome: exitCode === ExitCode.interrupted ? "interrupted" : "error", exitCode, message: `worker exited with ${code ?? signal} without a result; see ${logPath}`, seconds: elapsed, logPath });
       }
@@ -160,9 +202,14 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
   const pending: string[] = [];
   for (const subject of options.subjects) {
     const previous = options.rerun ? undefined : await findSuccess(options.outputPrefix, subject, options.outputLayout);
+    const held = previous ? undefined : await liveLeaseOf(options.outputPrefix, subject, options.outputLayout);
     if (previous) {
       entries.set(subject, { subject, outcome: "skipped", exitCode: 0, succeededBefore: previous, message: `already succeeded as ${previous}` });
       stream.write(`[batch] ${subject}: skipped, already succeeded as ${previous} (--rerun runs it again)\n`);
+    } else if (held) {
+      const message = describeHeldLease(held);
+      entries.set(subject, { subject, outcome: "held", exitCode: ExitCode.badInput, reason: "held-by-another-driver", message });
+      stream.write(`[batch] ${subject}: not started: ${message}\n`);
     } else pending.push(subject);
   }
   stream.write(`[batch] ${batchId}: ${pending.length} job(s) to run, ${options.subjects.length - pending.length} skipped, concurrency ${options.concurrency}; logs in ${logDir}\n`);

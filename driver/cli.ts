@@ -4,7 +4,7 @@
  */
 import yargs, { Argv, Options } from "yargs";
 import { hideBin } from "yargs/helpers";
-import { WORKER_ARGS_ENV } from "./batch";
+import { SKIP_SUCCEEDED_ENV, WORKER_ARGS_ENV } from "./batch";
 import { checkRegions, printWarnings, runBatchCommand, SUBJECT_INPUTS_FLAG } from "./batch-command";
 import { RegionCache } from "./regions";
 import { inputSignerFor } from "./input-signing";
@@ -191,6 +191,7 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
     pricePerHour: argv["price-per-hour"] as number | undefined,
     verbose: Boolean(argv.verbose),
     signal: interruptController().signal,
+    skipIfSucceeded: process.env.CLOUDCOMPUTE_WORKER === "1" && process.env[SKIP_SUCCEEDED_ENV] === "1",
     // A retry's presigned URLs are asked for (NDA) or signed (--input-profile) again: the first ones may be near their end.
     freshInputs: async () => (await resolvePackageJob(flags, {}, extra, await inputSignerFor(flags))).spec.inputs,
   });

@@ -137,6 +137,8 @@ export interface ResolvedJob {
   allowCrossRegion: boolean;
   /** `--input-profile`: the local AWS profile that signs `s3://` inputs with access presigned. */
   inputProfile?: string;
+  /** `--lease-seconds`: the period of the subject's run lease (common/lease.ts). */
+  leaseSeconds: number;
   /** Lines to print before the job starts (e.g. a presigned URL that does not say when it expires). */
   warnings: string[];
 }
@@ -223,11 +225,13 @@ export function inputProfileOf(flags: SpecFlags): string | undefined {
 }
 
 /** The driver-only input-access keys (flag, else file). */
-function accessOptions(flags: SpecFlags, file: ConfigFile): { allowCrossRegion: boolean; inputProfile?: string } {
+function accessOptions(flags: SpecFlags, file: ConfigFile): { allowCrossRegion: boolean; inputProfile?: string; leaseSeconds: number } {
   const allow = deployFlag(flags, DEPLOY_KEYS.allowCrossRegion) ?? file.lookup(DEPLOY_KEYS.allowCrossRegion.key) ?? "false";
   if (!/^(true|false)$/i.test(allow.trim())) throw new BadInputError(`${DEPLOY_KEYS.allowCrossRegion.key} "${allow}": expected ${DEPLOY_KEYS.allowCrossRegion.expected}`);
   const profile = deployFlag(flags, DEPLOY_KEYS.inputProfile) ?? file.lookup(DEPLOY_KEYS.inputProfile.key);
-  return { allowCrossRegion: allow.trim().toLowerCase() === "true", ...(profile ? { inputProfile: profile } : {}) };
+  const lease = (deployFlag(flags, DEPLOY_KEYS.leaseSeconds) ?? file.lookup(DEPLOY_KEYS.leaseSeconds.key) ?? DEPLOY_KEYS.leaseSeconds.defaultValue).trim();
+  if (!/^\d+$/.test(lease) || +lease < 10 || +lease > 3600) throw new BadInputError(`${DEPLOY_KEYS.leaseSeconds.key} "${lease}": expected ${DEPLOY_KEYS.leaseSeconds.expected}`);
+  return { allowCrossRegion: allow.trim().toLowerCase() === "true", ...(profile ? { inputProfile: profile } : {}), leaseSeconds: Number(lease) };
 }
 
 /** The spec with a subjects-file row's URLs in place of the config's, validated again. */

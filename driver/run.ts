@@ -24,8 +24,11 @@ import type { ResolvedJob } from "./options";
 import { teardown } from "./teardown";
 import { waitForCompletion, WaitResult } from "./wait";
 import { checkPresignedExpiry } from "../job/presigned";
+import { holdSubjectLease, type HeldLease } from "./lease";
+import { alreadySucceeded } from "./batch";
 
-export type Outcome = "succeeded" | "failed" | "interrupted" | "error" | "dry-run";
+/** skipped: a batch worker found the subject succeeded meanwhile (driver/batch.ts alreadySucceeded). */
+export type Outcome = "succeeded" | "failed" | "interrupted" | "error" | "dry-run" | "skipped";
 
 export interface JobResult {
   jobId: string;
@@ -71,6 +74,10 @@ export interface RunOptions {
   /** Retry attempt bookkeeping (used by the retry loop). */
   attempt?: number;
   retryOf?: string;
+  /** A batch worker without --rerun: once the lease is ours, a subject that succeeded meanwhile is not run again. */
+  skipIfSucceeded?: boolean;
+  /** The subject's run lease, held by runJobWithRetries across attempts; its loss ends the job (lease-lost). */
+  lease?: HeldLease;
 }
 
 /** Jobs of this process whose stack may hold resources: a second Ctrl-C names them in the cleanup hint. */
@@ -78,6 +85,18 @@ export const activeJobs = new Set<string>();
 
 /** Run a job, retrying lost compute up to `retries` times; spot falls back to on-demand on the last attempt. */
 export async function runJobWithRetries(resolved: ResolvedJob, options: RunOptions): Promise<JobResult> {
+  const stream = options.stream ?? process.stderr;
+  // One subject, one running job: refused here, before anything exists, if another driver holds the subject.
+  const lease = options.lease ?? (await holdSubjectLease(resolved.spec, resolved.leaseSeconds ?? 300, (line) => stream.write(`[${resolved.spec.jobId}] ${line}\n`)));
+  try {
+    const done = options.skipIfSucceeded ? await alreadySucceeded(resolved) : undefined;
+    return done ?? (await attemptsOf(resolved, { ...options, lease }));
+  } finally {
+    if (!options.lease) await lease.release();
+  }
+}
+
+async function attemptsOf(resolved: ResolvedJob, options: RunOptions & { lease: HeldLease }): Promise<JobResult> {
   const retries = options.retries ?? 0;
   const attempts: string[] = [];
   let spec = resolved.spec;
@@ -91,7 +110,7 @@ export async function runJobWithRetries(resolved: ResolvedJob, options: RunOptio
     const result = await runJob({ ...resolved, spec: attemptSpec }, { ...options, attempt, retryOf: attempts[0] });
     attempts.push(result.jobId);
     result.attempts = [...attempts];
-    if (!isRetryable(result) || isLast || options.signal.aborted) return result;
+    if (!isRetryable(result) || isLast || options.signal.aborted || options.lease.lost.aborted) return result;
     const stream = options.stream ?? process.stderr;
     const next = await inputsForRetry(attemptSpec, options.freshInputs, new Date());
     if ("blocked" in next) {
@@ -150,6 +169,9 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
   // A fresh nonce per launch: the wait takes only a marker of this launch, never one an earlier launch left.
   const spec: JobSpec = { ...stagedSpec(resolved), launchId: randomUUID() };
   const layout = jobLayout(spec);
+  // Interrupted by the user, or by the loss of the subject's lease (another driver now runs the subject).
+  const lost = options.lease?.lost;
+  const signal = lost ? AbortSignal.any([options.signal, lost]) : options.signal;
   const progress = createProgress(`[${spec.jobId}]`, stream);
   const t0 = Date.now();
   const driverTimings: Record<string, number> = {};
@@ -205,7 +227,12 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
   let wait: WaitResult | undefined;
   let failure: { outcome: Outcome; exitCode: ExitCode; reason: string; message: string } | undefined;
   try {
-    if (options.signal.aborted) throw new InterruptedError();
+    if (signal.aborted) throw new InterruptedError();
+    if (options.lease) {
+      // Still ours, now naming this attempt's job and launch.
+      options.lease.handle.setJob(spec.jobId, spec.launchId);
+      await options.lease.handle.renew();
+    }
     progress.note(`creating stack (${platform.name})`);
     activeJobs.add(spec.jobId);
     // Created, never selected: the backend refuses a second stack of one job id, whichever machine made the first.
@@ -224,10 +251,10 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
     // The AWS provider reads its region from stack config; the local platform declares no AWS provider resource.
     if (platform.name === "aws") await stack.setConfig("aws:region", { value: spec.instance.region });
     driverTimings.create = seconds(Date.now() - t0);
-    if (options.signal.aborted) throw new InterruptedError();
+    if (signal.aborted) throw new InterruptedError();
 
     const tUp = Date.now();
-    const up = await stack.up({ onOutput: engineOutput, signal: options.signal, message: `cloudcompute job ${spec.jobId}: start` });
+    const up = await stack.up({ onOutput: engineOutput, signal, message: `cloudcompute job ${spec.jobId}: start` });
     computeStartedAt = Date.now();
     driverTimings.up = seconds(computeStartedAt - tUp);
     const instanceId = String(up.outputs.instanceId?.value ?? "");
@@ -235,13 +262,18 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
     progress.note(`running on ${instanceId}; results will go to ${base.resultsUrl}`);
 
     const tWait = Date.now();
-    wait = await waitForCompletion({ spec, platform, instanceId, startedAt: computeStartedAt, signal: options.signal, progress });
+    wait = await waitForCompletion({ spec, platform, instanceId, startedAt: computeStartedAt, signal, progress });
     driverTimings.wait = seconds(Date.now() - tWait);
     progress.end();
     failure = failureOf(wait);
   } catch (err) {
     progress.end();
-    if (options.signal.aborted || err instanceof InterruptedError) {
+    const leaseLost = lost?.aborted || options.lease?.handle.lost;
+    if (leaseLost) {
+      const why = options.lease?.handle.lost?.message ?? "the subject's lease was lost";
+      failure = { outcome: "error", exitCode: ExitCode.infra, reason: "lease-lost", message: `${why}${stack ? "; the job's resources were destroyed" : "; nothing was created"}` };
+      if (!stack) writeJobRecord({ ...record, state: "error", endedAt: new Date().toISOString(), reason: "lease-lost", message: failure.message });
+    } else if (options.signal.aborted || err instanceof InterruptedError) {
       failure = { outcome: "interrupted", exitCode: ExitCode.interrupted, reason: "interrupted", message: "interrupted: the job's resources were destroyed" };
     } else if (stack) {
       const explained = explainEngineError(err, spec.jobId);
@@ -256,11 +288,11 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
   // Teardown: always, once the stack exists. A second Ctrl-C during it leaves at once (see cli.ts).
   if (stack) {
     writeJobRecord({ ...record, state: "destroying" });
-    progress.note(options.signal.aborted ? "interrupted: destroying the job's resources (Ctrl-C again to leave at once)" : "destroying the job's resources");
+    progress.note(signal.aborted ? (options.signal.aborted ? "interrupted: destroying the job's resources (Ctrl-C again to leave at once)" : "the subject's lease was lost: destroying the job's resources") : "destroying the job's resources");
     const tDestroy = Date.now();
     try {
       // After an interrupted update, refresh anyway: it drops pending creates the cut-off update left.
-      const refresh = platform.refreshBeforeDestroy || options.signal.aborted || !computeStartedAt;
+      const refresh = platform.refreshBeforeDestroy || signal.aborted || !computeStartedAt;
       const reclaimed = await teardown(stack, spec.jobId, describe(failure, wait), { onOutput: engineOutput, refresh, platform, region: spec.instance.region });
       for (const line of reclaimed) progress.note(`deleted what the cut-off update had not recorded: ${line}`);
     } catch (err) {

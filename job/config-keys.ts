@@ -257,6 +257,11 @@ export const DEPLOY_KEYS = {
     help: "The driver signs inputs written {url: s3://…, access: presigned} with this local AWS profile (for buckets you can read and the instance role cannot); the URL lives until boot allowance + max runtime + grace + 30 min, at most 7 days",
     flag: { name: "input-profile", form: "text" },
   },
+  leaseSeconds: {
+    key: "cloudcompute:leaseSeconds", kind: "integer", expected: "a whole number of seconds (10-3600)", defaultValue: "300",
+    help: "The subject's run lease (driver only): renewed every fifth of this while the job runs; a dead driver's lease is taken over this long after its last renewal",
+    flag: { name: "lease-seconds", form: "number" },
+  },
 } as const satisfies Record<string, ConfigKey>;
 
 /** The keys a job's spec is made from: its own and those that find its inputs (what flags override per job). */

@@ -82,6 +82,8 @@ export interface JobLayout {
    * folder (`subjects/<folder>/results.json`), so the pointer always describes the folder it sits beside.
    */
   resultsPointer: S3Location;
+  /** The subject's run lease (common/lease.ts): which driver runs a job of this subject now, until when. */
+  subjectLease: S3Location;
 }
 
 export function jobLayout(spec: LayoutSpec): JobLayout {
@@ -103,6 +105,7 @@ export function jobLayout(spec: LayoutSpec): JobLayout {
     // `pulumi up`) never upload into one set, so a promotion copies only what its own job wrote.
     outputs: { bucket: prefix.bucket, key: joinKey(prefix.key, CONTROL_DIR, spec.jobId, ...(spec.launchId ? ["launch", spec.launchId] : []), "outputs") + "/" },
     resultsPointer: at(CONTROL_DIR, SUBJECTS_DIR, folder, "results.json"),
+    subjectLease: at(CONTROL_DIR, SUBJECTS_DIR, folder, "lease.json"),
   };
 }
 

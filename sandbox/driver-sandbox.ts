@@ -8,7 +8,7 @@ import { pathToFileURL } from "node:url";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { CreateBucketCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import { pulumiCacheRoot } from "../driver/engine";
 import type { JobRecord } from "../driver/jobindex";
 import { makeAbcdArchive } from "./abcd-data";
@@ -196,4 +196,24 @@ export async function waitForRecord(sandbox: DriverSandbox, predicate: (r: JobRe
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * Every completion marker under the sandbox's `results/` prefix, by subject: the outcomes of the jobs that ran.
+ * "Each subject runs exactly once" (the lease test, `bench scale`'s duplicate_runs) counts these.
+ */
+export async function markersBySubject(sandbox: DriverSandbox, prefix = "results/"): Promise<Map<string, string[]>> {
+  const found = new Map<string, string[]>();
+  let token: string | undefined;
+  do {
+    const page = await sandbox.s3.send(new ListObjectsV2Command({ Bucket: sandbox.bucket, Prefix: `${prefix}_cloudcompute/`, ContinuationToken: token }));
+    for (const object of page.Contents ?? []) {
+      if (!object.Key!.endsWith("/marker.json")) continue;
+      const res = await sandbox.s3.send(new GetObjectCommand({ Bucket: sandbox.bucket, Key: object.Key! }));
+      const marker = JSON.parse(await res.Body!.transformToString()) as { subject: string; outcome: string };
+      found.set(marker.subject, [...(found.get(marker.subject) ?? []), marker.outcome]);
+    }
+    token = page.NextContinuationToken;
+  } while (token);
+  return found;
 }

@@ -94,7 +94,14 @@ describe("driver end to end: launch identity (real Pulumi engine, moto)", functi
     const otherHome = fs.mkdtempSync(path.join(os.tmpdir(), "cc-other-machine-"));
     try {
       const backend = pathToFileURL(path.join(sandbox.home, "state")).href;
-      const second = await sandbox.run(["--config", failing, "--subject", SUBJECT, "--job-id", jobId, "--backend", backend, "--json"], {
+      // The same subject is refused by its run lease (common/lease.ts), naming the first driver's job.
+      const sameSubject = await sandbox.run(["--config", failing, "--subject", SUBJECT, "--job-id", "job-two-drivers-2", "--backend", backend, "--json"], {
+        extraEnv: { CLOUDCOMPUTE_HOME: otherHome },
+      });
+      expect(sameSubject.code, sameSubject.stderr).to.equal(2);
+      expect(sameSubject.stderr).to.include(`subject ${SUBJECT} is being run by`).and.include(`job ${jobId})`);
+      // Another subject under the same job id gets past the lease: the backend's stack refuses it.
+      const second = await sandbox.run(["--config", failing, "--subject", "NDARINV0000ZZZZ", "--job-id", jobId, "--backend", backend, "--json"], {
         extraEnv: { CLOUDCOMPUTE_HOME: otherHome },
       });
       expect(second.code, second.stderr).to.equal(2);
@@ -106,7 +113,7 @@ describe("driver end to end: launch identity (real Pulumi engine, moto)", functi
     const res = await first;
     expect(res.code, res.stderr).to.equal(0);
     expect((JSON.parse(res.stdout) as JobResult).outcome).to.equal("succeeded");
-    return "second refused with exit 2 (stack exists); first succeeded, exit 0";
+    return "second refused with exit 2 (same subject: its lease; same job id: stack exists); first succeeded, exit 0";
   }));
 
   it("an earlier launch's success marker and logs under the job id are removed and never taken: a failing job exits 1", () =>

@@ -10,7 +10,7 @@ import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { pathToFileURL } from "node:url";
-import { GetObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
+import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand } from "@aws-sdk/client-s3";
 import { dump as toYaml, load as fromYaml } from "js-yaml";
 import { DriverSandbox, pulumiBinary, REPO_ROOT, SANDBOX_PASSPHRASE, startDriverSandbox } from "../sandbox/driver-sandbox";
 import { t1wPath } from "./support/fixtures";
@@ -149,6 +149,19 @@ describe("pulumi up of index.ts (real CLI and Node.js language host, local platf
     expect(refresh.code, refresh.out).to.equal(0);
   });
 
+  it("refuses while another driver holds the subject's run lease, naming it; the running launch stays", async () => {
+    const before = launchIdOutput();
+    const now = new Date();
+    const lease = { apiVersion: "cloudcompute/v1", kind: "subject-lease", subject: SUBJECT, leaseId: "other", periodSeconds: 300, holder: { user: "frank", host: "lab-ws4", pid: 99, jobId: "job-other" }, since: now.toISOString(), renewedAt: now.toISOString(), expiresAt: new Date(now.getTime() + 300_000).toISOString() };
+    const key = `results/_cloudcompute/subjects/${SUBJECT}/lease.json`;
+    await sandbox.s3.send(new PutObjectCommand({ Bucket: sandbox.bucket, Key: key, Body: JSON.stringify(lease) }));
+    const up = pulumi(["up", "--yes", "--skip-preview"]);
+    expect(up.code, up.out).to.not.equal(0);
+    expect(up.out).to.include(`subject ${SUBJECT} is being run by frank@lab-ws4 (pid 99, job job-other) since ${lease.since}`);
+    expect(launchIdOutput(), "launch after a refused up").to.equal(before);
+    await sandbox.s3.send(new DeleteObjectCommand({ Bucket: sandbox.bucket, Key: key }));
+  });
+
   it("pulumi destroy empties the stack, deletes the staged spec, and the history shows every update", async () => {
     const destroy = pulumi(["destroy", "--yes", "--skip-preview"]);
     expect(destroy.code, destroy.out).to.equal(0);
@@ -158,5 +171,6 @@ describe("pulumi up of index.ts (real CLI and Node.js language host, local platf
     const history = pulumiJson(["stack", "history", "--json"]) as Array<{ kind: string; result: string }>;
     expect(history.map((h) => `${h.kind}:${h.result}`)).to.include.members(["update:succeeded", "destroy:succeeded"]);
     expect(history.filter((h) => h.kind === "update" && h.result === "succeeded")).to.have.length(2);
+    expect(history.filter((h) => h.kind === "update" && h.result === "failed").length, "the refused up").to.be.at.least(1);
   });
 });

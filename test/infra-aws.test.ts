@@ -27,6 +27,8 @@ import {
   valueOf,
 } from "./support/pulumi-mocks";
 import { kwykSpec, PRESIGNED_URL } from "./support/job-specs";
+import { CreateBucketCommand, PutObjectCommand } from "@aws-sdk/client-s3";
+import { sharedMoto, testS3 } from "./support/fixtures";
 
 const ROLE = "aws:iam/role:Role";
 const ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy";
@@ -410,16 +412,23 @@ describe("infra: pure helpers", () => {
 
 describe("index.ts: `pulumi up` of Pulumi.dev.yaml (mocked Pulumi)", () => {
   before(installMocks);
+  // The program reads the subject's run lease before declaring anything: moto stands in for the lab's bucket.
+  before(async () => {
+    await sharedMoto();
+    await testS3().send(new CreateBucketCommand({ Bucket: "my-lab-bucket" })).catch(() => undefined);
+  });
+  const loadConfig = () => {
+    const doc = load(readFileSync(path.join(__dirname, "..", "Pulumi.dev.yaml"), "utf8")) as { config: Record<string, unknown> };
+    const config = Object.fromEntries(Object.entries(doc.config).map(([key, value]) => [key, typeof value === "string" ? value : JSON.stringify(value)]));
+    pulumi.runtime.setAllConfig({ ...config, "cloudcompute:agentBundle": BUNDLE_PATH });
+    return config;
+  };
 
   it("declares the kwyk job from stack config, with the stack name as job id", async () => {
-    const doc = load(readFileSync(path.join(__dirname, "..", "Pulumi.dev.yaml"), "utf8")) as { config: Record<string, unknown> };
-    const config = Object.fromEntries(
-      Object.entries(doc.config).map(([key, value]) => [key, typeof value === "string" ? value : JSON.stringify(value)]),
-    );
-    pulumi.runtime.setAllConfig({ ...config, "cloudcompute:agentBundle": BUNDLE_PATH });
+    loadConfig();
     recorded.reset();
     try {
-      const program = require("../index") as typeof import("../index");
+      const program = await (require("../index") as typeof import("../index"))();
       await Promise.all([valueOf(program.instanceId), valueOf(program.specUrl)]);
       expect(program.jobId).to.equal(MOCK_STACK);
       expect(await valueOf(program.markerUrl)).to.equal(`s3://my-lab-bucket/kwyk/_cloudcompute/${MOCK_STACK}/marker.json`);
@@ -428,6 +437,24 @@ describe("index.ts: `pulumi up` of Pulumi.dev.yaml (mocked Pulumi)", () => {
       expect(instance.region).to.equal("us-east-1");
       const staging = recorded.ofType(DYNAMIC).find((r) => r.name === "staging")!;
       expect(JSON.parse(staging.inputs.specJson).container.command).to.deep.equal(["-m", "bvwn_multi_prior", "{input}", "{output}/{subject}"]);
+    } finally {
+      pulumi.runtime.setAllConfig({});
+    }
+  });
+
+  it("refuses a subject another driver runs now, naming it, before declaring anything", async () => {
+    loadConfig();
+    const subject = "NDARINV1A2B3C4D"; // Pulumi.dev.yaml's NDAR_INV1A2B3C4D, normalised
+    const now = new Date();
+    const lease = { apiVersion: "cloudcompute/v1", kind: "subject-lease", subject, leaseId: "x", periodSeconds: 300, holder: { user: "erin", host: "lab-ws3", pid: 77, jobId: "job-elsewhere" }, since: now.toISOString(), renewedAt: now.toISOString(), expiresAt: new Date(now.getTime() + 300_000).toISOString() };
+    const key = `kwyk/_cloudcompute/subjects/${subject}/lease.json`;
+    await testS3().send(new PutObjectCommand({ Bucket: "my-lab-bucket", Key: key, Body: JSON.stringify(lease) }));
+    recorded.reset();
+    try {
+      const err = await (require("../index") as typeof import("../index"))().then(() => undefined, (e: unknown) => e);
+      expect(err).to.be.instanceOf(pulumi.RunError);
+      expect((err as Error).message).to.include(`subject ${subject} is being run by erin@lab-ws3 (pid 77, job job-elsewhere)`);
+      expect(recorded.ofType(INSTANCE)).to.deep.equal([]);
     } finally {
       pulumi.runtime.setAllConfig({});
     }
