@@ -27,6 +27,8 @@ export async function capacityFor(resolved: ResolvedJob): Promise<CapacityReport
 
 function why(err: unknown): string {
   const e = err as { name?: string };
+  // An S3-only endpoint (AWS_ENDPOINT_URL) answers with a web page: say that, not the parser's complaint.
+  if (e?.name === "SyntaxError") return "the endpoint's answer is not the AWS API's (is AWS_ENDPOINT_URL an S3-only server?)";
   const name = e?.name && e.name !== "Error" ? `${e.name}: ` : "";
   return `${name}${errorMessage(err).split("\n")[0]}`.slice(0, 300);
 }
