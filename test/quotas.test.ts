@@ -14,7 +14,9 @@ import { startFakeServiceQuotas, FakeServiceQuotas } from "../sandbox/fake-servi
 import { checkJobFits, iamFigures, planConcurrency, quotaClassOf, vcpuFigures, withFits, type CapacityReport } from "../driver/quotas";
 import { readCapacity } from "../driver/quota-reads";
 import { awsRetryConfig, classifyAwsFailure, classifyEngineText, withAwsBackoff } from "../driver/backoff";
-import { BadInputError } from "../driver/errors";
+import { BadInputError, InfraError } from "../driver/errors";
+import { explainEngineError } from "../driver/engine";
+import { isRetryable } from "../driver/run";
 
 /** Engine output of failed `up`s as the AWS provider (Terraform-based, SDK v2 for Go) words them. */
 const ENGINE_CAPACITY = `Updating (job-NDARINV0000AAAA-20261129T102501123Z):
@@ -222,6 +224,14 @@ describe("classifying throttling and capacity failures", function () {
     expect(classifyEngineText(ENGINE_OTHER)).to.equal(undefined);
     expect(classifyEngineText("error: the stack's secrets could not be decrypted: passphrase")).to.equal(undefined);
     expect(classifyAwsFailure(new Error(`CommandError: code: 255\n stdout: ${ENGINE_CAPACITY}`))).to.equal("capacity");
+  });
+
+  it("capacity waited for in vain is worth a fresh launch (--retries); a quota used up meanwhile is explained", () => {
+    expect(isRetryable({ reason: "insufficient-capacity", message: "" })).to.equal(true);
+    expect(isRetryable({ reason: "up-failed", message: "" })).to.equal(false);
+    const explained = explainEngineError(new Error(ENGINE_OTHER), "job-NDARINV0000AAAA-20261129T102501123Z");
+    expect(explained).to.be.instanceOf(InfraError);
+    expect(explained.message).to.match(/^EC2 refused job job-NDARINV0000AAAA-20261129T102501123Z's instance: the account's vCPU quota for its class is used up \(VcpuLimitExceeded\)/);
   });
 });
 
