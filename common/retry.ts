@@ -21,6 +21,7 @@ const TRANSIENT_NAMES = new Set([
   "InternalError",
   "ServiceUnavailable",
   "TimeoutError",
+  "RequestLimitExceeded",
 ]);
 
 /** An HTTP status carried by an SDK error ($metadata) or by our own errors (`status`). */
@@ -48,6 +49,12 @@ export interface RetryOptions {
   signal?: AbortSignal;
   isRetryable?: (err: unknown) => boolean;
   onRetry?: (err: unknown, attempt: number, delayMs: number) => void;
+  /** No retry whose delay would end later than this after the first attempt started. */
+  maxTotalMs?: number;
+  /** For tests: a clock, a sleep and a random source instead of the real ones. */
+  now?: () => number;
+  sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
+  random?: () => number;
 }
 
 export async function withRetries<T>(fn: (attempt: number) => Promise<T>, opts: RetryOptions = {}): Promise<T> {
@@ -55,15 +62,20 @@ export async function withRetries<T>(fn: (attempt: number) => Promise<T>, opts: 
   const base = opts.baseDelayMs ?? 250;
   const max = opts.maxDelayMs ?? 8000;
   const retryable = opts.isRetryable ?? isTransientError;
+  const now = opts.now ?? Date.now;
+  const random = opts.random ?? Math.random;
+  const pause = opts.sleep ?? ((ms: number, signal?: AbortSignal) => sleep(ms, undefined, { signal }));
+  const started = now();
   for (let attempt = 1; ; attempt++) {
     try {
       return await fn(attempt);
     } catch (err) {
       if (attempt >= attempts || !retryable(err) || opts.signal?.aborted) throw err;
       // Full jitter keeps parallel workers from retrying in lockstep against a throttling server.
-      const delay = Math.round(Math.random() * Math.min(max, base * 2 ** (attempt - 1)));
+      const delay = Math.round(random() * Math.min(max, base * 2 ** (attempt - 1)));
+      if (opts.maxTotalMs !== undefined && now() + delay - started > opts.maxTotalMs) throw err;
       opts.onRetry?.(err, attempt, delay);
-      await sleep(delay, undefined, { signal: opts.signal });
+      await pause(delay, opts.signal);
     }
   }
 }

@@ -15,6 +15,11 @@ import { checkInputRegions, RegionCache } from "./regions";
 import { allSubjectsFromManifest, exclusionTable, readSubjectsList, type SubjectsList } from "./subjects";
 import type { SubjectSelection } from "../job/nda-manifest";
 import { redactUrl } from "../job/spec";
+import { capacityFor } from "./quota-reads";
+import { planConcurrency, quotaWarnings } from "./quotas";
+
+/** Jobs in flight when --concurrency is not given (capped to what the account's quotas fit). */
+export const DEFAULT_CONCURRENCY = 4;
 
 /** The hidden flag carrying one subject's input URLs (JSON) to its worker, through the environment like the rest. */
 export const SUBJECT_INPUTS_FLAG = "subject-inputs";
@@ -77,16 +82,23 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
   const secrets = jobs.map((job) => secretsPassphraseProblem(staged(job.spec), backendUrl(job.backend))).find(Boolean);
   if (secrets && !argv["dry-run"]) throw new BadInputError(secrets); // before any worker starts, not once per worker
   if (secrets) printWarnings([`without --dry-run this batch would be refused (exit 2): ${secrets}`], seen);
+  // One instance type and region for every job: the quotas are read once and weighed against the whole batch.
+  const capacity = await capacityFor(jobs[0]);
+  printWarnings(quotaWarnings(capacity), seen);
+  const explicit = argv.concurrency !== undefined;
+  const requested = explicit ? Number(argv.concurrency) : DEFAULT_CONCURRENCY;
+  const plan = planConcurrency(capacity, requested, explicit, list.subjects.length);
+  if (plan.capped) process.stderr.write(`[batch] ${plan.capped}\n`);
   if (argv["dry-run"]) {
     // A row's https URL is presigned: printed without its signature, as the jobs' specs print it.
     const shown = subjectInputs && Object.fromEntries(Object.entries(subjectInputs).map(([subject, urls]) => [subject, Object.fromEntries(Object.entries(urls).map(([name, url]) => [name, redactUrl(url)]))]));
-    options.printJson({ dryRun: true, subjects: list.subjects, ...(selection ? { excluded: selection.excluded } : {}), ...(shown ? { subjectInputs: shown } : {}), jobs: jobs.map(dryRun) });
+    options.printJson({ dryRun: true, subjects: list.subjects, ...(selection ? { excluded: selection.excluded } : {}), ...(shown ? { subjectInputs: shown } : {}), quotas: { ...capacity, plan }, jobs: jobs.map(dryRun) });
     return 0;
   }
   for (const job of jobs) printWarnings(await checkRegions(job, cache), seen);
   const result = await runBatch({
     subjects: list.subjects,
-    concurrency: Number(argv.concurrency),
+    concurrency: plan.concurrency,
     rerun: Boolean(argv.rerun),
     outputPrefix: jobs[0].spec.outputs.prefix,
     outputLayout: jobs[0].spec.outputs.layout,

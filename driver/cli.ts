@@ -5,7 +5,9 @@
 import yargs, { Argv, Options } from "yargs";
 import { hideBin } from "yargs/helpers";
 import { SKIP_SUCCEEDED_ENV, WORKER_ARGS_ENV } from "./batch";
-import { checkRegions, printWarnings, runBatchCommand, SUBJECT_INPUTS_FLAG } from "./batch-command";
+import { checkRegions, DEFAULT_CONCURRENCY, printWarnings, runBatchCommand, SUBJECT_INPUTS_FLAG } from "./batch-command";
+import { capacityFor } from "./quota-reads";
+import { checkJobFits, quotaWarnings } from "./quotas";
 import { RegionCache } from "./regions";
 import { inputSignerFor } from "./input-signing";
 import { backendStacks, cancelJob, formatHistory, formatStatus, gc, jobHistory, jobListTable, jobStatus, listJobs, printLogs } from "./commands";
@@ -49,7 +51,7 @@ const RUN_OPTIONS = {
   "subjects-file": { type: "string", describe: "Batch: run one job per subject listed in this file (one per line or first column; a CSV header subject,input[,input.NAME] gives per-subject input URLs)" },
   "all-subjects": { type: "boolean", describe: "Batch: every subject the manifest (or --nda-package's) holds a file for (with --data-type/--session/--pick); the others are listed with the reason" },
   [SUBJECT_INPUTS_FLAG]: { type: "string", hidden: true, describe: "A batch worker's subjects-file inputs (JSON)" },
-  concurrency: { type: "number", default: 4, describe: "Batch: jobs running at once (each in its own worker process)" },
+  concurrency: { type: "number", describe: `Batch: jobs running at once (each in its own worker process); default ${DEFAULT_CONCURRENCY}, capped to what the account's quotas fit (aws); a value that cannot fit is refused` },
   rerun: { type: "boolean", default: false, describe: "Batch: also run subjects that already have a success marker" },
 } as const satisfies Record<string, Options>;
 
@@ -174,10 +176,17 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   printWarnings(resolved.warnings);
   // A batch's parent checked every subject's regions (one lookup per bucket) before starting its workers.
   if (!argv["dry-run"] && process.env.CLOUDCOMPUTE_WORKER !== "1") printWarnings(await checkRegions(resolved, new RegionCache()));
+  // Quotas before anything exists (aws): a job that cannot fit is refused, an unreadable quota only warned about. A
+  // batch's parent weighed them for all its workers.
+  const quotas = process.env.CLOUDCOMPUTE_WORKER === "1" ? undefined : await capacityFor(resolved);
+  if (quotas) {
+    printWarnings(quotaWarnings(quotas));
+    checkJobFits(quotas);
+  }
   if (argv["dry-run"]) {
     const secrets = secretsPassphraseProblem(resolved.spec, backendUrl(resolved.backend));
     if (secrets) printWarnings([`without --dry-run this job would be refused (exit 2): ${secrets}`]);
-    const rendered = dryRun(resolved);
+    const rendered: Record<string, unknown> = { ...dryRun(resolved), quotas };
     if (json) printJson(rendered);
     else {
       const { userData, ...rest } = rendered;

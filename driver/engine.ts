@@ -206,6 +206,13 @@ export function explainEngineError(err: unknown, jobId: string): Error {
         `stack was created with (the driver's default is the empty passphrase).\n${tail(message)}`,
     );
   }
+  if (/\bVcpuLimitExceeded\b/.test(message)) {
+    // The check before launch saw room; another launch in the account took it since.
+    return new InfraError(
+      `EC2 refused job ${jobId}'s instance: the account's vCPU quota for its class is used up (VcpuLimitExceeded). ` +
+        `--dry-run --json shows the quota and what is in use; run fewer jobs at once or ask AWS for more.\n${tail(message)}`,
+    );
+  }
   return new InfraError(`Pulumi failed for job ${jobId}:\n${tail(message)}`);
 }
 

@@ -14,6 +14,7 @@ import { defaultLocalWorkDir, localJobAlive, reclaimLocalAgent } from "../infra/
 import { BadInputError } from "./errors";
 import { JOB_TAG, RECORD_NAMES } from "../job/layout";
 import { PendingCreate, reclaimAws } from "./reclaim";
+import { awsRetryConfig } from "./backoff";
 
 export type { PlatformName };
 
@@ -133,7 +134,7 @@ function ec2Sdk(): typeof import("@aws-sdk/client-ec2") {
 const ec2Clients = new Map<string, EC2Client>();
 function ec2(region: string): EC2Client {
   let client = ec2Clients.get(region);
-  if (!client) ec2Clients.set(region, (client = new (ec2Sdk().EC2Client)({ region, maxAttempts: 5 })));
+  if (!client) ec2Clients.set(region, (client = new (ec2Sdk().EC2Client)({ region, ...awsRetryConfig })));
   return client;
 }
 
@@ -147,7 +148,7 @@ export const awsPlatform: Platform = {
   // The provider plugin matching the @pulumi/aws SDK in package.json: one version, written down once.
   requiredPlugins: [{ name: "aws", version: `v${(require("@pulumi/aws/package.json") as { version: string }).version}` }],
   async preflight() {
-    // Credentials and quotas are checked by the engine at `up`; a failing `up` destroys what it created.
+    // Credentials are checked by the engine at `up`; quotas before it (driver/quota-reads.ts, from the CLI).
   },
   async computeState(instanceId, spec) {
     try {
@@ -223,7 +224,7 @@ export const awsPlatform: Platform = {
   },
   async reclaim(jobId, region, pending) {
     const where = region ?? defaultRegion();
-    const iam = () => new (require("@aws-sdk/client-iam") as typeof import("@aws-sdk/client-iam")).IAMClient({ region: where, maxAttempts: 5 });
+    const iam = () => new (require("@aws-sdk/client-iam") as typeof import("@aws-sdk/client-iam")).IAMClient({ region: where, ...awsRetryConfig });
     return reclaimAws(jobId, pending, { ec2: ec2(where), iam });
   },
 };

@@ -22,6 +22,7 @@ import { ensurePlugins, refuseSecretsWithoutPassphrase, stagedSpec } from "./pre
 import { createProgress, Progress } from "./progress";
 import type { ResolvedJob } from "./options";
 import { teardown } from "./teardown";
+import { classifyAwsFailure, withAwsBackoff } from "./backoff";
 import { waitForCompletion, WaitResult } from "./wait";
 import { checkPresignedExpiry } from "../job/presigned";
 import { holdSubjectLease, type HeldLease } from "./lease";
@@ -36,7 +37,7 @@ export interface JobResult {
   platform: string;
   outcome: Outcome;
   exitCode: ExitCode;
-  /** Why it failed: the marker's reason, or the driver's (instance-lost, spot-interrupted, heartbeat-lost, max-runtime, up-failed, interrupted). */
+  /** Why it failed: the marker's reason, or the driver's (instance-lost, spot-interrupted, heartbeat-lost, max-runtime, up-failed, insufficient-capacity, interrupted). */
   reason?: string;
   message: string;
   resultsUrl: string;
@@ -83,7 +84,7 @@ export interface RunOptions {
 /** Jobs of this process whose stack may hold resources: a second Ctrl-C names them in the cleanup hint. */
 export const activeJobs = new Set<string>();
 
-/** Run a job, retrying lost compute up to `retries` times; spot falls back to on-demand on the last attempt. */
+/** Run a job, retrying lost compute (or capacity) up to `retries` times; spot falls back to on-demand on the last attempt. */
 export async function runJobWithRetries(resolved: ResolvedJob, options: RunOptions): Promise<JobResult> {
   const stream = options.stream ?? process.stderr;
   // One subject, one running job: refused here, before anything exists, if another driver holds the subject.
@@ -154,12 +155,12 @@ export function expiryBlocksRetry(spec: Pick<JobSpec, "inputs" | "limits">, now:
 }
 
 /**
- * Worth another attempt: a spot interruption (the agent's marker or EC2's state reason says so) or an instance EC2
- * itself lost (a `Server.*` state reason). A failure the job would meet again — a bad input, a failing container, an
+ * Worth another attempt: a spot interruption (the agent's marker or EC2's state reason says so), an instance EC2
+ * itself lost (a `Server.*` state reason), or capacity that `up`'s backoff waited for in vain. A failure the job would meet again — a bad input, a failing container, an
  * agent that died for no reason anyone names — is not retried: that only pays for the same failure twice.
  */
 export function isRetryable(result: Pick<JobResult, "reason" | "message">): boolean {
-  if (result.reason === "spot-interrupted") return true;
+  if (result.reason === "spot-interrupted" || result.reason === "insufficient-capacity") return true;
   return result.reason === "instance-lost" && /\(Server\.[A-Za-z]+/.test(result.message);
 }
 
@@ -254,7 +255,12 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
     if (signal.aborted) throw new InterruptedError();
 
     const tUp = Date.now();
-    const up = await stack.up({ onOutput: engineOutput, signal, message: `cloudcompute job ${spec.jobId}: start` });
+    // Throttling or no capacity is "later", not "failed": the same stack is brought up again after a backoff.
+    const jobStack = stack;
+    const up = await withAwsBackoff("up", () => jobStack.up({ onOutput: engineOutput, signal, message: `cloudcompute job ${spec.jobId}: start` }), {
+      signal,
+      log: (line) => progress.note(line),
+    });
     computeStartedAt = Date.now();
     driverTimings.up = seconds(computeStartedAt - tUp);
     const instanceId = String(up.outputs.instanceId?.value ?? "");
@@ -277,7 +283,10 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
       failure = { outcome: "interrupted", exitCode: ExitCode.interrupted, reason: "interrupted", message: "interrupted: the job's resources were destroyed" };
     } else if (stack) {
       const explained = explainEngineError(err, spec.jobId);
-      failure = { outcome: "error", exitCode: ExitCode.infra, reason: computeStartedAt ? "driver-error" : "up-failed", message: explained.message };
+      // Capacity that did not come back within the backoff: a fresh launch (--retries; spot's last is on-demand) may find it.
+      const reason = computeStartedAt ? "driver-error" : classifyAwsFailure(err) === "capacity" ? "insufficient-capacity" : "up-failed";
+      const waited = reason === "insufficient-capacity" ? "EC2 had no capacity for the instance type within the backoff (see the log above); --retries launches again, spot's last retry on-demand.\n" : "";
+      failure = { outcome: "error", exitCode: ExitCode.infra, reason, message: `${waited}${explained.message}` };
     } else {
       // No stack: nothing was created. A refused job id keeps the earlier job's record as it is.
       if (!(err instanceof BadInputError)) writeJobRecord({ ...record, state: "error", endedAt: new Date().toISOString(), message: errorMessage(err) });
@@ -293,7 +302,7 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
     try {
       // After an interrupted update, refresh anyway: it drops pending creates the cut-off update left.
       const refresh = platform.refreshBeforeDestroy || signal.aborted || !computeStartedAt;
-      const reclaimed = await teardown(stack, spec.jobId, describe(failure, wait), { onOutput: engineOutput, refresh, platform, region: spec.instance.region });
+      const reclaimed = await teardown(stack, spec.jobId, describe(failure, wait), { onOutput: engineOutput, refresh, platform, region: spec.instance.region, log: (line) => progress.note(line) });
       for (const line of reclaimed) progress.note(`deleted what the cut-off update had not recorded: ${line}`);
     } catch (err) {
       const explained = explainEngineError(err, spec.jobId);

@@ -5,6 +5,7 @@ import { InfraError } from "./errors";
 import { resourceCount } from "./engine";
 import type { Platform } from "./platform";
 import { pendingCreates } from "./reclaim";
+import { withAwsBackoff } from "./backoff";
 
 /**
  * Refresh (a compute that ended by itself is gone, and a cut-off update's pending creates are dropped), destroy
@@ -16,7 +17,7 @@ export async function teardown(
   stack: Stack,
   jobId: string,
   message: string,
-  opts: { onOutput?: (text: string) => void; refresh?: boolean; platform: Platform; region?: string },
+  opts: { onOutput?: (text: string) => void; refresh?: boolean; platform: Platform; region?: string; log?: (line: string) => void },
 ): Promise<string[]> {
   const { onOutput, refresh = true, platform } = opts;
   const pending = await pendingCreates(stack);
@@ -38,7 +39,8 @@ export async function teardown(
       // Destroy works from the recorded state; a failed refresh must not keep resources alive.
     }
   }
-  await withLockRetry(() => stack.destroy({ onOutput, message }));
+  // A throttled delete is retried after a backoff: giving up would leave the job's resources behind.
+  await withAwsBackoff("destroy", () => withLockRetry(() => stack.destroy({ onOutput, message })), { kinds: ["throttled"], log: opts.log ?? (() => undefined) });
   const left = await resourceCount(stack);
   if (left > 0) throw new InfraError(`the stack of job ${jobId} still holds ${left} resource(s) after destroy`);
   return platform.reclaim(jobId, opts.region, pending);
