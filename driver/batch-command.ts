@@ -14,8 +14,8 @@ import { allSubjectsFromManifest, exclusionTable, readSubjectsList, type Subject
 import type { SubjectSelection } from "../job/nda-manifest";
 import { redactUrl } from "../job/spec";
 
-/** The hidden flag carrying one subject's input URLs (JSON) to its worker, through the environment like the rest. */
-export const SUBJECT_INPUTS_FLAG = "subject-inputs";
+import { SUBJECT_INPUTS_FLAG } from "./worker-env";
+export { SUBJECT_INPUTS_FLAG };
 
 export interface BatchCommandOptions {
   workerArgs: string[];

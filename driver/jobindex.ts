@@ -45,6 +45,8 @@ export interface JobRecord {
   /** The job this one retries. */
   retryOf?: string;
   timings?: Record<string, number>;
+  /** The batch that ran it (driver/batch.ts), absent for a single `run`: `list --batch` selects by it. */
+  batchId?: string;
 }
 
 function recordPath(jobId: string): string {
