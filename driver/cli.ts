@@ -12,12 +12,13 @@ import { ALL_KEYS, DEPLOY_KEYS, isRepeatable, type ConfigKey } from "../job/conf
 import { silenceAwsSdkNodeNotice } from "../job/node-support";
 
 // Each command loads what it needs when it runs: the Pulumi Automation API (~1 s) and the AWS SDK only for the
-// commands that use them, so `--help`, `list` and `status` start in a fraction of a second.
+// commands that use them, so `--help`, `list` and `status` start in a fraction of a second. require(), not import():
+// tsx's CommonJS hook (the unbuilt path) does not see dynamic import()s.
 let loadedRun: typeof import("./run") | undefined;
-const runModule = async () => (loadedRun ??= await import("./run"));
-const batchCommand = () => import("./batch-command");
-const commands = () => import("./commands");
-const inspect = () => import("./inspect");
+const runModule = () => (loadedRun ??= require("./run") as typeof import("./run"));
+const batchCommand = () => require("./batch-command") as typeof import("./batch-command");
+const commands = () => require("./commands") as typeof import("./commands");
+const inspect = () => require("./inspect") as typeof import("./inspect");
 
 
 /** A key's flag as yargs declares it; its help says the default and the key it overrides. */
@@ -171,18 +172,18 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   const flags: SpecFlags = argv;
   const json = Boolean(argv.json);
   if (argv["subjects-file"] !== undefined || argv["all-subjects"]) {
-    const { runBatchCommand } = await batchCommand();
+    const { runBatchCommand } = batchCommand();
     return runBatchCommand(argv, flags, { workerArgs: workerArgs(argv), signal: () => interruptController().signal, printJson });
   }
   if (argv[SUBJECT_INPUTS_FLAG] !== undefined && process.env.CLOUDCOMPUTE_WORKER !== "1") {
     throw new BadInputError(`--${SUBJECT_INPUTS_FLAG} is for batch workers; use --subjects-file with input columns`);
   }
-  const { resolvePackageJob } = await import("./nda-package");
-  const { inputSignerFor } = await import("./input-signing");
-  const { checkRegions, printWarnings } = await batchCommand();
-  const { RegionCache } = await import("./regions");
-  const { dryRun, runJobWithRetries } = await runModule();
-  const { jobSummary } = await import("./summary");
+  const { resolvePackageJob } = require("./nda-package") as typeof import("./nda-package");
+  const { inputSignerFor } = require("./input-signing") as typeof import("./input-signing");
+  const { checkRegions, printWarnings } = batchCommand();
+  const { RegionCache } = require("./regions") as typeof import("./regions");
+  const { dryRun, runJobWithRetries } = runModule();
+  const { jobSummary } = require("./summary") as typeof import("./summary");
   const rowInputs = argv[SUBJECT_INPUTS_FLAG] === undefined ? undefined : (JSON.parse(String(argv[SUBJECT_INPUTS_FLAG])) as { urls: Record<string, string>; where: string });
   const extra = rowInputs ? { inputOverrides: rowInputs } : {};
   const resolved = await resolvePackageJob(flags, {}, extra, await inputSignerFor(flags));
@@ -247,37 +248,37 @@ export function buildParser(args: string[]): Argv {
       exitCode = await runCommand(argv as Record<string, unknown>);
     })
     .command("status [job]", "Show a job's state and the agent's latest status (default: the latest job)", (y) => y.positional("job", { type: "string" }).option("json", { type: "boolean", default: false }), async (argv) => {
-      const { formatStatus, jobStatus } = await inspect();
+      const { formatStatus, jobStatus } = inspect();
       const report = await jobStatus(argv.job);
       if (argv.json) printJson(report);
       else process.stdout.write(formatStatus(report));
     })
     .command("logs [job]", "Print the agent's log from S3 (default: the latest job)", (y) => y.positional("job", { type: "string" }).option("follow", { alias: "f", type: "boolean", default: false, describe: "Keep printing until the job ends" }), async (argv) => {
-      const { printLogs } = await commands();
+      const { printLogs } = commands();
       await printLogs(argv.job, Boolean(argv.follow), process.stdout, interruptController().signal);
     })
     .command("list", "List jobs: subject, start, end, outcome, cost", (y) => y.options({ json: { type: "boolean", default: false }, stacks: { type: "boolean", default: false, describe: "Also list the backend's stacks (slow on big backends)" }, backend: BACKEND_OPTION, ...LIST_FILTERS }), async (argv) => {
-      const { jobFilter, listJobs } = await inspect();
+      const { jobFilter, listJobs } = inspect();
       const jobs = listJobs(jobFilter(argv));
-      const stacks = argv.stacks ? await (await commands()).backendStacks(argv.backend) : undefined;
+      const stacks = argv.stacks ? await commands().backendStacks(argv.backend) : undefined;
       if (argv.json) printJson(stacks ? { jobs, stacks } : jobs);
       else {
-        process.stdout.write((await import("./summary")).jobListTable(jobs));
+        process.stdout.write((require("./summary") as typeof import("./summary")).jobListTable(jobs));
         if (stacks) process.stdout.write(stacks.map((s) => `stack ${s.name}: ${s.resourceCount ?? "?"} resources, updated ${s.lastUpdate ?? "?"}`).join("\n") + "\n");
       }
     })
     .command("history [job]", "Show a job's stack history (every up, refresh and destroy), its audit trail (default: the latest job)", (y) => y.positional("job", { type: "string" }).options({ json: { type: "boolean", default: false }, backend: BACKEND_OPTION }), async (argv) => {
-      const { formatHistory, jobHistory } = await commands();
+      const { formatHistory, jobHistory } = commands();
       const { jobId, entries } = await jobHistory(argv.job, argv.backend as string | undefined);
       if (argv.json) printJson(entries);
       else process.stdout.write(formatHistory(jobId, entries));
     })
     .command("cancel <job>", "Stop a job: interrupt its driver, or clear the stack's lock and destroy its resources", (y) => y.positional("job", { type: "string", demandOption: true }).option("backend", BACKEND_OPTION), async (argv) => {
-      const { cancelJob } = await commands();
+      const { cancelJob } = commands();
       await cancelJob(argv.job, (line) => process.stderr.write(`${line}\n`), argv.backend);
     })
     .command("gc", "Destroy stacks holding resources whose driver is gone; report cloudcompute instances no stack owns", (y) => y.options({ "dry-run": { type: "boolean", default: false }, aws: { type: "boolean", default: false, describe: "Also look for orphaned EC2 instances (needs AWS credentials)" }, json: { type: "boolean", default: false }, backend: BACKEND_OPTION }), async (argv) => {
-      const { gc } = await commands();
+      const { gc } = commands();
       const report = await gc({ dryRun: Boolean(argv["dry-run"]), aws: Boolean(argv.aws), backend: argv.backend, log: (line) => process.stderr.write(`${line}\n`) });
       if (argv.json) printJson(report);
       else process.stderr.write(`gc: ${report.destroyed.length} stack(s) ${argv["dry-run"] ? "to destroy" : "destroyed"}, ${report.failed.length} failed, ${report.leftAlone.length} left alone (owner not provably gone), ${report.orphans.length} orphaned instance(s), ${report.localDataRemoved.length} local job(s) whose data ${argv["dry-run"] ? "would be" : "was"} deleted\n`);

@@ -29,8 +29,8 @@ export interface JobStatusReport {
 export async function jobStatus(jobId?: string): Promise<JobStatusReport> {
   const record = jobRecordFor(jobId);
   // Loaded here, not at the top: `list` needs neither the AWS SDK nor zod.
-  const { parseAgentStatus, parseCompletionMarker } = await import("../job/records");
-  const { readRecord } = await import("./s3");
+  const { parseAgentStatus, parseCompletionMarker } = require("../job/records") as typeof import("../job/records");
+  const { readRecord } = require("./s3") as typeof import("./s3");
   const [status, marker] = await Promise.all([
     readRecord(parseS3Url(record.statusUrl), parseAgentStatus).catch(() => undefined),
     readRecord(parseS3Url(record.markerUrl), parseCompletionMarker).catch(() => undefined),
