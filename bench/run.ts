@@ -1,4 +1,5 @@
 /**
+ * `npm run bench -- list [--json] [--jobs N]`: the listing and start-up benchmark (bench/list.ts) alone.
  * `npm run bench -- [--json] [--only agent|driver] [--cases download,upload,overlap] [--rounds N] [--check]
  *                  [--server auto|versitygw|moto]`
  *
@@ -35,6 +36,8 @@ interface Report {
 
 async function main(): Promise<number> {
   silenceAwsSdkNodeNotice();
+  // A named benchmark runs alone, with its own arguments.
+  if (hideBin(process.argv)[0] === "list") return (await import("./list")).listBench(hideBin(process.argv).slice(1));
   const argv = await yargs(hideBin(process.argv))
     .scriptName("npm run bench --")
     .option("json", { type: "boolean", default: false, describe: "print one JSON document on stdout" })

@@ -19,10 +19,9 @@ import { capacityFor } from "./quota-reads";
 import { planConcurrency, quotaWarnings } from "./quotas";
 
 /** Jobs in flight when --concurrency is not given (capped to what the account's quotas fit). */
-export const DEFAULT_CONCURRENCY = 4;
 
-/** The hidden flag carrying one subject's input URLs (JSON) to its worker, through the environment like the rest. */
-export const SUBJECT_INPUTS_FLAG = "subject-inputs";
+import { DEFAULT_CONCURRENCY, SUBJECT_INPUTS_FLAG } from "./worker-env";
+export { SUBJECT_INPUTS_FLAG };
 
 export interface BatchCommandOptions {
   workerArgs: string[];

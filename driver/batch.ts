@@ -15,6 +15,7 @@ import { readSubjectsList } from "./subjects";
 import { cloudcomputeHome, PACKAGE_ROOT } from "../common/paths";
 import { seconds } from "../common/time";
 import { readRecord } from "./s3";
+import { BATCH_ID_ENV, SKIP_SUCCEEDED_ENV, WORKER_ARGS_ENV } from "./worker-env";
 import type { JobResult } from "./run";
 import type { ResolvedJob } from "./options";
 import { formatS3Url } from "../job/s3url";
@@ -94,7 +95,6 @@ export async function findSuccess(outputPrefix: string, subject: string, layout:
 }
 
 /** Set for a batch's workers unless --rerun: a subject that succeeded meanwhile (another driver) is not run again. */
-export const SKIP_SUCCEEDED_ENV = "CLOUDCOMPUTE_SKIP_SUCCEEDED";
 
 /**
  * A batch worker holding the subject's lease looks once more: another driver may have run the subject to success
@@ -129,10 +129,9 @@ interface Worker {
   done: Promise<BatchEntry>;
 }
 
-/** The environment variable carrying a batch worker's job flags (a JSON list of arguments). */
-export const WORKER_ARGS_ENV = "CLOUDCOMPUTE_WORKER_ARGS";
+export { WORKER_ARGS_ENV };
 
-function startWorker(subject: string, options: BatchOptions, logDir: string): Worker {
+function startWorker(subject: string, options: BatchOptions, logDir: string, batchId: string): Worker {
   const stream = options.stream ?? process.stderr;
   const logPath = path.join(logDir, `${subject}.log`);
   const log = fs.createWriteStream(logPath);
@@ -141,7 +140,7 @@ function startWorker(subject: string, options: BatchOptions, logDir: string): Wo
   // worker's command line is readable by every user of the machine for as long as its job runs.
   const child = spawn(process.execPath, [CLI_ENTRY, "run", "--subject", subject, "--json"], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, CLOUDCOMPUTE_WORKER: "1", [SKIP_SUCCEEDED_ENV]: options.rerun ? "0" : "1", [WORKER_ARGS_ENV]: JSON.stringify([...options.workerArgs, ...(options.subjectArgs?.(subject) ?? [])]) },
+    env: { ...process.env, CLOUDCOMPUTE_WORKER: "1", [BATCH_ID_ENV]: batchId, [SKIP_SUCCEEDED_ENV]: options.rerun ? "0" : "1", [WORKER_ARGS_ENV]: JSON.stringify([...options.workerArgs, ...(options.subjectArgs?.(subject) ?? [])]) },
     // Its own process group: a terminal's Ctrl-C reaches only the batch, which forwards exactly one SIGINT (a
     // second one would make a worker leave without cleaning up).
     detached: true,
@@ -221,7 +220,7 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
     const queue = [...pending];
     const lanes = Array.from({ length: Math.max(1, Math.min(options.concurrency, queue.length)) }, async () => {
       for (let subject = queue.shift(); subject !== undefined && !options.signal.aborted; subject = queue.shift()) {
-        const worker = startWorker(subject, options, logDir);
+        const worker = startWorker(subject, options, logDir, batchId);
         running.add(worker);
         const entry = await worker.done;
         running.delete(worker);

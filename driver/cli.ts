@@ -4,24 +4,22 @@
  */
 import yargs, { Argv, Options } from "yargs";
 import { hideBin } from "yargs/helpers";
-import { SKIP_SUCCEEDED_ENV, WORKER_ARGS_ENV } from "./batch";
-import { checkRegions, DEFAULT_CONCURRENCY, printWarnings, runBatchCommand, SUBJECT_INPUTS_FLAG } from "./batch-command";
-import { capacityFor } from "./quota-reads";
-import { checkJobFits, quotaWarnings } from "./quotas";
-import { RegionCache } from "./regions";
-import { inputSignerFor } from "./input-signing";
-import { backendStacks, cancelJob, formatHistory, formatStatus, gc, jobHistory, jobListTable, jobStatus, listJobs, printLogs } from "./commands";
+import { DEFAULT_CONCURRENCY, SKIP_SUCCEEDED_ENV, SUBJECT_INPUTS_FLAG, WORKER_ARGS_ENV } from "./worker-env";
 import { errorMessage } from "../common/errors";
 import { BadInputError, DriverError, ExitCode } from "./errors";
 import type { SpecFlags } from "./options";
-import { resolvePackageJob } from "./nda-package";
-import { activeJobs, dryRun, runJobWithRetries } from "./run";
-import { secretsPassphraseProblem } from "./preflight";
-import { backendUrl } from "../common/paths";
-import { jobSummary } from "./summary";
 import { ALL_KEYS, DEPLOY_KEYS, isRepeatable, type ConfigKey } from "../job/config-keys";
-import { editDistance } from "../job/config";
 import { silenceAwsSdkNodeNotice } from "../job/node-support";
+
+// Each command loads what it needs when it runs: the Pulumi Automation API (~1 s) and the AWS SDK only for the
+// commands that use them, so `--help`, `list` and `status` start in a fraction of a second. require(), not import():
+// tsx's CommonJS hook (the unbuilt path) does not see dynamic import()s.
+let loadedRun: typeof import("./run") | undefined;
+const runModule = () => (loadedRun ??= require("./run") as typeof import("./run"));
+const batchCommand = () => require("./batch-command") as typeof import("./batch-command");
+const commands = () => require("./commands") as typeof import("./commands");
+const inspect = () => require("./inspect") as typeof import("./inspect");
+
 
 /** A key's flag as yargs declares it; its help says the default and the key it overrides. */
 function keyOption(entry: ConfigKey): Options {
@@ -53,6 +51,15 @@ const RUN_OPTIONS = {
   [SUBJECT_INPUTS_FLAG]: { type: "string", hidden: true, describe: "A batch worker's subjects-file inputs (JSON)" },
   concurrency: { type: "number", describe: `Batch: jobs running at once (each in its own worker process); default ${DEFAULT_CONCURRENCY}, capped to what the account's quotas fit (aws); a value that cannot fit is refused` },
   rerun: { type: "boolean", default: false, describe: "Batch: also run subjects that already have a success marker" },
+} as const satisfies Record<string, Options>;
+
+/** `list`'s filters (driver/inspect.ts checks their values). */
+const LIST_FILTERS = {
+  batch: { type: "string", describe: "Only the jobs of this batch (its id, as the batch prints it)" },
+  subject: { type: "string", describe: "Only this subject's jobs" },
+  outcome: { type: "string", describe: "Only jobs in this state: succeeded, failed, error, interrupted, creating, running, destroying" },
+  since: { type: "string", describe: "Only jobs started at or after this date (2026-11-29) or ISO time" },
+  until: { type: "string", describe: "Only jobs started before this time; a bare date includes that whole day" },
 } as const satisfies Record<string, Options>;
 
 /** Flags forwarded to batch workers: every job-describing flag the user gave, plus run flags that apply per job. */
@@ -112,7 +119,7 @@ function interruptController(): AbortController {
       process.stderr.write(`\n${signal}: stopping — cancelling the update if one runs and destroying the job's resources (again to leave at once)\n`);
       return;
     }
-    const jobs = [...activeJobs];
+    const jobs = [...(loadedRun?.activeJobs ?? [])];
     process.stderr.write(
       `\nleaving now. ${jobs.length > 0 ? `Resources may remain; clean up with:\n${jobs.map((j) => `  npm run job -- cancel ${j}`).join("\n")}\n` : ""}`,
     );
@@ -165,11 +172,22 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   const flags: SpecFlags = argv;
   const json = Boolean(argv.json);
   if (argv["subjects-file"] !== undefined || argv["all-subjects"]) {
+    const { runBatchCommand } = batchCommand();
     return runBatchCommand(argv, flags, { workerArgs: workerArgs(argv), signal: () => interruptController().signal, printJson });
   }
   if (argv[SUBJECT_INPUTS_FLAG] !== undefined && process.env.CLOUDCOMPUTE_WORKER !== "1") {
     throw new BadInputError(`--${SUBJECT_INPUTS_FLAG} is for batch workers; use --subjects-file with input columns`);
   }
+  const { resolvePackageJob } = require("./nda-package") as typeof import("./nda-package");
+  const { inputSignerFor } = require("./input-signing") as typeof import("./input-signing");
+  const { checkRegions, printWarnings } = batchCommand();
+  const { RegionCache } = require("./regions") as typeof import("./regions");
+  const { dryRun, runJobWithRetries } = runModule();
+  const { jobSummary } = require("./summary") as typeof import("./summary");
+  const { capacityFor } = require("./quota-reads") as typeof import("./quota-reads");
+  const { checkJobFits, quotaWarnings } = require("./quotas") as typeof import("./quotas");
+  const { secretsPassphraseProblem } = require("./preflight") as typeof import("./preflight");
+  const { backendUrl } = require("../common/paths") as typeof import("../common/paths");
   const rowInputs = argv[SUBJECT_INPUTS_FLAG] === undefined ? undefined : (JSON.parse(String(argv[SUBJECT_INPUTS_FLAG])) as { urls: Record<string, string>; where: string });
   const extra = rowInputs ? { inputOverrides: rowInputs } : {};
   const resolved = await resolvePackageJob(flags, {}, extra, await inputSignerFor(flags));
@@ -218,6 +236,8 @@ function withFlagSuggestions(message: string): string {
   if (!unknown) return message;
   const known = [...Object.keys(SPEC_OPTIONS), ...Object.keys(RUN_OPTIONS), "help"];
   const commands = ["run", ...INSPECT_COMMANDS];
+  // Loaded only here: job/config brings zod, which a correct command line need not pay for at start.
+  const { editDistance } = require("../job/config") as typeof import("../job/config");
   const hints = unknown[1].split(", ").flatMap((name) => {
     const near = known.filter((flag) => editDistance(flag, name.replace(/^-+/, "")) <= 2);
     if (near.length > 0) return [`--${name}: did you mean ${near.map((flag) => `--${flag}`).join(" or ")}?`];
@@ -243,31 +263,37 @@ export function buildParser(args: string[]): Argv {
       exitCode = await runCommand(argv as Record<string, unknown>);
     })
     .command("status [job]", "Show a job's state and the agent's latest status (default: the latest job)", (y) => y.positional("job", { type: "string" }).option("json", { type: "boolean", default: false }), async (argv) => {
+      const { formatStatus, jobStatus } = inspect();
       const report = await jobStatus(argv.job);
       if (argv.json) printJson(report);
       else process.stdout.write(formatStatus(report));
     })
     .command("logs [job]", "Print the agent's log from S3 (default: the latest job)", (y) => y.positional("job", { type: "string" }).option("follow", { alias: "f", type: "boolean", default: false, describe: "Keep printing until the job ends" }), async (argv) => {
+      const { printLogs } = commands();
       await printLogs(argv.job, Boolean(argv.follow), process.stdout, interruptController().signal);
     })
-    .command("list", "List jobs: subject, start, end, outcome, cost", (y) => y.options({ json: { type: "boolean", default: false }, stacks: { type: "boolean", default: false, describe: "Also list the backend's stacks (slow on big backends)" }, backend: BACKEND_OPTION }), async (argv) => {
-      const jobs = listJobs();
-      const stacks = argv.stacks ? await backendStacks(argv.backend) : undefined;
+    .command("list", "List jobs: subject, start, end, outcome, cost", (y) => y.options({ json: { type: "boolean", default: false }, stacks: { type: "boolean", default: false, describe: "Also list the backend's stacks (slow on big backends)" }, backend: BACKEND_OPTION, ...LIST_FILTERS }), async (argv) => {
+      const { jobFilter, listJobs } = inspect();
+      const jobs = listJobs(jobFilter(argv));
+      const stacks = argv.stacks ? await commands().backendStacks(argv.backend) : undefined;
       if (argv.json) printJson(stacks ? { jobs, stacks } : jobs);
       else {
-        process.stdout.write(jobListTable(jobs));
+        process.stdout.write((require("./summary") as typeof import("./summary")).jobListTable(jobs));
         if (stacks) process.stdout.write(stacks.map((s) => `stack ${s.name}: ${s.resourceCount ?? "?"} resources, updated ${s.lastUpdate ?? "?"}`).join("\n") + "\n");
       }
     })
     .command("history [job]", "Show a job's stack history (every up, refresh and destroy), its audit trail (default: the latest job)", (y) => y.positional("job", { type: "string" }).options({ json: { type: "boolean", default: false }, backend: BACKEND_OPTION }), async (argv) => {
+      const { formatHistory, jobHistory } = commands();
       const { jobId, entries } = await jobHistory(argv.job, argv.backend as string | undefined);
       if (argv.json) printJson(entries);
       else process.stdout.write(formatHistory(jobId, entries));
     })
     .command("cancel <job>", "Stop a job: interrupt its driver, or clear the stack's lock and destroy its resources", (y) => y.positional("job", { type: "string", demandOption: true }).option("backend", BACKEND_OPTION), async (argv) => {
+      const { cancelJob } = commands();
       await cancelJob(argv.job, (line) => process.stderr.write(`${line}\n`), argv.backend);
     })
     .command("gc", "Destroy stacks holding resources whose driver is gone; report cloudcompute instances no stack owns", (y) => y.options({ "dry-run": { type: "boolean", default: false }, aws: { type: "boolean", default: false, describe: "Also look for orphaned EC2 instances (needs AWS credentials)" }, json: { type: "boolean", default: false }, backend: BACKEND_OPTION }), async (argv) => {
+      const { gc } = commands();
       const report = await gc({ dryRun: Boolean(argv["dry-run"]), aws: Boolean(argv.aws), backend: argv.backend, log: (line) => process.stderr.write(`${line}\n`) });
       if (argv.json) printJson(report);
       else process.stderr.write(`gc: ${report.destroyed.length} stack(s) ${argv["dry-run"] ? "to destroy" : "destroyed"}, ${report.failed.length} failed, ${report.leftAlone.length} left alone (owner not provably gone), ${report.orphans.length} orphaned instance(s), ${report.localDataRemoved.length} local job(s) whose data ${argv["dry-run"] ? "would be" : "was"} deleted\n`);

@@ -6,61 +6,20 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseS3Url } from "../job/s3url";
 import { WORKDIR_NAMES } from "../job/layout";
-import { belongsToLaunch, parseAgentStatus, parseCompletionMarker, type AgentStatus, type CompletionMarker } from "../job/records";
+import { belongsToLaunch, parseCompletionMarker } from "../job/records";
 import { errorMessage } from "../common/errors";
 import { defaultLocalWorkDir, staleLocalData } from "../infra/local";
-import { BadInputError, InfraError } from "./errors";
+import { InfraError } from "./errors";
 import { engineEnv, explainEngineError, findPulumi, openJobStack, PROJECT_NAME, resourceCount } from "./engine";
-import { JobRecord, latestJob, listJobRecords, readJobRecord, recordOwner, updateJobRecord } from "./jobindex";
+import { JobRecord, listJobRecords, readJobRecord, recordOwner, updateJobRecord } from "./jobindex";
+import { jobRecordFor } from "./inspect";
 import { describeOwner, Owner, ownerFromTags, ownerState, processStartTime } from "./owner";
 import { backendUrl, cloudcomputeHome } from "../common/paths";
 import { awsPlatform, Orphan, Platform, platformNamed } from "./platform";
-import { formatBytes } from "./progress";
 import { readRecord, readText } from "./s3";
 import { teardown } from "./teardown";
 import { jobListTable, printable, table } from "./summary";
 import { sleep } from "./wait";
-
-/** The job a command is about: the given id, else the latest job in the index. */
-export function jobRecordFor(jobId: string | undefined): JobRecord {
-  const record = jobId ? readJobRecord(jobId) : latestJob();
-  if (!record) throw new BadInputError(jobId ? `no job "${jobId}" in the local job index (${cloudcomputeHome()}/jobs)` : "no jobs yet");
-  return record;
-}
-
-export interface JobStatusReport {
-  record: JobRecord;
-  driverAlive: boolean;
-  status?: AgentStatus;
-  marker?: CompletionMarker;
-}
-
-export async function jobStatus(jobId?: string): Promise<JobStatusReport> {
-  const record = jobRecordFor(jobId);
-  const [status, marker] = await Promise.all([
-    readRecord(parseS3Url(record.statusUrl), parseAgentStatus).catch(() => undefined),
-    readRecord(parseS3Url(record.markerUrl), parseCompletionMarker).catch(() => undefined),
-  ]);
-  return { record, driverAlive: ownerState(recordOwner(record)) === "alive", status, marker };
-}
-
-export function formatStatus(report: JobStatusReport): string {
-  const { record, status, marker } = report;
-  const lines = [`job ${record.jobId} (${record.subject}, ${record.platform}): ${record.state}${record.reason ? ` [${record.reason}]` : ""}`];
-  if (record.message && record.state !== "succeeded") lines.push(`  ${printable(record.message.split("\n")[0])}`);
-  lines.push(`  started ${record.createdAt}${record.endedAt ? `, ended ${record.endedAt}` : ""}`);
-  if (status) {
-    const p = status.phases[status.phase];
-    const bytes = p && (p.bytesDone || p.bytesTotal) ? `, ${formatBytes(p.bytesDone)}${p.bytesTotal ? ` of ${formatBytes(p.bytesTotal)}` : ""}` : "";
-    lines.push(`  agent phase ${status.phase} (updated ${status.updatedAt})${status.message ? `: ${printable(status.message)}` : ""}${bytes}`);
-  }
-  if (marker) lines.push(`  marker: ${marker.outcome}${marker.reason ? ` (${marker.reason})` : ""}: ${printable(marker.message).replace(/^(succeeded|failed): /, "")}`);
-  if (!report.driverAlive && ["creating", "running", "destroying"].includes(record.state)) {
-    lines.push(`  its driver (pid ${record.driverPid}) is gone: clean up with  npm run job -- cancel ${record.jobId}`);
-  }
-  lines.push(`  results ${record.resultsUrl}`);
-  return lines.join("\n") + "\n";
-}
 
 /** Print the agent's log; with `follow`, keep printing what is appended until the job has ended. */
 export async function printLogs(jobId: string | undefined, follow: boolean, out: NodeJS.WritableStream, signal: AbortSignal): Promise<void> {
@@ -100,10 +59,7 @@ export async function printLogs(jobId: string | undefined, follow: boolean, out:
   }
 }
 
-export function listJobs(): JobRecord[] {
-  return listJobRecords();
-}
-
+export { formatStatus, jobRecordFor, jobStatus, listJobs, type JobStatusReport } from "./inspect";
 export { jobListTable };
 
 /** The stacks in the backend with their resource counts (`list --stacks`, `gc`). Slow on big S3 backends. */

@@ -45,6 +45,8 @@ export interface JobRecord {
   /** The job this one retries. */
   retryOf?: string;
   timings?: Record<string, number>;
+  /** The batch that ran it (driver/batch.ts), absent for a single `run`: `list --batch` selects by it. */
+  batchId?: string;
 }
 
 function recordPath(jobId: string): string {
@@ -76,19 +78,79 @@ export function updateJobRecord(jobId: string, patch: Partial<JobRecord>): JobRe
   return next;
 }
 
+/**
+ * A compact copy of every record, `jobs/.index` (not a .json name: never taken for a job), so `list` does not open
+ * 10,000 files: one read, plus a stat per record file. An entry is used only while its file's inode, size and mtime
+ * are unchanged (every write is a rename, so a new inode), else the file is read again: the copy is never staler than
+ * the files, and a lost or broken copy is only rebuilt. Written by whichever reader found it out of date.
+ */
+interface IndexEntry {
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  record: JobRecord;
+}
+
+const INDEX_VERSION = 1;
+
+export function compactIndexPath(): string {
+  return path.join(jobIndexDir(), ".index");
+}
+
+function readCompactIndex(): Map<string, IndexEntry> {
+  try {
+    const index = JSON.parse(fs.readFileSync(compactIndexPath(), "utf8")) as { version: number; entries: Record<string, IndexEntry> };
+    if (index.version === INDEX_VERSION && index.entries && typeof index.entries === "object") return new Map(Object.entries(index.entries));
+  } catch {
+    /* none yet, or unreadable: rebuilt from the files */
+  }
+  return new Map();
+}
+
+function writeCompactIndex(entries: Map<string, IndexEntry>): void {
+  const file = compactIndexPath();
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    fs.writeFileSync(tmp, JSON.stringify({ version: INDEX_VERSION, entries: Object.fromEntries(entries) }));
+    fs.renameSync(tmp, file);
+  } catch {
+    fs.rmSync(tmp, { force: true }); // a read-only home still lists, just slower
+  }
+}
+
 /** Every indexed job, oldest first. */
 export function listJobRecords(): JobRecord[] {
+  const dir = jobIndexDir();
   let names: string[];
   try {
-    names = fs.readdirSync(jobIndexDir()).filter((name) => name.endsWith(".json"));
+    names = fs.readdirSync(dir).filter((name) => name.endsWith(".json"));
   } catch {
     return [];
   }
-  const records: JobRecord[] = [];
+  const cached = readCompactIndex();
+  const current = new Map<string, IndexEntry>();
+  let changed = names.length !== cached.size;
   for (const name of names) {
-    const record = readJobRecord(name.slice(0, -".json".length));
-    if (record) records.push(record);
+    const jobId = name.slice(0, -".json".length);
+    let stat: fs.Stats;
+    try {
+      stat = fs.statSync(path.join(dir, name));
+    } catch {
+      changed = true; // removed meanwhile
+      continue;
+    }
+    const hit = cached.get(jobId);
+    if (hit && hit.ino === stat.ino && hit.size === stat.size && hit.mtimeMs === stat.mtimeMs) {
+      current.set(jobId, hit);
+      continue;
+    }
+    changed = true;
+    // Stat before read: if the file is replaced in between, the next list sees another inode and reads it again.
+    const record = readJobRecord(jobId);
+    if (record) current.set(jobId, { ino: stat.ino, size: stat.size, mtimeMs: stat.mtimeMs, record });
   }
+  if (changed) writeCompactIndex(current);
+  const records = [...current.values()].map((entry) => entry.record);
   return records.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.jobId.localeCompare(b.jobId));
 }
 

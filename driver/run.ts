@@ -15,6 +15,7 @@ import { seconds } from "../common/time";
 import { BadInputError, ExitCode, InterruptedError } from "./errors";
 import { explainEngineError, findPulumi, openJobStack } from "./engine";
 import { JobRecord, readJobRecord, writeJobRecord } from "./jobindex";
+import { workerBatchId } from "./worker-env";
 import { currentOwner, ownerTags } from "./owner";
 import { backendUrl } from "../common/paths";
 import { platformNamed } from "./platform";
@@ -218,6 +219,7 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
     attempt: options.attempt ?? 1,
     retryOf: options.retryOf,
     launchId: spec.launchId,
+    batchId: workerBatchId(),
   };
   const engineOutput = (text: string) => {
     if (options.verbose) stream.write(text);

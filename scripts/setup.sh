@@ -32,7 +32,8 @@ npm ci --no-audit --no-fund
 echo "setup: Pulumi CLI" >&2
 bash scripts/pulumi-cli.sh >/dev/null
 
-echo "setup: agent bundle" >&2
-npm run --silent build:agent >/dev/null
+# npm ci's "prepare" builds these too; again here so a tree set up before that script existed gets them.
+echo "setup: agent bundle and prebuilt CLI (dist/agent.js, dist/cli.js)" >&2
+npm run --silent build >/dev/null
 
 echo "setup: done. Try: npm run demo   then: npm test" >&2

@@ -191,6 +191,10 @@ describe("driver end to end (real Pulumi engine, moto, podman)", function () {
     // Never more than 2 jobs at once: their [created, ended] intervals overlap at most pairwise.
     const spans = batch.entries.map((e) => record(e.jobId!)).map((r) => [Date.parse(r.createdAt), Date.parse(r.endedAt!)]);
     for (const [start] of spans) expect(spans.filter(([s, e]) => s <= start && start < e).length).to.be.at.most(2);
+    // Each worker's record names its batch, and `list --batch` (the CLI as shipped) selects exactly those jobs.
+    for (const entry of batch.entries) expect(record(entry.jobId!).batchId).to.equal(batch.batchId);
+    const listed = await sandbox.run(["list", "--json", "--batch", batch.batchId]);
+    expect((JSON.parse(listed.stdout) as Array<{ jobId: string }>).map((r) => r.jobId).sort()).to.deep.equal(batch.entries.map((e) => e.jobId!).sort());
 
     const again = await sandbox.run(["--config", config, "--subjects-file", subjectsFile, "--concurrency", "2", "--json"]);
     expect(again.code, again.stderr).to.equal(1);

@@ -18,8 +18,8 @@ const MAY_IMPORT: Record<string, readonly string[]> = {
   "index.ts": ["job", "common", "infra"],
   driver: ["job", "common", "infra"],
   sandbox: ["job", "common", "infra", "driver"],
-  bench: ["job", "common", "infra", "driver", "agent", "sandbox"],
-  test: ["job", "common", "infra", "driver", "agent", "sandbox", "bench", "index.ts", "scripts"],
+  bench: ["job", "common", "infra", "driver", "agent", "sandbox", "scripts", "bin"],
+  test: ["job", "common", "infra", "driver", "agent", "sandbox", "bench", "index.ts", "scripts", "bin"],
 };
 
 const MAX_LINES = 400;
