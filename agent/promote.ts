@@ -25,7 +25,6 @@ import {
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
-  PutObjectCommand,
   UploadPartCopyCommand,
   type S3Client,
 } from "@aws-sdk/client-s3";
@@ -34,6 +33,7 @@ import { parseResultsPointer, type OutputObject, type ResultsPointer } from "../
 import { errorMessage } from "../common/errors";
 import { JobFailure } from "./errors";
 import { httpStatusOf, mapLimit, withRetries } from "../common/retry";
+import { putJsonIfUnchanged } from "../common/conditional-write";
 
 
 export interface PromoteOptions {
@@ -78,27 +78,8 @@ async function readPointer(client: S3Client, pointer: S3Location): Promise<Point
 }
 
 /** Write the pointer only if it is still `expected` (undefined: only if there is none). Returns the new ETag, or "conflict". */
-async function writePointer(client: S3Client, loc: S3Location, value: ResultsPointer, expected: string | undefined): Promise<string | "conflict"> {
-  try {
-    const res = await withRetries(
-      () =>
-        client.send(
-          new PutObjectCommand({
-            Bucket: loc.bucket,
-            Key: loc.key,
-            Body: JSON.stringify(value, null, 2) + "\n",
-            ContentType: "application/json",
-            ...(expected ? { IfMatch: expected } : { IfNoneMatch: "*" }),
-          }),
-        ),
-      { attempts: 6 },
-    );
-    return res.ETag ?? "";
-  } catch (err) {
-    // 412: the pointer changed; 409: a concurrent conditional write to the same key won.
-    if ([409, 412].includes(httpStatusOf(err) ?? 0)) return "conflict";
-    throw err;
-  }
+function writePointer(client: S3Client, loc: S3Location, value: ResultsPointer, expected: string | undefined): Promise<string | "conflict"> {
+  return putJsonIfUnchanged(client, loc, value, expected, 6);
 }
 
 async function copyObject(source: S3Location, dest: S3Location, size: number, opts: PromoteOptions & { signal?: AbortSignal }): Promise<void> {

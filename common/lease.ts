@@ -10,10 +10,11 @@
  * plus the period: a holder whose clock runs late cannot make its lease look expired early.
  */
 import { randomUUID } from "node:crypto";
-import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
+import { DeleteObjectCommand, GetObjectCommand, type S3Client } from "@aws-sdk/client-s3";
 import type { S3Location } from "../job/s3url";
 import { errorMessage } from "./errors";
 import { httpStatusOf, withRetries } from "./retry";
+import { isWriteConflict, putJsonIfUnchanged } from "./conditional-write";
 
 /** Default lease period: a dead holder's lease frees within minutes, a network hiccup of a minute or two is survived. */
 export const DEFAULT_LEASE_SECONDS = 300;
@@ -95,7 +96,6 @@ function parseLease(text: string): SubjectLease | undefined {
 
 const isMissing = (err: unknown) => httpStatusOf(err) === 404 || (err as { name?: string }).name === "NoSuchKey";
 /** 412: the object changed (or exists); 409: a concurrent conditional write to the same key won. */
-const isConflict = (err: unknown) => [409, 412].includes(httpStatusOf(err) ?? 0);
 
 export async function readLease(client: S3Client, loc: S3Location): Promise<LeaseRead> {
   try {
@@ -127,26 +127,8 @@ export interface TakeOptions {
 }
 
 /** Write `lease` only if the object is still `expected` (undefined: only if there is none). The new etag, or "conflict". */
-async function writeLease(client: S3Client, loc: S3Location, lease: SubjectLease, expected: string | undefined): Promise<string | "conflict"> {
-  try {
-    const res = await withRetries(
-      () =>
-        client.send(
-          new PutObjectCommand({
-            Bucket: loc.bucket,
-            Key: loc.key,
-            Body: JSON.stringify(lease, null, 2) + "\n",
-            ContentType: "application/json",
-            ...(expected ? { IfMatch: expected } : { IfNoneMatch: "*" }),
-          }),
-        ),
-      { attempts: 5 },
-    );
-    return res.ETag ?? "";
-  } catch (err) {
-    if (isConflict(err)) return "conflict";
-    throw err;
-  }
+function writeLease(client: S3Client, loc: S3Location, lease: SubjectLease, expected: string | undefined): Promise<string | "conflict"> {
+  return putJsonIfUnchanged(client, loc, lease, expected, 5);
 }
 
 /** A lease this process holds. */
@@ -229,7 +211,7 @@ export class LeaseHandle {
       await withRetries(() => client.send(new DeleteObjectCommand({ Bucket: location.bucket, Key: location.key, IfMatch: this.etag })), { attempts: 5 });
       return;
     } catch (err) {
-      if (isConflict(err) || isMissing(err)) return; // not ours any more: the new holder's lease stays
+      if (isWriteConflict(err) || isMissing(err)) return; // not ours any more: the new holder's lease stays
       // A store without conditional deletes: mark it released, still only if it is ours.
       const written = await writeLease(client, location, { ...this.lease, released: true, renewedAt: this.options.now().toISOString() }, this.etag).catch((e) => {
         throw new Error(`the lease on subject ${this.lease.subject} could not be released (${errorMessage(err)}; ${errorMessage(e)}): it expires at ${this.lease.expiresAt}`);
