@@ -6,8 +6,10 @@
  * instead of overwriting the new holder. The driver writes it with the user's credentials; the job's instance role
  * may not touch it (infra/policy.ts grants it the results pointer only).
  *
- * A lease counts as expired when this machine's clock is past both the holder's `expiresAt` and S3's LastModified
- * plus the period: a holder whose clock runs late cannot make its lease look expired early.
+ * A lease counts as expired by S3's own clock: the Date of the read's answer past S3's LastModified plus the period,
+ * so neither a holder nor a taker whose clock is minutes off can make a live lease look expired (only without a Date
+ * header does this machine's clock count, past both the holder's `expiresAt` and LastModified plus the period).
+ * A holder that could not renew until its lease expired stops trusting it (LeaseLostError): another may take it.
  */
 import { randomUUID } from "node:crypto";
 import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
@@ -19,6 +21,8 @@ import { httpStatusOf, withRetries } from "./retry";
 export const DEFAULT_LEASE_SECONDS = 300;
 /** The holder renews this many times per period (a renewal may fail a few times before the lease runs out). */
 const RENEWALS_PER_PERIOD = 5;
+/** One lease request may take this long: a black-holed connection must not stall renewals past the lease's expiry. */
+const REQUEST_TIMEOUT_MS = 20_000;
 
 export interface LeaseHolder {
   user: string;
@@ -49,6 +53,8 @@ export interface LeaseRead {
   lease?: SubjectLease;
   etag?: string;
   lastModified?: Date;
+  /** S3's clock when it answered the read (its Date header). */
+  serverDate?: Date;
 }
 
 /** The phrase every refusal starts its reason with (a batch tells a held subject from other refusals by it). */
@@ -86,7 +92,10 @@ export function describeHeldLease(lease: SubjectLease, now: Date = new Date()): 
 function parseLease(text: string): SubjectLease | undefined {
   try {
     const value = JSON.parse(text) as Partial<SubjectLease>;
-    if (value?.kind !== "subject-lease" || typeof value.leaseId !== "string" || !value.holder || typeof value.expiresAt !== "string") return undefined;
+    if (value?.kind !== "subject-lease" || typeof value.leaseId !== "string" || typeof value.holder !== "object" || !value.holder) return undefined;
+    // A lease whose times or period cannot be read could never expire: it is unreadable, not held.
+    const times = [value.since, value.renewedAt, value.expiresAt].map((t) => (typeof t === "string" ? Date.parse(t) : NaN));
+    if (times.some(Number.isNaN) || typeof value.periodSeconds !== "number" || !(value.periodSeconds > 0)) return undefined;
     return value as SubjectLease;
   } catch {
     return undefined;
@@ -99,9 +108,26 @@ const isConflict = (err: unknown) => [409, 412].includes(httpStatusOf(err) ?? 0)
 
 export async function readLease(client: S3Client, loc: S3Location): Promise<LeaseRead> {
   try {
-    const res = await withRetries(() => client.send(new GetObjectCommand({ Bucket: loc.bucket, Key: loc.key })), { attempts: 4 });
+    let serverDate: Date | undefined;
+    const res = await withRetries(
+      () => {
+        const command = new GetObjectCommand({ Bucket: loc.bucket, Key: loc.key });
+        // S3's clock at the answer: with LastModified it dates the lease without trusting this machine's clock.
+        command.middlewareStack.add(
+          (next) => async (args) => {
+            const out = await next(args);
+            const date = (out.response as { headers?: Record<string, string> }).headers?.date;
+            if (date && !Number.isNaN(Date.parse(date))) serverDate = new Date(date);
+            return out;
+          },
+          { step: "deserialize", name: "leaseServerDate" },
+        );
+        return client.send(command, { abortSignal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+      },
+      { attempts: 4 },
+    );
     // An unreadable object is still an object: its etag lets a taker replace it, and only conditionally.
-    return { lease: parseLease(await res.Body!.transformToString()), etag: res.ETag, lastModified: res.LastModified };
+    return { lease: parseLease(await res.Body!.transformToString()), etag: res.ETag, lastModified: res.LastModified, serverDate };
   } catch (err) {
     if (isMissing(err)) return {};
     throw err;
@@ -113,6 +139,9 @@ export function leaseIsFree(read: LeaseRead, now: Date = new Date()): boolean {
   if (!read.etag) return true;
   const lease = read.lease;
   if (!lease || lease.released) return true;
+  const period = lease.periodSeconds * 1000;
+  // Both S3's clock; a second's margin for their whole-second resolution.
+  if (read.serverDate && read.lastModified) return read.serverDate.getTime() > read.lastModified.getTime() + period + 1000;
   const written = read.lastModified?.getTime() ?? Date.parse(lease.renewedAt);
   return now.getTime() > Date.parse(lease.expiresAt) && now.getTime() > written + lease.periodSeconds * 1000;
 }
@@ -127,7 +156,7 @@ export interface TakeOptions {
 }
 
 /** Write `lease` only if the object is still `expected` (undefined: only if there is none). The new etag, or "conflict". */
-async function writeLease(client: S3Client, loc: S3Location, lease: SubjectLease, expected: string | undefined): Promise<string | "conflict"> {
+async function writeLease(client: S3Client, loc: S3Location, lease: SubjectLease, expected: string | undefined, timeoutMs = REQUEST_TIMEOUT_MS): Promise<string | "conflict"> {
   try {
     const res = await withRetries(
       () =>
@@ -139,6 +168,7 @@ async function writeLease(client: S3Client, loc: S3Location, lease: SubjectLease
             ContentType: "application/json",
             ...(expected ? { IfMatch: expected } : { IfNoneMatch: "*" }),
           }),
+          { abortSignal: AbortSignal.timeout(timeoutMs) },
         ),
       { attempts: 5 },
     );
@@ -176,7 +206,8 @@ export class LeaseHandle {
     if (this.lostError) throw this.lostError;
     const now = this.options.now();
     const next: SubjectLease = { ...this.lease, renewedAt: now.toISOString(), expiresAt: new Date(now.getTime() + this.lease.periodSeconds * 1000).toISOString() };
-    const written = await writeLease(this.options.client, this.options.location, next, this.etag);
+    // Each try within a renewal interval: a hung request must leave time for the next before the lease runs out.
+    const written = await writeLease(this.options.client, this.options.location, next, this.etag, Math.min(REQUEST_TIMEOUT_MS, Math.max(1000, this.renewEveryMs())));
     if (written === "conflict") {
       // Our own earlier write whose answer was lost looks like a conflict: the stored lease then is ours.
       const read = await readLease(this.options.client, this.options.location).catch(() => ({}) as LeaseRead);
@@ -199,18 +230,27 @@ export class LeaseHandle {
    */
   keepRenewed(onLost: (err: LeaseLostError) => void): void {
     if (this.timer) return;
-    const every = Math.max(1000, Math.floor((this.lease.periodSeconds * 1000) / RENEWALS_PER_PERIOD));
     this.timer = setInterval(() => {
       this.renewing = this.renewing
         .then(() => this.renew())
         .catch((err) => {
-          if (err instanceof LeaseLostError) {
-            this.stop();
-            onLost(err);
+          if (!(err instanceof LeaseLostError)) {
+            // Transient: retried at the next tick, but only while the lease we last wrote has not expired.
+            if (this.options.now().getTime() < Date.parse(this.lease.expiresAt) || this.lostError) return;
+            this.lostError = new LeaseLostError(
+              `the lease on subject ${this.lease.subject} could not be renewed before it expired at ${this.lease.expiresAt} (${errorMessage(err)}): another driver may now run the subject`,
+            );
+            err = this.lostError;
           }
+          this.stop();
+          onLost(err as LeaseLostError);
         });
-    }, every);
+    }, this.renewEveryMs());
     this.timer.unref();
+  }
+
+  private renewEveryMs(): number {
+    return Math.max(1000, Math.floor((this.lease.periodSeconds * 1000) / RENEWALS_PER_PERIOD));
   }
 
   private stop(): void {
@@ -226,7 +266,7 @@ export class LeaseHandle {
     this.releasedAlready = true;
     const { client, location } = this.options;
     try {
-      await withRetries(() => client.send(new DeleteObjectCommand({ Bucket: location.bucket, Key: location.key, IfMatch: this.etag })), { attempts: 5 });
+      await withRetries(() => client.send(new DeleteObjectCommand({ Bucket: location.bucket, Key: location.key, IfMatch: this.etag }), { abortSignal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) }), { attempts: 5 });
       return;
     } catch (err) {
       if (isConflict(err) || isMissing(err)) return; // not ours any more: the new holder's lease stays
