@@ -65,8 +65,9 @@ export class LeaseHeldError extends Error {
   constructor(
     readonly lease: SubjectLease,
     now: Date = new Date(),
+    read?: LeaseRead,
   ) {
-    super(describeHeldLease(lease, now));
+    super(describeHeldLease(lease, now, read));
     this.name = "LeaseHeldError";
   }
 }
@@ -79,13 +80,19 @@ export class LeaseLostError extends Error {
   }
 }
 
-export function describeHeldLease(lease: SubjectLease, now: Date = new Date()): string {
+/**
+ * The refusal a user reads. With the read's S3 times, "ago" and the expiry are S3's (when takers will find it free),
+ * not the holder's clock, which may be minutes off: a live lease must not look abandoned, nor a dead one look eternal.
+ */
+export function describeHeldLease(lease: SubjectLease, now: Date = new Date(), read?: LeaseRead): string {
   const h = lease.holder;
-  const ago = Math.max(0, Math.round((now.getTime() - Date.parse(lease.renewedAt)) / 1000));
+  const s3Clock = read?.serverDate && read.lastModified ? { now: read.serverDate.getTime(), written: read.lastModified.getTime() } : undefined;
+  const ago = Math.max(0, Math.round(((s3Clock?.now ?? now.getTime()) - (s3Clock?.written ?? Date.parse(lease.renewedAt))) / 1000));
+  const expires = s3Clock ? new Date(s3Clock.written + lease.periodSeconds * 1000 + 1000).toISOString() : lease.expiresAt;
   return (
     `subject ${lease.subject} ${LEASE_HELD_PHRASE} ${h.user}@${h.host} (pid ${h.pid}, job ${h.jobId}) since ${lease.since} ` +
-    `(lease renewed at ${lease.renewedAt}, ${ago} s ago; expires ${lease.expiresAt}); wait for it, or if that driver is dead ` +
-    `the lease expires at ${lease.expiresAt} and the subject can be run then`
+    `(lease last renewed ${ago} s ago, every ${Math.round(lease.periodSeconds / RENEWALS_PER_PERIOD)} s while that driver lives; expires ${expires}); ` +
+    `wait for it, or if that driver is dead the lease expires at ${expires} and the subject can be run then`
   );
 }
 
@@ -290,7 +297,7 @@ export async function takeLease(options: TakeOptions): Promise<LeaseHandle> {
   for (let attempt = 1; ; attempt++) {
     const read = await readLease(options.client, options.location);
     if (read.lease?.leaseId === leaseId && read.etag) return new LeaseHandle({ ...options, now }, read.lease, read.etag); // our write landed, its answer did not
-    if (!leaseIsFree(read, now())) throw new LeaseHeldError(read.lease!, now());
+    if (!leaseIsFree(read, now())) throw new LeaseHeldError(read.lease!, now(), read);
     const at = now();
     const lease: SubjectLease = {
       apiVersion: "cloudcompute/v1",

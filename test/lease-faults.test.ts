@@ -84,6 +84,19 @@ describe("subject lease faults (moto S3 behind a faulty proxy)", function () {
     await taken.release();
   });
 
+  it("the refusal dates a live lease by S3's clock, not by its holder's clock 10 minutes behind (it does not look abandoned)", async () => {
+    const { subject, location } = place();
+    const behind = () => new Date(Date.now() - 10 * 60_000);
+    const live = await takeLease({ client: s3, location, subject, holder: holder("job-late-clock"), periodSeconds: 60, now: behind });
+    const err = (await takeLease({ client: s3, location, subject, holder: holder("job-next") }).then(() => undefined, (e: unknown) => e)) as Error;
+    expect(err).to.be.instanceOf(LeaseHeldError);
+    const ago = Number(/renewed (\d+) s ago/.exec(err.message)?.[1]);
+    expect(ago, err.message).to.be.lessThan(5);
+    const expires = /if that driver is dead the lease expires at (\S+) /.exec(err.message)?.[1];
+    expect(Date.parse(expires!), err.message).to.be.greaterThan(Date.now() + 50_000);
+    await live.release();
+  });
+
   describe("renewals through a proxy", () => {
     let proxy: Awaited<ReturnType<typeof startProxy>>;
     let client: S3Client;
