@@ -232,6 +232,30 @@ export class LeaseHandle {
   }
 
   /**
+   * Renew now, before something that needs the lease (an attempt's launch): a conflict loses it (LeaseLostError), as
+   * does a failure once the lease we last wrote has expired; a transient failure before that is no reason to fail.
+   */
+  async confirm(): Promise<void> {
+    try {
+      await this.renew();
+    } catch (err) {
+      if (err instanceof LeaseLostError) throw err;
+      const expired = this.expiredBy(err);
+      if (expired) throw expired;
+    }
+  }
+
+  /** The loss to report if our lease has expired while renewals failed with `err`; undefined while it has not. */
+  private expiredBy(err: unknown): LeaseLostError | undefined {
+    if (this.lostError) return this.lostError;
+    if (this.options.now().getTime() < Date.parse(this.lease.expiresAt)) return undefined;
+    this.lostError = new LeaseLostError(
+      `the lease on subject ${this.lease.subject} could not be renewed before it expired at ${this.lease.expiresAt} (${errorMessage(err)}): another driver may now run the subject`,
+    );
+    return this.lostError;
+  }
+
+  /**
    * Renew every period/5 until released; `onLost` is called once if the lease is taken over. A failed renewal
    * (network) is retried at the next tick: only a conflict loses the lease.
    */
@@ -243,11 +267,9 @@ export class LeaseHandle {
         .catch((err) => {
           if (!(err instanceof LeaseLostError)) {
             // Transient: retried at the next tick, but only while the lease we last wrote has not expired.
-            if (this.options.now().getTime() < Date.parse(this.lease.expiresAt) || this.lostError) return;
-            this.lostError = new LeaseLostError(
-              `the lease on subject ${this.lease.subject} could not be renewed before it expired at ${this.lease.expiresAt} (${errorMessage(err)}): another driver may now run the subject`,
-            );
-            err = this.lostError;
+            const expired = this.expiredBy(err);
+            if (!expired) return;
+            err = expired;
           }
           this.stop();
           onLost(err as LeaseLostError);

@@ -126,6 +126,17 @@ describe("subject lease faults (moto S3 behind a faulty proxy)", function () {
       expect((await readLease(s3, location)).etag).to.equal(undefined);
     });
 
+    it("confirm() before an attempt: a network blip while the lease is live is no failure; after its expiry it is lost", async () => {
+      const { subject, location } = place();
+      const lease = await takeLease({ client, location, subject, holder: holder("job-confirm"), periodSeconds: 3 });
+      proxy.mode = "refuse";
+      await lease.confirm();
+      await sleep(3_200);
+      const err = await lease.confirm().then(() => undefined, (e: unknown) => e);
+      expect(err).to.be.instanceOf(LeaseLostError);
+      expect(lease.lost).to.equal(err);
+    });
+
     for (const mode of ["refuse", "hang"] as const) {
       it(`renewals that ${mode === "refuse" ? "fail" : "hang"} for longer than the period: the holder learns its lease expired, and release returns`, async () => {
         const { subject, location } = place();
