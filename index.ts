@@ -48,7 +48,7 @@ async function refuseHeldSubject(spec: JobSpec): Promise<void> {
   const read = await readLease(s3ClientFor(location.bucket), location).catch((err) => {
     throw new pulumi.RunError(`the subject's run lease s3://${location.bucket}/${location.key} could not be read with your credentials: ${errorMessage(err)}`);
   });
-  if (!leaseIsFree(read)) throw new pulumi.RunError(describeHeldLease(read.lease!));
+  if (!leaseIsFree(read)) throw new pulumi.RunError(describeHeldLease(read.lease!, new Date(), read));
 }
 
 // A program that is a function: its promise's value is the stack's outputs.

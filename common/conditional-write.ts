@@ -14,7 +14,15 @@ export const isWriteConflict = (err: unknown): boolean => [409, 412].includes(ht
  * Write `value` as JSON to `loc` only if the object's ETag is still `expected` (undefined: only if there is none).
  * The new ETag, or "conflict" when another writer got there first.
  */
-export async function putJsonIfUnchanged(client: S3Client, loc: S3Location, value: unknown, expected: string | undefined, attempts: number): Promise<string | "conflict"> {
+export async function putJsonIfUnchanged(
+  client: S3Client,
+  loc: S3Location,
+  value: unknown,
+  expected: string | undefined,
+  attempts: number,
+  /** Per request: a connection that accepts and never answers must not stall the writer (a lease's renewal). */
+  timeoutMs?: number,
+): Promise<string | "conflict"> {
   try {
     const res = await withRetries(
       () =>
@@ -26,6 +34,7 @@ export async function putJsonIfUnchanged(client: S3Client, loc: S3Location, valu
             ContentType: "application/json",
             ...(expected ? { IfMatch: expected } : { IfNoneMatch: "*" }),
           }),
+          timeoutMs === undefined ? undefined : { abortSignal: AbortSignal.timeout(timeoutMs) },
         ),
       { attempts },
     );

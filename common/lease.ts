@@ -6,8 +6,10 @@
  * instead of overwriting the new holder. The driver writes it with the user's credentials; the job's instance role
  * may not touch it (infra/policy.ts grants it the results pointer only).
  *
- * A lease counts as expired when this machine's clock is past both the holder's `expiresAt` and S3's LastModified
- * plus the period: a holder whose clock runs late cannot make its lease look expired early.
+ * A lease counts as expired by S3's own clock: the Date of the read's answer past S3's LastModified plus the period,
+ * so neither a holder nor a taker whose clock is minutes off can make a live lease look expired (only without a Date
+ * header does this machine's clock count, past both the holder's `expiresAt` and LastModified plus the period).
+ * A holder that could not renew until its lease expired stops trusting it (LeaseLostError): another may take it.
  */
 import { randomUUID } from "node:crypto";
 import { DeleteObjectCommand, GetObjectCommand, type S3Client } from "@aws-sdk/client-s3";
@@ -20,6 +22,8 @@ import { isWriteConflict, putJsonIfUnchanged } from "./conditional-write";
 export const DEFAULT_LEASE_SECONDS = 300;
 /** The holder renews this many times per period (a renewal may fail a few times before the lease runs out). */
 const RENEWALS_PER_PERIOD = 5;
+/** One lease request may take this long: a black-holed connection must not stall renewals past the lease's expiry. */
+const REQUEST_TIMEOUT_MS = 20_000;
 
 export interface LeaseHolder {
   user: string;
@@ -50,6 +54,8 @@ export interface LeaseRead {
   lease?: SubjectLease;
   etag?: string;
   lastModified?: Date;
+  /** S3's clock when it answered the read (its Date header). */
+  serverDate?: Date;
 }
 
 /** The phrase every refusal starts its reason with (a batch tells a held subject from other refusals by it). */
@@ -60,8 +66,9 @@ export class LeaseHeldError extends Error {
   constructor(
     readonly lease: SubjectLease,
     now: Date = new Date(),
+    read?: LeaseRead,
   ) {
-    super(describeHeldLease(lease, now));
+    super(describeHeldLease(lease, now, read));
     this.name = "LeaseHeldError";
   }
 }
@@ -74,20 +81,29 @@ export class LeaseLostError extends Error {
   }
 }
 
-export function describeHeldLease(lease: SubjectLease, now: Date = new Date()): string {
+/**
+ * The refusal a user reads. With the read's S3 times, "ago" and the expiry are S3's (when takers will find it free),
+ * not the holder's clock, which may be minutes off: a live lease must not look abandoned, nor a dead one look eternal.
+ */
+export function describeHeldLease(lease: SubjectLease, now: Date = new Date(), read?: LeaseRead): string {
   const h = lease.holder;
-  const ago = Math.max(0, Math.round((now.getTime() - Date.parse(lease.renewedAt)) / 1000));
+  const s3Clock = read?.serverDate && read.lastModified ? { now: read.serverDate.getTime(), written: read.lastModified.getTime() } : undefined;
+  const ago = Math.max(0, Math.round(((s3Clock?.now ?? now.getTime()) - (s3Clock?.written ?? Date.parse(lease.renewedAt))) / 1000));
+  const expires = s3Clock ? new Date(s3Clock.written + lease.periodSeconds * 1000 + 1000).toISOString() : lease.expiresAt;
   return (
     `subject ${lease.subject} ${LEASE_HELD_PHRASE} ${h.user}@${h.host} (pid ${h.pid}, job ${h.jobId}) since ${lease.since} ` +
-    `(lease renewed at ${lease.renewedAt}, ${ago} s ago; expires ${lease.expiresAt}); wait for it, or if that driver is dead ` +
-    `the lease expires at ${lease.expiresAt} and the subject can be run then`
+    `(lease last renewed ${ago} s ago, every ${Math.round(lease.periodSeconds / RENEWALS_PER_PERIOD)} s while that driver lives; expires ${expires}); ` +
+    `wait for it, or if that driver is dead the lease expires at ${expires} and the subject can be run then`
   );
 }
 
 function parseLease(text: string): SubjectLease | undefined {
   try {
     const value = JSON.parse(text) as Partial<SubjectLease>;
-    if (value?.kind !== "subject-lease" || typeof value.leaseId !== "string" || !value.holder || typeof value.expiresAt !== "string") return undefined;
+    if (value?.kind !== "subject-lease" || typeof value.leaseId !== "string" || typeof value.holder !== "object" || !value.holder) return undefined;
+    // A lease whose times or period cannot be read could never expire: it is unreadable, not held.
+    const times = [value.since, value.renewedAt, value.expiresAt].map((t) => (typeof t === "string" ? Date.parse(t) : NaN));
+    if (times.some(Number.isNaN) || typeof value.periodSeconds !== "number" || !(value.periodSeconds > 0)) return undefined;
     return value as SubjectLease;
   } catch {
     return undefined;
@@ -99,9 +115,26 @@ const isMissing = (err: unknown) => httpStatusOf(err) === 404 || (err as { name?
 
 export async function readLease(client: S3Client, loc: S3Location): Promise<LeaseRead> {
   try {
-    const res = await withRetries(() => client.send(new GetObjectCommand({ Bucket: loc.bucket, Key: loc.key })), { attempts: 4 });
+    let serverDate: Date | undefined;
+    const res = await withRetries(
+      () => {
+        const command = new GetObjectCommand({ Bucket: loc.bucket, Key: loc.key });
+        // S3's clock at the answer: with LastModified it dates the lease without trusting this machine's clock.
+        command.middlewareStack.add(
+          (next) => async (args) => {
+            const out = await next(args);
+            const date = (out.response as { headers?: Record<string, string> }).headers?.date;
+            if (date && !Number.isNaN(Date.parse(date))) serverDate = new Date(date);
+            return out;
+          },
+          { step: "deserialize", name: "leaseServerDate" },
+        );
+        return client.send(command, { abortSignal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+      },
+      { attempts: 4 },
+    );
     // An unreadable object is still an object: its etag lets a taker replace it, and only conditionally.
-    return { lease: parseLease(await res.Body!.transformToString()), etag: res.ETag, lastModified: res.LastModified };
+    return { lease: parseLease(await res.Body!.transformToString()), etag: res.ETag, lastModified: res.LastModified, serverDate };
   } catch (err) {
     if (isMissing(err)) return {};
     throw err;
@@ -113,6 +146,9 @@ export function leaseIsFree(read: LeaseRead, now: Date = new Date()): boolean {
   if (!read.etag) return true;
   const lease = read.lease;
   if (!lease || lease.released) return true;
+  const period = lease.periodSeconds * 1000;
+  // Both S3's clock; a second's margin for their whole-second resolution.
+  if (read.serverDate && read.lastModified) return read.serverDate.getTime() > read.lastModified.getTime() + period + 1000;
   const written = read.lastModified?.getTime() ?? Date.parse(lease.renewedAt);
   return now.getTime() > Date.parse(lease.expiresAt) && now.getTime() > written + lease.periodSeconds * 1000;
 }
@@ -127,8 +163,8 @@ export interface TakeOptions {
 }
 
 /** Write `lease` only if the object is still `expected` (undefined: only if there is none). The new etag, or "conflict". */
-function writeLease(client: S3Client, loc: S3Location, lease: SubjectLease, expected: string | undefined): Promise<string | "conflict"> {
-  return putJsonIfUnchanged(client, loc, lease, expected, 5);
+function writeLease(client: S3Client, loc: S3Location, lease: SubjectLease, expected: string | undefined, timeoutMs = REQUEST_TIMEOUT_MS): Promise<string | "conflict"> {
+  return putJsonIfUnchanged(client, loc, lease, expected, 5, timeoutMs);
 }
 
 /** A lease this process holds. */
@@ -158,7 +194,8 @@ export class LeaseHandle {
     if (this.lostError) throw this.lostError;
     const now = this.options.now();
     const next: SubjectLease = { ...this.lease, renewedAt: now.toISOString(), expiresAt: new Date(now.getTime() + this.lease.periodSeconds * 1000).toISOString() };
-    const written = await writeLease(this.options.client, this.options.location, next, this.etag);
+    // Each try within a renewal interval: a hung request must leave time for the next before the lease runs out.
+    const written = await writeLease(this.options.client, this.options.location, next, this.etag, Math.min(REQUEST_TIMEOUT_MS, Math.max(1000, this.renewEveryMs())));
     if (written === "conflict") {
       // Our own earlier write whose answer was lost looks like a conflict: the stored lease then is ours.
       const read = await readLease(this.options.client, this.options.location).catch(() => ({}) as LeaseRead);
@@ -176,23 +213,54 @@ export class LeaseHandle {
   }
 
   /**
+   * Renew now, before something that needs the lease (an attempt's launch): a conflict loses it (LeaseLostError), as
+   * does a failure once the lease we last wrote has expired; a transient failure before that is no reason to fail.
+   */
+  async confirm(): Promise<void> {
+    try {
+      await this.renew();
+    } catch (err) {
+      if (err instanceof LeaseLostError) throw err;
+      const expired = this.expiredBy(err);
+      if (expired) throw expired;
+    }
+  }
+
+  /** The loss to report if our lease has expired while renewals failed with `err`; undefined while it has not. */
+  private expiredBy(err: unknown): LeaseLostError | undefined {
+    if (this.lostError) return this.lostError;
+    if (this.options.now().getTime() < Date.parse(this.lease.expiresAt)) return undefined;
+    this.lostError = new LeaseLostError(
+      `the lease on subject ${this.lease.subject} could not be renewed before it expired at ${this.lease.expiresAt} (${errorMessage(err)}): another driver may now run the subject`,
+    );
+    return this.lostError;
+  }
+
+  /**
    * Renew every period/5 until released; `onLost` is called once if the lease is taken over. A failed renewal
    * (network) is retried at the next tick: only a conflict loses the lease.
    */
   keepRenewed(onLost: (err: LeaseLostError) => void): void {
     if (this.timer) return;
-    const every = Math.max(1000, Math.floor((this.lease.periodSeconds * 1000) / RENEWALS_PER_PERIOD));
     this.timer = setInterval(() => {
       this.renewing = this.renewing
         .then(() => this.renew())
         .catch((err) => {
-          if (err instanceof LeaseLostError) {
-            this.stop();
-            onLost(err);
+          if (!(err instanceof LeaseLostError)) {
+            // Transient: retried at the next tick, but only while the lease we last wrote has not expired.
+            const expired = this.expiredBy(err);
+            if (!expired) return;
+            err = expired;
           }
+          this.stop();
+          onLost(err as LeaseLostError);
         });
-    }, every);
+    }, this.renewEveryMs());
     this.timer.unref();
+  }
+
+  private renewEveryMs(): number {
+    return Math.max(1000, Math.floor((this.lease.periodSeconds * 1000) / RENEWALS_PER_PERIOD));
   }
 
   private stop(): void {
@@ -208,7 +276,7 @@ export class LeaseHandle {
     this.releasedAlready = true;
     const { client, location } = this.options;
     try {
-      await withRetries(() => client.send(new DeleteObjectCommand({ Bucket: location.bucket, Key: location.key, IfMatch: this.etag })), { attempts: 5 });
+      await withRetries(() => client.send(new DeleteObjectCommand({ Bucket: location.bucket, Key: location.key, IfMatch: this.etag }), { abortSignal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) }), { attempts: 5 });
       return;
     } catch (err) {
       if (isWriteConflict(err) || isMissing(err)) return; // not ours any more: the new holder's lease stays
@@ -232,7 +300,7 @@ export async function takeLease(options: TakeOptions): Promise<LeaseHandle> {
   for (let attempt = 1; ; attempt++) {
     const read = await readLease(options.client, options.location);
     if (read.lease?.leaseId === leaseId && read.etag) return new LeaseHandle({ ...options, now }, read.lease, read.etag); // our write landed, its answer did not
-    if (!leaseIsFree(read, now())) throw new LeaseHeldError(read.lease!, now());
+    if (!leaseIsFree(read, now())) throw new LeaseHeldError(read.lease!, now(), read);
     const at = now();
     const lease: SubjectLease = {
       apiVersion: "cloudcompute/v1",

@@ -21,7 +21,6 @@ import type { ResolvedJob } from "./options";
 import { formatS3Url } from "../job/s3url";
 import { formatCost, table } from "./summary";
 import { isLeaseRefusal, liveLeaseOf } from "./lease";
-import { describeHeldLease } from "../common/lease";
 
 export interface BatchOptions {
   subjects: string[];
@@ -206,7 +205,7 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
       entries.set(subject, { subject, outcome: "skipped", exitCode: 0, succeededBefore: previous, message: `already succeeded as ${previous}` });
       stream.write(`[batch] ${subject}: skipped, already succeeded as ${previous} (--rerun runs it again)\n`);
     } else if (held) {
-      const message = describeHeldLease(held);
+      const message = held.message;
       entries.set(subject, { subject, outcome: "held", exitCode: ExitCode.badInput, reason: "held-by-another-driver", message });
       stream.write(`[batch] ${subject}: not started: ${message}\n`);
     } else pending.push(subject);

@@ -14,8 +14,8 @@ import { currentOwner } from "./owner";
 
 /** Another driver runs the subject: refused before anything exists (exit 2, like other refusals). */
 export class SubjectLeasedError extends BadInputError {
-  constructor(readonly lease: SubjectLease) {
-    super(describeHeldLease(lease));
+  constructor(readonly lease: SubjectLease, message = describeHeldLease(lease)) {
+    super(message);
   }
 }
 
@@ -47,7 +47,7 @@ export async function holdSubjectLease(spec: Pick<JobSpec, "jobId" | "subject" |
       periodSeconds,
     });
   } catch (err) {
-    if (err instanceof LeaseHeldError) throw new SubjectLeasedError(err.lease);
+    if (err instanceof LeaseHeldError) throw new SubjectLeasedError(err.lease, err.message);
     throw new InfraError(`the subject's run lease s3://${location.bucket}/${location.key} could not be taken: ${errorMessage(err)}; nothing was created`);
   }
   const lost = new AbortController();
@@ -63,10 +63,10 @@ export async function holdSubjectLease(spec: Pick<JobSpec, "jobId" | "subject" |
 }
 
 /** Who holds the subject's lease now (a live lease only), for a batch to report before it starts a worker. */
-export async function liveLeaseOf(outputPrefix: string, subject: string, layout: OutputLayout = "subject"): Promise<SubjectLease | undefined> {
+export async function liveLeaseOf(outputPrefix: string, subject: string, layout: OutputLayout = "subject"): Promise<{ lease: SubjectLease; message: string } | undefined> {
   const location = jobLayout({ jobId: "-", subject, outputs: { prefix: outputPrefix, layout } }).subjectLease;
   const read = await readLease(s3ClientFor(location.bucket), location);
-  return leaseIsFree(read) ? undefined : read.lease;
+  return leaseIsFree(read) ? undefined : { lease: read.lease!, message: describeHeldLease(read.lease!, new Date(), read) };
 }
 
 /** Does a worker's error line say another driver holds the subject? */

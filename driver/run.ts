@@ -234,7 +234,8 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
     if (options.lease) {
       // Still ours, now naming this attempt's job and launch.
       options.lease.handle.setJob(spec.jobId, spec.launchId);
-      await options.lease.handle.renew();
+      // A network blip here is no failure while the lease lasts (the timer keeps renewing); a taken over lease is.
+      await options.lease.handle.confirm();
     }
     progress.note(`creating stack (${platform.name})`);
     activeJobs.add(spec.jobId);
