@@ -137,6 +137,19 @@ function printJson(value: unknown): void {
 }
 
 /** Run flags are checked whether or not the mode they belong to is in use: a typo must not pass silently. */
+/**
+ * What the user typed for a number flag: yargs has already turned "abc" into NaN, which says nothing. Read from the
+ * command line (`--flag X` or `--flag=X`); a batch worker's flags come from its environment, so NaN stays there.
+ */
+function typedValue(flag: string, value: unknown, args: readonly string[] = process.argv.slice(2)): string {
+  if (typeof value === "number" && !Number.isNaN(value)) return String(value);
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === `--${flag}` && i + 1 < args.length) return JSON.stringify(args[i + 1]);
+    if (args[i].startsWith(`--${flag}=`)) return JSON.stringify(args[i].slice(flag.length + 3));
+  }
+  return String(value);
+}
+
 function checkRunFlags(argv: Record<string, unknown>): void {
   for (const [flag, option] of Object.entries(SPEC_OPTIONS)) {
     const value = argv[flag];
@@ -152,18 +165,18 @@ function checkRunFlags(argv: Record<string, unknown>): void {
     const value = argv[flag];
     if (value === undefined) return;
     if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-      throw new BadInputError(`--${flag} ${String(value)}: expected a whole number from ${min} to ${max}`);
+      throw new BadInputError(`--${flag} ${typedValue(flag, value)}: expected a whole number from ${min} to ${max}`);
     }
   };
   wholeNumber("retries", 0, 10);
   wholeNumber("concurrency", 1, 10_000);
   const price = argv["price-per-hour"];
   if (price !== undefined && (typeof price !== "number" || !Number.isFinite(price) || price < 0)) {
-    throw new BadInputError(`--price-per-hour ${String(price)}: expected USD per hour, a number >= 0`);
+    throw new BadInputError(`--price-per-hour ${typedValue("price-per-hour", price)}: expected USD per hour, a number >= 0`);
   }
   for (const flag of ALL_KEYS.filter((entry) => entry.flag.form === "number").map((entry) => entry.flag.name)) {
     const value = argv[flag];
-    if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value))) throw new BadInputError(`--${flag} ${String(value)}: expected a number`);
+    if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value))) throw new BadInputError(`--${flag} ${typedValue(flag, value)}: expected a number`);
   }
 }
 
