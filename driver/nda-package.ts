@@ -12,7 +12,7 @@ import { asDriverError, DEFAULT_NDA_API, NdaClient, type PackageFileMetadata } f
 import { checkPresignedExpiry, presignedExpiry } from "../job/presigned";
 import { takeNdaCredentials } from "./nda-credentials";
 import { checkNamedSubject } from "../job/input-templates";
-import { readConfigFile, type ResolveExtras, type ResolvedJob, type SpecFlags } from "./options";
+import { flagOrFile, readConfigFile, type ResolveExtras, type ResolvedJob, type SpecFlags } from "./options";
 import { resolveJobSigned, type InputSigner } from "./input-signing";
 
 /** The manifests a package may hold, in the order they are preferred (fmriresults01 names subject, type, session). */
@@ -114,11 +114,7 @@ export interface PackageOptions {
 /** The package id, API URL and credentials file a run names (flags over the config file), if it names a package. */
 export function packageRequest(flags: SpecFlags): { packageId: string; api: string; manifestGiven: boolean } | undefined {
   const file = readConfigFile(flags.config);
-  const value = (entry: { key: string; flag: { name: string } }) => {
-    const flag = flags[camelCase(entry.flag.name)];
-    const text = flag !== undefined ? String(flag) : file.lookup(entry.key);
-    return text?.trim() ? text.trim() : undefined;
-  };
+  const value = (entry: (typeof SOURCE_KEYS)[keyof typeof SOURCE_KEYS]) => flagOrFile(flags, file, entry)?.trim() || undefined;
   const packageId = value(SOURCE_KEYS.ndaPackage);
   if (packageId === undefined) return undefined;
   if (!/^\d{1,19}$/.test(packageId)) throw new BadInputError(`${SOURCE_KEYS.ndaPackage.key} "${packageId}": expected ${SOURCE_KEYS.ndaPackage.expected}`);

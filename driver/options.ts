@@ -126,6 +126,16 @@ function deployFlag(flags: SpecFlags, entry: { flag: KeyFlag }): string | undefi
   return value === undefined ? undefined : String(value);
 }
 
+/** A key's value as the run gives it: its flag, else the config file's key. */
+export function flagOrFile(flags: SpecFlags, file: ConfigFile, entry: { key: string; flag: KeyFlag }): string | undefined {
+  return deployFlag(flags, entry) ?? file.lookup(entry.key);
+}
+
+/** Where a manifest path is relative to: where the command runs for one named by flag, the config file's folder for one in it. */
+export function manifestBase(flags: SpecFlags, file: ConfigFile): string {
+  return deployFlag(flags, SOURCE_KEYS.manifest) !== undefined || !file.path ? process.cwd() : path.dirname(file.path);
+}
+
 export interface ResolvedJob {
   spec: JobSpec;
   platform: PlatformName;
@@ -168,13 +178,12 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date(), extra: Reso
   let agentBundle: string | undefined;
   try {
     checkConfigKeys(file.keys);
-    // A manifest named by a flag is relative to where the command runs; one in the file, to the file.
-    const manifestBase = flags[camelCase(SOURCE_KEYS.manifest.flag.name)] !== undefined || !file.path ? process.cwd() : path.dirname(file.path);
+    const base = manifestBase(flags, file);
     const overrides = flagOverrides(flags);
     // The package's own manifest (driver/nda-package.ts) stands in for --manifest when none is given.
     const packaged = extra.packageManifest;
     if (packaged && overrides[SOURCE_KEYS.manifest.key] === undefined && file.lookup(SOURCE_KEYS.manifest.key) === undefined) overrides[SOURCE_KEYS.manifest.key] = packaged.name;
-    const readFile = (name: string) => (packaged && name === packaged.name ? packaged.text : fs.readFileSync(path.resolve(manifestBase, name), "utf8"));
+    const readFile = (name: string) => (packaged && name === packaged.name ? packaged.text : fs.readFileSync(path.resolve(base, name), "utf8"));
     spec = specFromConfig(lookup, overrides, now, { readFile, ndaPackage: extra.ndaPackage, presign: extra.presign });
     const platformFlag = deployFlag(flags, DEPLOY_KEYS.platform);
     const deploy = deployConfigFromConfig((key) => (key === DEPLOY_KEYS.platform.key ? platformFlag : undefined) ?? lookup(key));

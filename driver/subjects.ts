@@ -6,12 +6,12 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { parse } from "csv-parse/sync";
-import { camelCase, SOURCE_KEYS } from "../job/config-keys";
+import { SOURCE_KEYS } from "../job/config-keys";
 import { ManifestError, parseNdaManifest, subjectsInManifest, type PickMode, type SubjectSelection } from "../job/nda-manifest";
 import { normaliseSubject } from "../job/subject";
 import { redactUrl } from "../job/spec";
 import { BadInputError } from "./errors";
-import { readConfigFile, type SpecFlags } from "./options";
+import { flagOrFile, manifestBase, readConfigFile, type SpecFlags } from "./options";
 
 /** Per-subject input URLs: input name → URL; the key "" is the first configured input (the `input` column). */
 export type InputOverrides = Record<string, string>;
@@ -110,18 +110,14 @@ export function readSubjectsList(file: string): SubjectsList {
  */
 export function allSubjectsFromManifest(flags: SpecFlags, packaged?: { name: string; text: string }): SubjectSelection {
   const file = readConfigFile(flags.config);
-  const flagOr = (entry: { key: string; flag: { name: string } }) => {
-    const value = flags[camelCase(entry.flag.name)];
-    return value !== undefined ? String(value) : file.lookup(entry.key);
-  };
+  const flagOr = (entry: (typeof SOURCE_KEYS)[keyof typeof SOURCE_KEYS]) => flagOrFile(flags, file, entry);
   const manifest = flagOr(SOURCE_KEYS.manifest);
   const pick = (flagOr(SOURCE_KEYS.pick) ?? "error") as PickMode;
   const filters = { dataType: flagOr(SOURCE_KEYS.dataType), session: flagOr(SOURCE_KEYS.session), pick };
   // An NDA package's own manifest (driver/nda-package.ts packageManifestFor) when the run gives none.
   if (!manifest && packaged) return selectFrom(packaged.text, packaged.name, filters);
   if (!manifest) throw new BadInputError(`--all-subjects takes its subjects from a manifest: give --manifest FILE (or ${SOURCE_KEYS.manifest.key}), or --nda-package ID`);
-  // As resolveJob reads it: a flag's path is relative to where the command runs, a file's to the file.
-  const base = flags[camelCase(SOURCE_KEYS.manifest.flag.name)] !== undefined || !file.path ? process.cwd() : path.dirname(file.path);
+  const base = manifestBase(flags, file); // as resolveJob reads it
   let text: string;
   try {
     text = fs.readFileSync(path.resolve(base, manifest), "utf8");
