@@ -28,8 +28,8 @@ export interface JobStatusReport {
 
 export async function jobStatus(jobId?: string): Promise<JobStatusReport> {
   const record = jobRecordFor(jobId);
-  // Loaded here, not at the top: `list` needs neither the AWS SDK nor zod.
-  const { parseAgentStatus, parseCompletionMarker } = require("../job/records") as typeof import("../job/records");
+  // Loaded here, not at the top: `list` needs no AWS SDK. The parsers are zod-free (job/records.ts would load zod).
+  const { parseAgentStatus, parseCompletionMarker } = require("../job/record-parsers") as typeof import("../job/record-parsers");
   const { readRecord } = require("./s3") as typeof import("./s3");
   const [status, marker] = await Promise.all([
     readRecord(parseS3Url(record.statusUrl), parseAgentStatus).catch(() => undefined),

@@ -3,13 +3,16 @@
  * the completion marker (written last) and the provenance record. Shared types so both sides agree.
  *
  * Status and marker are read back from S3, where anything with write access to the job's area could have put them:
- * readers parse them with the schemas below (`parseCompletionMarker`, `parseAgentStatus`), never cast. Writers
- * (agent, user-data renderer) build them with the builders below, so every writer emits the same shape.
+ * readers parse them (`parseCompletionMarker`, `parseAgentStatus`), never cast: the schemas below say what is valid,
+ * record-parsers.ts checks it without loading zod. Writers (agent, user-data renderer) build them with the builders
+ * below, so every writer emits the same shape.
  */
 import { z } from "zod";
-import { API_VERSION } from "./spec";
+import { API_VERSION } from "./api-version";
+import { FAILURE_REASONS, PHASES } from "./record-parsers";
 
-export const PHASES = ["starting", "inputs", "pull", "run", "outputs", "finishing", "done"] as const;
+export { FAILURE_REASONS, parseAgentStatus, parseCompletionMarker, PHASES } from "./record-parsers";
+
 export const Phase = z.enum(PHASES);
 export type Phase = z.infer<typeof Phase>;
 
@@ -38,23 +41,7 @@ export const AgentStatus = z.object({
 });
 export type AgentStatus = z.infer<typeof AgentStatus>;
 
-/** Why a job failed. Each has one meaning; the driver and users match on it. */
-export const FAILURE_REASONS = [
-  "missing-input",
-  "presigned-url-expired",
-  "input-integrity",
-  "corrupt-archive",
-  "no-matching-file",
-  "multiple-matching-files",
-  "image-pull-failed",
-  "container-failed",
-  "out-of-disk",
-  "max-runtime",
-  "output-upload-failed",
-  "bootstrap-failed",
-  "spot-interrupted",
-  "internal-error",
-] as const;
+/** Why a job failed (FAILURE_REASONS). Each has one meaning; the driver and users match on it. */
 export const FailureReason = z.enum(FAILURE_REASONS);
 export type FailureReason = z.infer<typeof FailureReason>;
 
@@ -146,17 +133,6 @@ export interface ProvenanceRecord {
   finishedAt: string;
   outcome: "succeeded" | "failed";
   reason?: FailureReason;
-}
-
-/** A marker read from S3, or undefined when it is not a valid marker (a reader must not act on a forged shape). */
-export function parseCompletionMarker(value: unknown): CompletionMarker | undefined {
-  const result = CompletionMarker.safeParse(value);
-  return result.success ? result.data : undefined;
-}
-
-export function parseAgentStatus(value: unknown): AgentStatus | undefined {
-  const result = AgentStatus.safeParse(value);
-  return result.success ? result.data : undefined;
 }
 
 /**

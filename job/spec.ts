@@ -11,7 +11,9 @@ import { parseS3Url } from "./s3url";
 import { bidsSubject, normaliseSubject } from "./subject";
 import { JOB_ID_PATTERN } from "./layout";
 
-export const API_VERSION = "cloudcompute/v1" as const;
+import { API_VERSION } from "./api-version";
+
+export { API_VERSION };
 
 /** Job ids that would collide with the shared folders of the job area (`_cloudcompute/agent/`: the agent bundles). */
 export const RESERVED_JOB_IDS = ["agent", "subjects"];

@@ -14,6 +14,9 @@ import { jobFilter, listJobs } from "../driver/inspect";
 import { BATCH_ID_ENV, workerBatchId } from "../driver/worker-env";
 import { PACKAGE_ROOT } from "../common/paths";
 import { startMoto, type MotoServer } from "../sandbox/moto";
+import { CreateBucketCommand, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { parseS3Url } from "../job/s3url";
+import { startingStatus } from "../job/records";
 
 const { bundleState, stampPath } = require("../bin/cli-bundle.js") as {
   bundleState(bundle: string, root: string): { fresh: boolean; why?: string };
@@ -96,6 +99,38 @@ describe("prebuilt CLI: the real driver from its bundle", function () {
     const status = cli(["status", job.jobId]);
     expect(status.code, status.stderr).to.equal(0);
     expect(status.stdout).to.include(`job ${job.jobId} (${job.subject}, local): ${job.state}`);
+  });
+
+  /** The package files (below node_modules/) a CLI run from the bundle had loaded when it exited. */
+  const loadedBy = (args: string[]) => {
+    const probe = path.join(scratch, "loaded-probe.js");
+    const out = path.join(scratch, "loaded.json");
+    fs.writeFileSync(probe, `process.on("exit", () => require("node:fs").writeFileSync(${JSON.stringify(out)}, JSON.stringify(Object.keys(require.cache))));`);
+    const res = spawnSync(process.execPath, ["--require", probe, CLI, ...args], { env: { ...process.env, ...moto.env, CLOUDCOMPUTE_HOME: home, CLOUDCOMPUTE_CLI_BUNDLE: bundle }, encoding: "utf8" });
+    expect(res.status, res.stderr).to.equal(0);
+    const files = (JSON.parse(fs.readFileSync(out, "utf8")) as string[]).filter((file) => file.includes(`node_modules${path.sep}`));
+    const packages = new Set(files.map((file) => /node_modules[\\/]((?:@[^\\/]+[\\/])?[^\\/]+)/.exec(file)![1].replace(/\\/g, "/")));
+    return { stdout: res.stdout, packages };
+  };
+
+  it("--help and list load no AWS SDK, zod or Pulumi; status loads the S3 client only, and still parses what it reads", async () => {
+    for (const args of [["--help"], ["list", "--json"]]) {
+      const { packages } = loadedBy(args);
+      expect([...packages].filter((name) => /^(@aws-sdk|@smithy|@pulumi)\/|^zod$/.test(name)), args.join(" ")).to.deep.equal([]);
+    }
+    // Job 21's bucket holds a valid status and a forged marker (no apiVersion): status shows the one and drops the other.
+    const job = records[21];
+    const s3 = new S3Client({ endpoint: moto.endpoint, region: "us-east-1", forcePathStyle: true, credentials: { accessKeyId: "testing", secretAccessKey: "testing" } });
+    const put = (url: string, body: unknown) => s3.send(new PutObjectCommand({ Bucket: parseS3Url(url).bucket, Key: parseS3Url(url).key, Body: JSON.stringify(body) }));
+    await s3.send(new CreateBucketCommand({ Bucket: parseS3Url(job.statusUrl).bucket }));
+    await put(job.statusUrl, { ...startingStatus({ jobId: job.jobId, launchId: job.launchId }, "2026-01-01T00:05:00Z"), phase: "run", phases: { run: { bytesDone: 0 } } });
+    await put(job.markerUrl, { jobId: job.jobId, subject: job.subject, outcome: "succeeded", message: "forged", finishedAt: "x", outputs: { prefix: "", count: 0, bytes: 0, partial: false }, timings: {} });
+    const { stdout, packages } = loadedBy(["status", job.jobId, "--json"]);
+    const report = JSON.parse(stdout) as { status?: { phase: string }; marker?: unknown };
+    expect(report.status?.phase).to.equal("run");
+    expect(report).to.not.have.property("marker");
+    expect(packages.has("@aws-sdk/client-s3")).to.equal(true);
+    expect([...packages].filter((name) => /^@pulumi\/|^zod$|^@aws-sdk\/client-(?!s3$)/.test(name))).to.deep.equal([]);
   });
 
   it("a bundle older than a source falls back to the sources and says which (a batch worker stays quiet)", () => {
