@@ -16,10 +16,9 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { execFileSync } from "node:child_process";
 import type { JobResult } from "../driver/run";
-import type { BatchResult } from "../driver/batch";
 import { findPulumi } from "../driver/engine";
 import { descendantsOf } from "../infra/local";
-import { DriverSandbox, localJobConfig, startDriverSandbox } from "../sandbox/driver-sandbox";
+import { DriverSandbox, localJobConfig, startDriverSandbox, batchResultOf } from "../sandbox/driver-sandbox";
 import { silenceAwsSdkNodeNotice } from "../job/node-support";
 
 function arg(name: string, fallback: number): number {
@@ -127,7 +126,7 @@ async function throughput(sandbox: DriverSandbox, config: string, concurrency: n
   });
   const wall = (Date.now() - started) / 1000;
   const peaks = sampler.stop();
-  const batch = JSON.parse(res.stdout) as BatchResult;
+  const batch = batchResultOf(res.stdout);
   const succeeded = batch.entries.filter((e) => e.outcome === "succeeded").length;
   if (succeeded !== jobs) throw new Error(`batch at concurrency ${concurrency}: ${succeeded}/${jobs} succeeded:\n${res.stderr}`);
   log(`concurrency ${concurrency}: ${jobs} jobs in ${round(wall, 1)} s`);

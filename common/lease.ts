@@ -160,6 +160,11 @@ export interface TakeOptions {
   holder: LeaseHolder;
   periodSeconds?: number;
   now?: () => Date;
+  /**
+   * A live lease this taker may take over all the same: one its own earlier process held and is provably gone from
+   * (a batch resumed after its process was killed). Taken If-Match its etag, like an expired one.
+   */
+  takeOverFrom?: (lease: SubjectLease) => boolean;
 }
 
 /** Write `lease` only if the object is still `expected` (undefined: only if there is none). The new etag, or "conflict". */
@@ -300,7 +305,7 @@ export async function takeLease(options: TakeOptions): Promise<LeaseHandle> {
   for (let attempt = 1; ; attempt++) {
     const read = await readLease(options.client, options.location);
     if (read.lease?.leaseId === leaseId && read.etag) return new LeaseHandle({ ...options, now }, read.lease, read.etag); // our write landed, its answer did not
-    if (!leaseIsFree(read, now())) throw new LeaseHeldError(read.lease!, now(), read);
+    if (!leaseIsFree(read, now()) && !options.takeOverFrom?.(read.lease!)) throw new LeaseHeldError(read.lease!, now(), read);
     const at = now();
     const lease: SubjectLease = {
       apiVersion: "cloudcompute/v1",

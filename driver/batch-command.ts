@@ -17,10 +17,11 @@ import type { SubjectSelection } from "../job/nda-manifest";
 import { redactUrl } from "../job/spec";
 import { capacityFor } from "./quota-reads";
 import { planConcurrency, quotaWarnings } from "./quotas";
+import { batchKey } from "./batch-resume";
 
 /** Jobs in flight when --concurrency is not given (capped to what the account's quotas fit). */
 
-import { DEFAULT_CONCURRENCY, SUBJECT_INPUTS_FLAG } from "./worker-env";
+import { DEFAULT_CONCURRENCY, defaultEngineConcurrency, SUBJECT_INPUTS_FLAG } from "./worker-env";
 export { SUBJECT_INPUTS_FLAG };
 
 export interface BatchCommandOptions {
@@ -95,14 +96,19 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
     return 0;
   }
   for (const job of jobs) printWarnings(await checkRegions(job, cache), seen);
+  const subjectArgs = (subject: string) => (list.inputs[subject] ? [`--${SUBJECT_INPUTS_FLAG}`, JSON.stringify({ urls: list.inputs[subject], where: `subjects file ${file} line ${list.lines[subject]}` })] : []);
+  const rerun = Boolean(argv.rerun);
   const result = await runBatch({
-    subjects: list.subjects,
+    jobs,
+    key: batchKey({ workerArgs: options.workerArgs, subjects: list.subjects, subjectArgs: list.subjects.map(subjectArgs), rerun, cwd: process.cwd() }),
     concurrency: plan.concurrency,
-    rerun: Boolean(argv.rerun),
-    outputPrefix: jobs[0].spec.outputs.prefix,
-    outputLayout: jobs[0].spec.outputs.layout,
+    engineConcurrency: argv["engine-concurrency"] === undefined ? defaultEngineConcurrency() : Number(argv["engine-concurrency"]),
+    retries: Number(argv.retries ?? 0),
+    rerun,
+    pricePerHour: argv["price-per-hour"] as number | undefined,
+    json: Boolean(argv.json),
     workerArgs: options.workerArgs,
-    subjectArgs: (subject) => (list.inputs[subject] ? [`--${SUBJECT_INPUTS_FLAG}`, JSON.stringify({ urls: list.inputs[subject], where: `subjects file ${file} line ${list.lines[subject]}` })] : []),
+    subjectArgs,
     signal: options.signal(),
   });
   process.stderr.write(batchTable(result));

@@ -51,6 +51,9 @@ export type BatchEvent =
 
 export type BatchEventName = BatchEvent["event"];
 
+/** An event before it is stamped with its time (each member of the union without `at`). */
+export type UnstampedEvent = BatchEvent extends infer E ? (E extends BatchEvent ? Omit<E, "at"> : never) : never;
+
 /** Something that takes the batch's events (the view, a test's recorder). */
 export interface BatchEventSink {
   event(e: BatchEvent): void;

@@ -1,41 +1,54 @@
 /**
- * Batch: one job per subject, each in its own worker process (the Pulumi Node SDK keeps global state: one inline
- * program per process), at most `concurrency` at a time. Subjects that already have a success marker are skipped
- * unless `rerun`. One failure does not stop the others; an interrupt interrupts every worker, and each destroys its
- * own job's resources before the batch exits.
+ * Batch: one job per subject, at most `concurrency` in flight, waited on together in this process while short-lived
+ * engine workers create and destroy their stacks (driver/batch-scheduler.ts). Subjects that already succeeded are
+ * skipped unless `rerun`; subjects another driver holds are reported, not run. One failure does not stop the others;
+ * an interrupt tears every job down before the batch exits.
  */
-import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { jobLayout, resultsDirName } from "../job/layout";
 import { parseCompletionMarker, parseResultsPointer } from "../job/records";
 import type { OutputLayout } from "../job/spec";
+import { formatS3Url } from "../job/s3url";
+import { cloudcomputeHome } from "../common/paths";
 import { BadInputError, ExitCode } from "./errors";
 import { readSubjectsList } from "./subjects";
-import { cloudcomputeHome, PACKAGE_ROOT } from "../common/paths";
-import { seconds } from "../common/time";
 import { readRecord } from "./s3";
-import { BATCH_ID_ENV, SKIP_SUCCEEDED_ENV, WORKER_ARGS_ENV } from "./worker-env";
 import type { JobResult } from "./run";
 import type { ResolvedJob } from "./options";
-import { formatS3Url } from "../job/s3url";
 import { formatCost, table } from "./summary";
-import { isLeaseRefusal, liveLeaseOf } from "./lease";
+import { liveLeaseOf } from "./lease";
+import { platformNamed } from "./platform";
+import { engineWorkerEdges, type JobEdges } from "./engine-workers";
+import { scheduleJobs, type AdoptedJob } from "./batch-scheduler";
+import { findResumable, resumeJobs, writeJournal } from "./batch-resume";
+import { currentOwner } from "./owner";
+import type { SubjectLease } from "../common/lease";
+import type { BatchEvent, BatchEventSink, UnstampedEvent } from "./batch-events";
+import { batchViewMode, createBatchView } from "./batch-view";
 
 export interface BatchOptions {
-  subjects: string[];
+  /** Each subject's job, resolved by the batch's command, in the batch's order (one output prefix and layout). */
+  jobs: ResolvedJob[];
+  /** Jobs in flight at most (launching, running or being torn down). */
   concurrency: number;
+  /** Engine workers (stack create or destroy) alive at once. */
+  engineConcurrency: number;
+  retries: number;
   rerun: boolean;
-  /** The output prefix shared by the batch's jobs (where success markers are looked for). */
-  outputPrefix: string;
-  /** The batch's output layout: where each subject's results (and results pointer) are. */
-  outputLayout?: OutputLayout;
-  /** Arguments for each worker besides `--subject` (config file, overrides, platform, ...). */
+  pricePerHour?: number;
+  /** Arguments for each engine worker besides `--subject` (config file, overrides, platform, ...). */
   workerArgs: string[];
   /** Arguments for one subject's worker only (its subjects-file inputs); they travel with workerArgs, never in argv. */
   subjectArgs?: (subject: string) => string[];
   signal: AbortSignal;
-  stream?: NodeJS.WriteStream;
+  /** Events as JSON lines on stdout instead of the view on stderr. */
+  json?: boolean;
+  /** What makes this start the same batch as an earlier one (driver/batch-resume.ts batchKey): an unfinished run of it is resumed. */
+  key?: string;
+  /** Stand-ins for a benchmark: the engine phases, and where events go. */
+  edges?: JobEdges;
+  sink?: BatchEventSink;
 }
 
 export interface BatchEntry {
@@ -93,10 +106,8 @@ export async function findSuccess(outputPrefix: string, subject: string, layout:
   return pointer.jobId;
 }
 
-/** Set for a batch's workers unless --rerun: a subject that succeeded meanwhile (another driver) is not run again. */
-
 /**
- * A batch worker holding the subject's lease looks once more: another driver may have run the subject to success
+ * A batch holding the subject's lease looks once more: another driver may have run the subject to success
  * between the batch's look and the lease (it released the lease when done). Then the worker runs nothing.
  */
 export async function alreadySucceeded(resolved: ResolvedJob): Promise<JobResult | undefined> {
@@ -119,126 +130,88 @@ export async function alreadySucceeded(resolved: ResolvedJob): Promise<JobResult
   };
 }
 
-/** The CLI entry a worker runs: bin/cloudcompute.js registers tsx and loads driver/cli.ts. */
-export const CLI_ENTRY = path.join(PACKAGE_ROOT, "bin", "cloudcompute.js");
+/** Subjects looked at at once before the batch starts (their earlier success and their lease: two S3 reads each). */
+const LOOKS_AT_ONCE = 16;
 
-interface Worker {
-  subject: string;
-  kill(signal: NodeJS.Signals): void;
-  done: Promise<BatchEntry>;
-}
-
-export { WORKER_ARGS_ENV };
-
-function startWorker(subject: string, options: BatchOptions, logDir: string, batchId: string): Worker {
-  const stream = options.stream ?? process.stderr;
-  const logPath = path.join(logDir, `${subject}.log`);
-  const log = fs.createWriteStream(logPath);
-  const started = Date.now();
-  // The job's flags go through the environment, never argv: they may hold env values and presigned URLs, and a
-  // worker's command line is readable by every user of the machine for as long as its job runs.
-  const child = spawn(process.execPath, [CLI_ENTRY, "run", "--subject", subject, "--json"], {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, CLOUDCOMPUTE_WORKER: "1", [BATCH_ID_ENV]: batchId, [SKIP_SUCCEEDED_ENV]: options.rerun ? "0" : "1", [WORKER_ARGS_ENV]: JSON.stringify([...options.workerArgs, ...(options.subjectArgs?.(subject) ?? [])]) },
-    // Its own process group: a terminal's Ctrl-C reaches only the batch, which forwards exactly one SIGINT (a
-    // second one would make a worker leave without cleaning up).
-    detached: true,
-  });
-  let stdout = "";
-  child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()));
-  let partial = "";
-  let lastError: string | undefined;
-  child.stderr.on("data", (chunk: Buffer) => {
-    log.write(chunk);
-    partial += chunk.toString();
-    const lines = partial.split("\n");
-    partial = lines.pop() ?? "";
-    for (const line of lines) {
-      if (line.startsWith("error: ")) lastError = line.slice("error: ".length);
-      if (line.trim()) stream.write(`${line}\n`);
-    }
-  });
-  const done = new Promise<BatchEntry>((resolve) => {
-    child.on("close", (code, signal) => {
-      log.end();
-      const exitCode = code ?? (signal === "SIGINT" ? ExitCode.interrupted : ExitCode.infra);
-      const elapsed = seconds(Date.now() - started);
-      const result = parseResult(stdout);
-      if (result?.outcome === "skipped") {
-        stream.write(`[batch] ${subject}: skipped, ${result.message}\n`);
-        resolve({ subject, outcome: "skipped", exitCode, succeededBefore: result.jobId, message: result.message, seconds: elapsed, logPath });
-      } else if (result) {
-        resolve({ subject, outcome: result.outcome, exitCode, jobId: result.jobId, reason: result.reason, message: result.message, costUsd: result.costUsd, seconds: elapsed, logPath });
-      } else if (isLeaseRefusal(lastError)) {
-        // Another driver took the subject between our look and the worker's take: its refusal names the holder.
-        resolve({ subject, outcome: "held", exitCode, reason: "held-by-another-driver", message: lastError, seconds: elapsed, logPath });
-      } else {
-        resolve({ subject, outcome: exitCode === ExitCode.interrupted ? "interrupted" : "error", exitCode, message: `worker exited with ${code ?? signal} without a result; see ${logPath}`, seconds: elapsed, logPath });
-      }
-    });
-  });
-  return { subject, kill: (signal) => child.exitCode === null && child.kill(signal), done };
-}
-
-function parseResult(stdout: string): JobResult | undefined {
-  const line = stdout.trim().split("\n").pop();
-  if (!line) return undefined;
-  try {
-    return JSON.parse(line) as JobResult;
-  } catch {
-    return undefined;
-  }
+/** `work` for every item, at most `limit` at a time, results in order. */
+async function mapLimited<T, R>(items: T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
+    for (let i = next++; i < items.length; i = next++) results[i] = await work(items[i]);
+  }));
+  return results;
 }
 
 export async function runBatch(options: BatchOptions): Promise<BatchResult> {
-  const stream = options.stream ?? process.stderr;
-  const batchId = `batch-${new Date().toISOString().replace(/[-:.]/g, "")}`;
+  const now = new Date().toISOString();
+  // The same batch started again after its process died: continue that run (driver/batch-resume.ts).
+  const earlier = options.key ? findResumable(options.key) : undefined;
+  const batchId = earlier?.batchId ?? `batch-${now.replace(/[-:.]/g, "")}`;
   const logDir = path.join(cloudcomputeHome(), "batches", batchId);
   fs.mkdirSync(logDir, { recursive: true });
+  if (options.key) writeJournal(logDir, { kind: "batch-journal", batchId, key: options.key, owner: currentOwner(), startedAt: earlier?.startedAt ?? now, ...(earlier ? { resumedAt: [...(earlier.resumedAt ?? []), now] } : {}) });
+  const sink = options.sink ?? createBatchView({ mode: batchViewMode({ json: Boolean(options.json), stream: process.stderr }), stream: options.json ? process.stdout : process.stderr, total: options.jobs.length });
+  const emit = (e: UnstampedEvent) => sink.event({ ...e, at: new Date().toISOString() } as BatchEvent);
   const entries = new Map<string, BatchEntry>();
-
-  const pending: string[] = [];
-  for (const subject of options.subjects) {
-    const previous = options.rerun ? undefined : await findSuccess(options.outputPrefix, subject, options.outputLayout);
-    const held = previous ? undefined : await liveLeaseOf(options.outputPrefix, subject, options.outputLayout);
-    if (previous) {
-      entries.set(subject, { subject, outcome: "skipped", exitCode: 0, succeededBefore: previous, message: `already succeeded as ${previous}` });
-      stream.write(`[batch] ${subject}: skipped, already succeeded as ${previous} (--rerun runs it again)\n`);
-    } else if (held) {
-      const message = held.message;
-      entries.set(subject, { subject, outcome: "held", exitCode: ExitCode.badInput, reason: "held-by-another-driver", message });
-      stream.write(`[batch] ${subject}: not started: ${message}\n`);
-    } else pending.push(subject);
-  }
-  stream.write(`[batch] ${batchId}: ${pending.length} job(s) to run, ${options.subjects.length - pending.length} skipped, concurrency ${options.concurrency}; logs in ${logDir}\n`);
-
-  const running = new Set<Worker>();
-  const onAbort = () => running.forEach((worker) => worker.kill("SIGINT"));
-  options.signal.addEventListener("abort", onAbort);
+  const subjects = options.jobs.map((job) => job.spec.subject);
+  const { prefix, layout } = options.jobs[0].spec.outputs;
+  const edges = options.edges ?? engineWorkerEdges({ batchId, workerArgs: options.workerArgs, subjectArgs: options.subjectArgs, logDir });
+  // `cancel <job>` signals SIGUSR2 for one job (batch-scheduler.ts acts on it); never the default action, death.
+  const ignoreStrayCancel = () => undefined;
+  process.on("SIGUSR2", ignoreStrayCancel);
   try {
-    const queue = [...pending];
-    const lanes = Array.from({ length: Math.max(1, Math.min(options.concurrency, queue.length)) }, async () => {
-      for (let subject = queue.shift(); subject !== undefined && !options.signal.aborted; subject = queue.shift()) {
-        const worker = startWorker(subject, options, logDir, batchId);
-        running.add(worker);
-        const entry = await worker.done;
-        running.delete(worker);
-        entries.set(subject, entry);
-      }
+    let adopted = new Map<string, AdoptedJob>();
+    // Leases the dead run held for subjects it had not launched yet (or had finished) are this run's to take.
+    const dead = earlier?.owner;
+    const takeOverFrom = dead && ((lease: SubjectLease) => lease.holder.host === dead.host && lease.holder.pid === dead.pid && (lease.holder.pidStart ?? "") === dead.pidStart);
+    if (earlier) {
+      emit({ event: "note", message: `resuming ${batchId}: its process (pid ${earlier.owner.pid}, started ${earlier.startedAt}) is gone; adopting its running jobs` });
+      const resumed = await resumeJobs(earlier, options.jobs, edges, (subject, line) => {
+        if (subject) fs.appendFileSync(path.join(logDir, `${subject}.log`), `${line}\n`);
+        emit({ event: "note", ...(subject ? { subject } : {}), message: line });
+      });
+      adopted = resumed.adopted;
+      for (const [subject, entry] of resumed.finished) entries.set(subject, entry);
+    }
+    // Done before (its results pointer and marker), or run by another driver now (its live lease): not started here.
+    const looks = await mapLimited(options.jobs, LOOKS_AT_ONCE, async (job) => {
+      const subject = job.spec.subject;
+      if (adopted.has(subject) || entries.has(subject)) return undefined;
+      const previous = options.rerun ? undefined : await findSuccess(prefix, subject, layout);
+      if (previous) return { subject, outcome: "skipped", exitCode: 0, succeededBefore: previous, message: `already succeeded as ${previous} (--rerun runs it again)` } satisfies BatchEntry;
+      const held = await liveLeaseOf(prefix, subject, layout);
+      return held && !takeOverFrom?.(held.lease) ? ({ subject, outcome: "held", exitCode: ExitCode.badInput, reason: "held-by-another-driver", message: held.message } satisfies BatchEntry) : undefined;
     });
-    await Promise.all(lanes);
+    for (const entry of looks) if (entry) entries.set(entry.subject, entry);
+    const pending = options.jobs.filter((job) => !entries.has(job.spec.subject));
+    const finishedBefore = [...entries.values()].filter((e) => e.outcome !== "skipped" && e.outcome !== "held").length;
+    const count = (outcome: string) => [...entries.values()].filter((e) => e.outcome === outcome).length;
+    const price = await platformNamed(options.jobs[0].platform).pricePerHour(options.jobs[0].spec).catch(() => undefined);
+    emit({
+      event: "batch-start", batchId, total: subjects.length, toRun: pending.length - adopted.size, skipped: count("skipped") + finishedBefore, held: count("held"), adopted: adopted.size,
+      concurrency: options.concurrency, engineConcurrency: options.engineConcurrency, pricePerHour: options.pricePerHour ?? price, logDir,
+    });
+    for (const entry of entries.values()) emit({ event: "job-done", subject: entry.subject, jobId: entry.succeededBefore, outcome: entry.outcome, reason: entry.reason });
+    const ran = await scheduleJobs({ batchId, logDir, jobs: pending, adopted, concurrency: options.concurrency, engineConcurrency: options.engineConcurrency, retries: options.retries, rerun: options.rerun, edges, signal: options.signal, sink, takeOverFrom });
+    for (const [subject, entry] of ran) entries.set(subject, entry);
+    for (const job of pending) {
+      const subject = job.spec.subject;
+      if (!entries.has(subject)) entries.set(subject, { subject, outcome: "interrupted", exitCode: ExitCode.interrupted, message: "not started: the batch was interrupted" });
+    }
+    const ordered = subjects.map((subject) => entries.get(subject)!);
+    const summaryPath = path.join(logDir, "summary.json");
+    const result: BatchResult = { batchId, entries: ordered, exitCode: batchExitCode(ordered, options.signal.aborted), summaryPath };
+    fs.writeFileSync(summaryPath, JSON.stringify(result, null, 2) + "\n");
+    const counts: Record<string, number> = {};
+    for (const e of ordered) counts[e.outcome] = (counts[e.outcome] ?? 0) + 1;
+    const costUsd = Math.round(ordered.reduce((sum, e) => sum + (e.costUsd ?? 0), 0) * 10000) / 10000;
+    emit({ event: "batch-end", batchId, exitCode: result.exitCode, counts, costUsd, summaryPath });
+    return result;
   } finally {
-    options.signal.removeEventListener("abort", onAbort);
+    process.removeListener("SIGUSR2", ignoreStrayCancel);
+    sink.close();
   }
-  for (const subject of pending) {
-    if (!entries.has(subject)) entries.set(subject, { subject, outcome: "interrupted", exitCode: ExitCode.interrupted, message: "not started: the batch was interrupted" });
-  }
-
-  const ordered = options.subjects.map((subject) => entries.get(subject)!);
-  const summaryPath = path.join(logDir, "summary.json");
-  const result: BatchResult = { batchId, entries: ordered, exitCode: batchExitCode(ordered, options.signal.aborted), summaryPath };
-  fs.writeFileSync(summaryPath, JSON.stringify(result, null, 2) + "\n");
-  return result;
 }
 
 /** 130 if interrupted, else 3 if any infrastructure error, else 1 if any job failed, else 0. */

@@ -4,7 +4,7 @@
  */
 import yargs, { Argv, Options } from "yargs";
 import { hideBin } from "yargs/helpers";
-import { DEFAULT_CONCURRENCY, SKIP_SUCCEEDED_ENV, SUBJECT_INPUTS_FLAG, WORKER_ARGS_ENV } from "./worker-env";
+import { DEFAULT_CONCURRENCY, SUBJECT_INPUTS_FLAG, WORKER_ARGS_ENV } from "./worker-env";
 import { errorMessage } from "../common/errors";
 import { BadInputError, DriverError, ExitCode } from "./errors";
 import type { SpecFlags } from "./options";
@@ -49,7 +49,9 @@ const RUN_OPTIONS = {
   "subjects-file": { type: "string", describe: "Batch: run one job per subject listed in this file (one per line or first column; a CSV header subject,input[,input.NAME] gives per-subject input URLs)" },
   "all-subjects": { type: "boolean", describe: "Batch: every subject the manifest (or --nda-package's) holds a file for (with --data-type/--session/--pick); the others are listed with the reason" },
   [SUBJECT_INPUTS_FLAG]: { type: "string", hidden: true, describe: "A batch worker's subjects-file inputs (JSON)" },
-  concurrency: { type: "number", describe: `Batch: jobs running at once (each in its own worker process); default ${DEFAULT_CONCURRENCY}, capped to what the account's quotas fit (aws); a value that cannot fit is refused` },
+  concurrency: { type: "number", describe: `Batch: jobs in flight at once (launching, running or being torn down); default ${DEFAULT_CONCURRENCY}, capped to what the account's quotas fit (aws); a value that cannot fit is refused` },
+  "engine-concurrency": { type: "number", describe: "Batch: Pulumi engines (stack create or destroy) at once, each a short-lived worker process; default one per core" },
+  "engine-worker": { type: "boolean", hidden: true, describe: "A batch's engine worker (its request on stdin)" },
   rerun: { type: "boolean", default: false, describe: "Batch: also run subjects that already have a success marker" },
 } as const satisfies Record<string, Options>;
 
@@ -170,6 +172,7 @@ function checkRunFlags(argv: Record<string, unknown>): void {
   };
   wholeNumber("retries", 0, 10);
   wholeNumber("concurrency", 1, 10_000);
+  wholeNumber("engine-concurrency", 1, 64);
   const price = argv["price-per-hour"];
   if (price !== undefined && (typeof price !== "number" || !Number.isFinite(price) || price < 0)) {
     throw new BadInputError(`--price-per-hour ${typedValue("price-per-hour", price)}: expected USD per hour, a number >= 0`);
@@ -187,6 +190,11 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   if (argv["subjects-file"] !== undefined || argv["all-subjects"]) {
     const { runBatchCommand } = batchCommand();
     return runBatchCommand(argv, flags, { workerArgs: workerArgs(argv), signal: () => interruptController().signal, printJson });
+  }
+  if (argv["engine-worker"]) {
+    if (process.env.CLOUDCOMPUTE_WORKER !== "1") throw new BadInputError("--engine-worker is for a batch's engine workers; run a batch with --subjects-file");
+    const { engineWorkerMain } = require("./engine-worker") as typeof import("./engine-worker");
+    return engineWorkerMain(flags, interruptController().signal, printJson);
   }
   if (argv[SUBJECT_INPUTS_FLAG] !== undefined && process.env.CLOUDCOMPUTE_WORKER !== "1") {
     throw new BadInputError(`--${SUBJECT_INPUTS_FLAG} is for batch workers; use --subjects-file with input columns`);
@@ -231,7 +239,6 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
     pricePerHour: argv["price-per-hour"] as number | undefined,
     verbose: Boolean(argv.verbose),
     signal: interruptController().signal,
-    skipIfSucceeded: process.env.CLOUDCOMPUTE_WORKER === "1" && process.env[SKIP_SUCCEEDED_ENV] === "1",
     // A retry's presigned URLs are asked for (NDA) or signed (--input-profile) again: the first ones may be near their end.
     freshInputs: async () => (await resolvePackageJob(flags, {}, extra, await inputSignerFor(flags))).spec.inputs,
   });

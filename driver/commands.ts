@@ -130,7 +130,22 @@ export async function cancelJob(jobId: string, log: (line: string) => void, back
   const record = readJobRecord(jobId);
   const owner = record && recordOwner(record);
   // Only a driver proven alive (same host, same PID start time) is signalled: a reused PID belongs to somebody else.
-  if (owner && ownerState(owner) === "alive" && owner.pid !== process.pid) {
+  if (owner && ownerState(owner) === "alive" && owner.pid !== process.pid && record?.batchId) {
+    // A batch waits on many jobs: ask it to stop this one only (a request file, then SIGUSR2; batch-scheduler.ts).
+    const requests = path.join(cloudcomputeHome(), "batches", record.batchId, "cancel");
+    fs.mkdirSync(requests, { recursive: true });
+    fs.writeFileSync(path.join(requests, jobId), "");
+    log(`asking batch ${record.batchId} (pid ${owner.pid}) to stop ${jobId}; it destroys the job's resources`);
+    process.kill(owner.pid!, "SIGUSR2");
+    const deadline = Date.now() + 10 * 60_000;
+    const ended = () => ["succeeded", "failed", "error", "interrupted"].includes(readJobRecord(jobId)?.state ?? "");
+    while (!ended() && ownerState(owner) === "alive" && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
+    if (ended()) {
+      log(`batch finished the job: ${readJobRecord(jobId)?.state}`);
+      return;
+    }
+    log("the batch did not finish the job within 10 minutes: destroying from here");
+  } else if (owner && ownerState(owner) === "alive" && owner.pid !== process.pid) {
     const pid = owner.pid!;
     log(`interrupting driver pid ${pid} of ${jobId}; it destroys the job's resources`);
     process.kill(pid, "SIGINT");

@@ -32,6 +32,8 @@ export interface JobRecord {
   statusUrl: string;
   logUrl: string;
   instanceId?: string;
+  /** When `up` finished and the compute started: an adopted job's wait (max runtime, boot allowance) counts from here. */
+  runningAt?: string;
   /** This launch's nonce: a marker found later (by cancel or gc) counts only if it carries it. */
   launchId?: string;
   /** Failure reason from the marker or the driver (instance-lost, heartbeat-lost, max-runtime, up-failed, ...). */

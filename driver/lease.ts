@@ -34,7 +34,12 @@ function userName(): string {
   }
 }
 
-export async function holdSubjectLease(spec: Pick<JobSpec, "jobId" | "subject" | "outputs" | "launchId">, periodSeconds: number, log: (line: string) => void): Promise<HeldLease> {
+export async function holdSubjectLease(
+  spec: Pick<JobSpec, "jobId" | "subject" | "outputs" | "launchId">,
+  periodSeconds: number,
+  log: (line: string) => void,
+  takeOverFrom?: (lease: SubjectLease) => boolean,
+): Promise<HeldLease> {
   const location = jobLayout(spec).subjectLease;
   const owner = currentOwner();
   let handle: LeaseHandle;
@@ -45,6 +50,7 @@ export async function holdSubjectLease(spec: Pick<JobSpec, "jobId" | "subject" |
       subject: spec.subject,
       holder: { user: userName(), host: owner.host, pid: owner.pid, pidStart: owner.pidStart, jobId: spec.jobId, ...(spec.launchId ? { launchId: spec.launchId } : {}) },
       periodSeconds,
+      takeOverFrom,
     });
   } catch (err) {
     if (err instanceof LeaseHeldError) throw new SubjectLeasedError(err.lease, err.message);

@@ -138,6 +138,61 @@ function ec2(region: string): EC2Client {
   return client;
 }
 
+type Instance = NonNullable<NonNullable<import("@aws-sdk/client-ec2").DescribeInstancesResult["Reservations"]>[number]["Instances"]>[number];
+
+/** DescribeInstances takes many ids at once; more than this per request is not worth the risk of a size limit. */
+const IDS_PER_DESCRIBE = 200;
+const looks = new Map<string, Map<string, Array<{ resolve: (i: Instance | undefined) => void; reject: (e: unknown) => void }>>>();
+
+/**
+ * One instance, described together with every other look in the same region within a moment: a batch waiting on a
+ * thousand jobs makes a few DescribeInstances calls a round instead of a thousand, well within EC2's request rate.
+ * A missing instance is undefined (one unknown id fails a whole call, so that call's ids are then looked at singly).
+ */
+function describeCoalesced(region: string, instanceId: string): Promise<Instance | undefined> {
+  return new Promise((resolve, reject) => {
+    let waiting = looks.get(region);
+    if (!waiting) {
+      looks.set(region, (waiting = new Map()));
+      setTimeout(() => {
+        looks.delete(region);
+        void flushLooks(region, waiting!);
+      }, 50);
+    }
+    waiting.set(instanceId, [...(waiting.get(instanceId) ?? []), { resolve, reject }]);
+  });
+}
+
+async function flushLooks(region: string, waiting: Map<string, Array<{ resolve: (i: Instance | undefined) => void; reject: (e: unknown) => void }>>): Promise<void> {
+  const sdk = ec2Sdk();
+  const describe = async (ids: string[]): Promise<Map<string, Instance>> => {
+    const res = await ec2(region).send(new sdk.DescribeInstancesCommand({ InstanceIds: ids }));
+    return new Map((res.Reservations ?? []).flatMap((r) => r.Instances ?? []).map((i) => [i.InstanceId!, i]));
+  };
+  const ids = [...waiting.keys()];
+  for (let i = 0; i < ids.length; i += IDS_PER_DESCRIBE) {
+    const chunk = ids.slice(i, i + IDS_PER_DESCRIBE);
+    const settle = (id: string, outcome: { instance?: Instance; error?: unknown }) =>
+      waiting.get(id)!.forEach((w) => (outcome.error !== undefined ? w.reject(outcome.error) : w.resolve(outcome.instance)));
+    try {
+      const found = await describe(chunk);
+      for (const id of chunk) settle(id, { instance: found.get(id) });
+    } catch (err) {
+      if ((err as { name?: string }).name !== "InvalidInstanceID.NotFound") {
+        for (const id of chunk) settle(id, { error: err });
+        continue;
+      }
+      for (const id of chunk) {
+        try {
+          settle(id, { instance: (await describe([id])).get(id) });
+        } catch (single) {
+          settle(id, (single as { name?: string }).name === "InvalidInstanceID.NotFound" ? {} : { error: single });
+        }
+      }
+    }
+  }
+}
+
 const defaultRegion = () => process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || "us-east-1";
 
 export const awsPlatform: Platform = {
@@ -151,20 +206,14 @@ export const awsPlatform: Platform = {
     // Credentials are checked by the engine at `up`; quotas before it (driver/quota-reads.ts, from the CLI).
   },
   async computeState(instanceId, spec) {
-    try {
-      const res = await ec2(spec.instance.region).send(new (ec2Sdk().DescribeInstancesCommand)({ InstanceIds: [instanceId] }));
-      const instance = res.Reservations?.[0]?.Instances?.[0];
-      const state = instance?.State?.Name;
-      if (!instance || state === "terminated" || state === "shutting-down" || state === "stopped" || state === "stopping") {
-        const code = instance?.StateReason?.Code ?? "";
-        const spot = /Spot/i.test(code) || instance?.InstanceLifecycle === "spot" && /Server\./.test(code);
-        return { alive: false, reason: spot ? "spot-interrupted" : "instance-lost", detail: `${state ?? "gone"}${code ? ` (${code}: ${instance?.StateReason?.Message ?? ""})` : ""}` };
-      }
-      return { alive: true };
-    } catch (err) {
-      if ((err as { name?: string }).name === "InvalidInstanceID.NotFound") return { alive: false, reason: "instance-lost", detail: "instance not found" };
-      throw err;
+    const instance = await describeCoalesced(spec.instance.region, instanceId);
+    const state = instance?.State?.Name;
+    if (!instance || state === "terminated" || state === "shutting-down" || state === "stopped" || state === "stopping") {
+      const code = instance?.StateReason?.Code ?? "";
+      const spot = /Spot/i.test(code) || instance?.InstanceLifecycle === "spot" && /Server\./.test(code);
+      return { alive: false, reason: spot ? "spot-interrupted" : "instance-lost", detail: instance ? `${state}${code ? ` (${code}: ${instance.StateReason?.Message ?? ""})` : ""}` : "instance not found" };
     }
+    return { alive: true };
   },
   async pricePerHour(spec) {
     const volume = (spec.instance.rootVolumeGiB * GP3_USD_PER_GIB_MONTH) / (30 * 24);

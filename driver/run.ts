@@ -1,33 +1,23 @@
 /**
- * One job, start to end: validate → create the job's stack (inline program = declareJob) → up → wait for the marker
- * → refresh → destroy (the stack and its history stay: the audit trail) → confirm nothing is left → summary.
- * Whatever happens after the stack exists — a failed `up`, a lost instance, Ctrl-C — ends in the same teardown.
+ * One job, start to end: launch (validate, create the job's stack, up: driver/job-phases.ts) → wait for the marker
+ * (driver/wait.ts) → finish (refresh, destroy — the stack and its history stay: the audit trail — confirm nothing is
+ * left, summary). Whatever happens after the stack exists — a failed `up`, a lost instance, Ctrl-C — ends in the same
+ * teardown. Retries after lost compute keep the subject's lease across attempts.
  */
 import { randomUUID } from "node:crypto";
-import type { Stack } from "@pulumi/pulumi/automation";
-import { jobLayout, makeJobId } from "../job/layout";
-import type { CompletionMarker } from "../job/records";
-import { formatS3Url } from "../job/s3url";
+import { makeJobId } from "../job/layout";
 import { scrubSignatures, type JobSpec } from "../job/spec";
-import { declareJob } from "../infra/index";
 import { errorMessage } from "../common/errors";
 import { seconds } from "../common/time";
-import { BadInputError, ExitCode, InterruptedError } from "./errors";
-import { explainEngineError, findPulumi, openJobStack } from "./engine";
-import { JobRecord, readJobRecord, writeJobRecord } from "./jobindex";
-import { workerBatchId } from "./worker-env";
-import { currentOwner, ownerTags } from "./owner";
-import { backendUrl } from "../common/paths";
+import { ExitCode } from "./errors";
 import { platformNamed } from "./platform";
-import { ensurePlugins, refuseSecretsWithoutPassphrase, stagedSpec } from "./preflight";
+import { stagedSpec } from "./preflight";
 import { createProgress, Progress } from "./progress";
 import type { ResolvedJob } from "./options";
-import { teardown } from "./teardown";
-import { classifyAwsFailure, withAwsBackoff } from "./backoff";
-import { waitForCompletion, WaitResult } from "./wait";
+import { waitForCompletion } from "./wait";
 import { checkPresignedExpiry } from "../job/presigned";
 import { holdSubjectLease, type HeldLease } from "./lease";
-import { alreadySucceeded } from "./batch";
+import { activeJobs, failureOfError, finishJob, launchJob, type Ending } from "./job-phases";
 
 /** skipped: a batch worker found the subject succeeded meanwhile (driver/batch.ts alreadySucceeded). */
 export type Outcome = "succeeded" | "failed" | "interrupted" | "error" | "dry-run" | "skipped";
@@ -76,14 +66,11 @@ export interface RunOptions {
   /** Retry attempt bookkeeping (used by the retry loop). */
   attempt?: number;
   retryOf?: string;
-  /** A batch worker without --rerun: once the lease is ours, a subject that succeeded meanwhile is not run again. */
-  skipIfSucceeded?: boolean;
   /** The subject's run lease, held by runJobWithRetries across attempts; its loss ends the job (lease-lost). */
   lease?: HeldLease;
 }
 
-/** Jobs of this process whose stack may hold resources: a second Ctrl-C names them in the cleanup hint. */
-export const activeJobs = new Set<string>();
+export { activeJobs };
 
 /** Run a job, retrying lost compute (or capacity) up to `retries` times; spot falls back to on-demand on the last attempt. */
 export async function runJobWithRetries(resolved: ResolvedJob, options: RunOptions): Promise<JobResult> {
@@ -91,8 +78,7 @@ export async function runJobWithRetries(resolved: ResolvedJob, options: RunOptio
   // One subject, one running job: refused here, before anything exists, if another driver holds the subject.
   const lease = options.lease ?? (await holdSubjectLease(resolved.spec, resolved.leaseSeconds ?? 300, (line) => stream.write(`[${resolved.spec.jobId}] ${line}\n`)));
   try {
-    const done = options.skipIfSucceeded ? await alreadySucceeded(resolved) : undefined;
-    return done ?? (await attemptsOf(resolved, { ...options, lease }));
+    return await attemptsOf(resolved, { ...options, lease });
   } finally {
     if (!options.lease) await lease.release();
   }
@@ -166,225 +152,28 @@ export function isRetryable(result: Pick<JobResult, "reason" | "message">): bool
 }
 
 export async function runJob(resolved: ResolvedJob, options: RunOptions): Promise<JobResult> {
-  const platform = platformNamed(resolved.platform);
   const stream = options.stream ?? process.stderr;
   // A fresh nonce per launch: the wait takes only a marker of this launch, never one an earlier launch left.
   const spec: JobSpec = { ...stagedSpec(resolved), launchId: randomUUID() };
-  const layout = jobLayout(spec);
+  const progress = createProgress(`[${spec.jobId}]`, stream);
+  const phase = { stream, verbose: options.verbose, pricePerHour: options.pricePerHour, progress };
+  const launch = await launchJob(resolved, spec, { ...phase, signal: options.signal, lease: options.lease, attempt: options.attempt, retryOf: options.retryOf });
+  if (launch.kind === "ended") return launch.result;
+  const { context, stack } = launch;
   // Interrupted by the user, or by the loss of the subject's lease (another driver now runs the subject).
   const lost = options.lease?.lost;
   const signal = lost ? AbortSignal.any([options.signal, lost]) : options.signal;
-  const progress = createProgress(`[${spec.jobId}]`, stream);
-  const t0 = Date.now();
-  const driverTimings: Record<string, number> = {};
-  const base = {
-    jobId: spec.jobId,
-    subject: spec.subject,
-    platform: platform.name,
-    resultsUrl: formatS3Url(layout.results),
-    markerUrl: formatS3Url(layout.marker),
-    logUrl: formatS3Url(layout.log),
-    provenanceUrl: formatS3Url(layout.provenance),
-    attempts: [spec.jobId],
-  };
-
-  await platform.preflight(spec, resolved.agentBundlePath);
-  refuseSecretsWithoutPassphrase(spec, backendUrl(resolved.backend));
-  await findPulumi(); // before anything is created: a missing CLI is reported with how to get it
-  await ensurePlugins(platform);
-  const earlier = readJobRecord(spec.jobId);
-  if (earlier) {
-    throw new BadInputError(
-      `job id "${spec.jobId}" was used before on this machine (${earlier.state} since ${earlier.createdAt}): a job id is launched once. ` +
-        `Leave out --job-id for a fresh one.`,
-    );
-  }
-
-  const owner = currentOwner();
-  const record: JobRecord = {
-    jobId: spec.jobId,
-    subject: spec.subject,
-    platform: platform.name,
-    backend: backendUrl(resolved.backend),
-    state: "creating",
-    createdAt: new Date(t0).toISOString(),
-    driverPid: owner.pid,
-    driverHost: owner.host,
-    driverPidStart: owner.pidStart,
-    region: spec.instance.region,
-    markerUrl: base.markerUrl,
-    resultsUrl: base.resultsUrl,
-    statusUrl: formatS3Url(layout.status),
-    logUrl: base.logUrl,
-    attempt: options.attempt ?? 1,
-    retryOf: options.retryOf,
-    launchId: spec.launchId,
-    batchId: workerBatchId(),
-  };
-  const engineOutput = (text: string) => {
-    if (options.verbose) stream.write(text);
-  };
-
-  let stack: Stack | undefined;
-  let computeStartedAt: number | undefined;
-  let wait: WaitResult | undefined;
-  let failure: { outcome: Outcome; exitCode: ExitCode; reason: string; message: string } | undefined;
+  const platform = platformNamed(resolved.platform);
+  const ending: Ending = {};
+  const tWait = Date.now();
   try {
-    if (signal.aborted) throw new InterruptedError();
-    if (options.lease) {
-      // Still ours, now naming this attempt's job and launch.
-      options.lease.handle.setJob(spec.jobId, spec.launchId);
-      // A network blip here is no failure while the lease lasts (the timer keeps renewing); a taken over lease is.
-      await options.lease.handle.confirm();
-    }
-    progress.note(`creating stack (${platform.name})`);
-    activeJobs.add(spec.jobId);
-    // Created, never selected: the backend refuses a second stack of one job id, whichever machine made the first.
-    stack = await openJobStack({
-      jobId: spec.jobId,
-      backend: resolved.backend,
-      mustBeNew: true,
-      program: async () => {
-        const out = declareJob(spec, { platform: platform.name, agentBundlePath: resolved.agentBundlePath });
-        return { ...out, subject: spec.subject };
-      },
-    });
-    writeJobRecord(record);
-    // The owner goes into the backend too: gc and cancel on any machine sharing it can tell whose job this is.
-    for (const [tag, value] of Object.entries(ownerTags(owner))) await stack.setTag(tag, value);
-    // The AWS provider reads its region from stack config; the local platform declares no AWS provider resource.
-    if (platform.name === "aws") await stack.setConfig("aws:region", { value: spec.instance.region });
-    driverTimings.create = seconds(Date.now() - t0);
-    if (signal.aborted) throw new InterruptedError();
-
-    const tUp = Date.now();
-    // Throttling or no capacity is "later", not "failed": the same stack is brought up again after a backoff.
-    const jobStack = stack;
-    const up = await withAwsBackoff("up", () => jobStack.up({ onOutput: engineOutput, signal, message: `cloudcompute job ${spec.jobId}: start` }), {
-      signal,
-      log: (line) => progress.note(line),
-    });
-    computeStartedAt = Date.now();
-    driverTimings.up = seconds(computeStartedAt - tUp);
-    const instanceId = String(up.outputs.instanceId?.value ?? "");
-    writeJobRecord({ ...record, state: "running", instanceId });
-    progress.note(`running on ${instanceId}; results will go to ${base.resultsUrl}`);
-
-    const tWait = Date.now();
-    wait = await waitForCompletion({ spec, platform, instanceId, startedAt: computeStartedAt, signal, progress });
-    driverTimings.wait = seconds(Date.now() - tWait);
-    progress.end();
-    failure = failureOf(wait);
+    ending.wait = await waitForCompletion({ spec, platform, instanceId: context.instanceId!, startedAt: context.computeStartedAt!, signal, progress });
+    context.driverTimings.wait = seconds(Date.now() - tWait);
   } catch (err) {
-    progress.end();
-    const leaseLost = lost?.aborted || options.lease?.handle.lost;
-    if (leaseLost) {
-      const why = options.lease?.handle.lost?.message ?? "the subject's lease was lost";
-      failure = { outcome: "error", exitCode: ExitCode.infra, reason: "lease-lost", message: `${why}${stack ? "; the job's resources were destroyed" : "; nothing was created"}` };
-      if (!stack) writeJobRecord({ ...record, state: "error", endedAt: new Date().toISOString(), reason: "lease-lost", message: failure.message });
-    } else if (options.signal.aborted || err instanceof InterruptedError) {
-      failure = { outcome: "interrupted", exitCode: ExitCode.interrupted, reason: "interrupted", message: "interrupted: the job's resources were destroyed" };
-    } else if (stack) {
-      const explained = explainEngineError(err, spec.jobId);
-      // Capacity that did not come back within the backoff: a fresh launch (--retries; spot's last is on-demand) may find it.
-      const reason = computeStartedAt ? "driver-error" : classifyAwsFailure(err) === "capacity" ? "insufficient-capacity" : "up-failed";
-      const waited = reason === "insufficient-capacity" ? "EC2 had no capacity for the instance type within the backoff (see the log above); --retries launches again, spot's last retry on-demand.\n" : "";
-      failure = { outcome: "error", exitCode: ExitCode.infra, reason, message: `${waited}${explained.message}` };
-    } else {
-      // No stack: nothing was created. A refused job id keeps the earlier job's record as it is.
-      if (!(err instanceof BadInputError)) writeJobRecord({ ...record, state: "error", endedAt: new Date().toISOString(), message: errorMessage(err) });
-      throw err;
-    }
+    ending.failure = failureOfError(err, spec.jobId, { stackExists: true, computeStarted: true, lease: options.lease, userSignal: options.signal });
   }
-
-  // Teardown: always, once the stack exists. A second Ctrl-C during it leaves at once (see cli.ts).
-  if (stack) {
-    writeJobRecord({ ...record, state: "destroying" });
-    progress.note(signal.aborted ? (options.signal.aborted ? "interrupted: destroying the job's resources (Ctrl-C again to leave at once)" : "the subject's lease was lost: destroying the job's resources") : "destroying the job's resources");
-    const tDestroy = Date.now();
-    try {
-      // After an interrupted update, refresh anyway: it drops pending creates the cut-off update left.
-      const refresh = platform.refreshBeforeDestroy || signal.aborted || !computeStartedAt;
-      const reclaimed = await teardown(stack, spec.jobId, describe(failure, wait), { onOutput: engineOutput, refresh, platform, region: spec.instance.region, log: (line) => progress.note(line) });
-      for (const line of reclaimed) progress.note(`deleted what the cut-off update had not recorded: ${line}`);
-    } catch (err) {
-      const explained = explainEngineError(err, spec.jobId);
-      failure = {
-        outcome: "error",
-        exitCode: ExitCode.infra,
-        reason: "destroy-failed",
-        message: `${explained.message}\nThe job's resources may still exist: clean up with  npm run job -- cancel ${spec.jobId}`,
-      };
-    }
-    driverTimings.destroy = seconds(Date.now() - tDestroy);
-    if (failure?.reason !== "destroy-failed") activeJobs.delete(spec.jobId);
-  }
-  const computeEndedAt = Date.now();
-  driverTimings.total = seconds(computeEndedAt - t0);
-
-  const marker = wait?.kind === "marker" ? wait.marker : undefined;
-  const instanceSeconds = computeStartedAt ? seconds(computeEndedAt - computeStartedAt) : undefined;
-  const billedSeconds = instanceSeconds === undefined ? undefined : platform.name === "aws" ? Math.max(60, Math.ceil(instanceSeconds)) : instanceSeconds;
-  const price = options.pricePerHour ?? (await platform.pricePerHour(spec).catch(() => undefined));
-  const costUsd = billedSeconds !== undefined && price !== undefined ? Math.round(((billedSeconds * price) / 3600) * 10000) / 10000 : undefined;
-
-  const result: JobResult = {
-    ...base,
-    outcome: failure?.outcome ?? "succeeded",
-    exitCode: failure?.exitCode ?? ExitCode.ok,
-    reason: failure?.reason,
-    message: failure?.message ?? marker?.message ?? "succeeded",
-    timings: { driver: driverTimings, agent: marker?.timings ?? {} },
-    outputs: marker ? { count: marker.outputs.count, bytes: marker.outputs.bytes, partial: marker.outputs.partial } : undefined,
-    instanceSeconds,
-    billedSeconds,
-    costUsd,
-  };
-  writeJobRecord({
-    ...(readJobRecord(spec.jobId) ?? record),
-    state: result.outcome === "succeeded" ? "succeeded" : result.outcome === "interrupted" ? "interrupted" : result.outcome === "failed" ? "failed" : "error",
-    endedAt: new Date(computeEndedAt).toISOString(),
-    driverPid: undefined,
-    driverHost: undefined,
-    driverPidStart: undefined,
-    reason: result.reason,
-    message: result.message,
-    exitCode: result.exitCode,
-    instanceSeconds,
-    costUsd,
-    timings: { ...driverTimings, ...Object.fromEntries(Object.entries(result.timings.agent).map(([k, v]) => [`agent.${k}`, v ?? 0])) },
-  });
-  return result;
-}
-
-function failureOf(wait: WaitResult): { outcome: Outcome; exitCode: ExitCode; reason: string; message: string } | undefined {
-  switch (wait.kind) {
-    case "marker":
-      return markerFailure(wait.marker);
-    case "lost":
-      return { outcome: "failed", exitCode: ExitCode.jobFailed, reason: wait.reason, message: `the compute ended without a completion marker: ${wait.detail}` };
-    case "heartbeat-lost":
-      return { outcome: "failed", exitCode: ExitCode.jobFailed, reason: "heartbeat-lost", message: wait.detail };
-    case "max-runtime":
-      return { outcome: "failed", exitCode: ExitCode.jobFailed, reason: "max-runtime", message: wait.detail };
-  }
-}
-
-function markerFailure(marker: CompletionMarker) {
-  if (marker.outcome === "succeeded") return undefined;
-  return {
-    outcome: "failed" as const,
-    exitCode: ExitCode.jobFailed,
-    reason: marker.reason ?? "failed",
-    message: `failed in phase ${marker.phase ?? "?"}${marker.reason ? ` (${marker.reason})` : ""}: ${marker.message}`,
-  };
-}
-
-/** The history message of the destroy: the job's outcome, so `pulumi stack history` tells the story. */
-function describe(failure: ReturnType<typeof failureOf> | { reason: string } | undefined, wait: WaitResult | undefined): string {
-  if (!failure) return "cloudcompute job: succeeded";
-  const detail = wait?.kind === "marker" ? wait.marker.message : "";
-  return `cloudcompute job: ${failure.reason}${detail ? ` — ${detail}` : ""}`.slice(0, 500);
+  progress.end();
+  return finishJob(context, ending, { ...phase, stack });
 }
 
 export { createProgress, Progress };

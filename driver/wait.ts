@@ -28,6 +28,8 @@ export interface WaitOptions {
   signal: AbortSignal;
   progress: Progress;
   now?: () => number;
+  /** A batch's shared pace (driver/poll-pacer.ts): each round of looks waits for its turn. */
+  pace?: (signal: AbortSignal) => Promise<void>;
 }
 
 /** Resolve after `ms`, or reject with InterruptedError as soon as `signal` aborts. */
@@ -92,6 +94,7 @@ export async function waitForCompletion(options: WaitOptions): Promise<WaitResul
 
   for (;;) {
     if (signal.aborted) throw new InterruptedError();
+    await options.pace?.(signal);
     // A poll error (throttling, DNS, an expired session) says nothing about the job: log it and look again later.
     // Only the heartbeat (judged on reads that worked), the deadline or the compute's own end finish the wait.
     let readsWorked = true;

@@ -17,8 +17,13 @@ export function workerBatchId(env: NodeJS.ProcessEnv = process.env): string | un
 /** The hidden flag carrying one subject's input URLs (JSON) to its worker, through the environment like the rest. */
 export const SUBJECT_INPUTS_FLAG = "subject-inputs";
 
-/** Set for a batch's workers without --rerun: a subject that succeeded while the worker waited for its lease is skipped. */
-export const SKIP_SUCCEEDED_ENV = "CLOUDCOMPUTE_SKIP_SUCCEEDED";
+/**
+ * Engine workers a batch runs at once unless --engine-concurrency says otherwise: one per core (each is a Pulumi
+ * engine, CPU-bound for the seconds of an up or destroy, ~450 MB at its peak).
+ */
+export function defaultEngineConcurrency(): number {
+  return Math.max(1, (require("node:os") as typeof import("node:os")).availableParallelism());
+}
 
 /** Jobs a batch runs at once unless --concurrency says otherwise (then capped to what the account's quotas fit). */
 export const DEFAULT_CONCURRENCY = 4;

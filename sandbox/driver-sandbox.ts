@@ -3,6 +3,8 @@
  * job index, workspaces), a freshly built agent bundle, seeded ABCD-like subject archives and a config file.
  * Used by the e2e tests, the demo and the driver benchmark.
  */
+import type { BatchResult } from "../driver/batch";
+import type { BatchEvent } from "../driver/batch-events";
 import { ChildProcess, spawn, spawnSync } from "node:child_process";
 import { pathToFileURL } from "node:url";
 import * as fs from "node:fs";
@@ -216,4 +218,15 @@ export async function markersBySubject(sandbox: DriverSandbox, prefix = "results
     token = page.NextContinuationToken;
   } while (token);
   return found;
+}
+
+/** A batch's result from its `--json` output: the last line (the lines before it are the batch's events). */
+export function batchResultOf(stdout: string): BatchResult {
+  const lines = stdout.trim().split("\n");
+  return JSON.parse(lines[lines.length - 1]) as BatchResult;
+}
+
+/** A batch's `--json` events (every line but the last). */
+export function batchEventsOf(stdout: string): BatchEvent[] {
+  return stdout.trim().split("\n").slice(0, -1).map((line) => JSON.parse(line) as BatchEvent);
 }

@@ -7,10 +7,9 @@ import { expect } from "chai";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { GetObjectCommand } from "@aws-sdk/client-s3";
-import type { BatchResult } from "../driver/batch";
 import type { JobResult } from "../driver/run";
 import { podmanAvailable, podmanTestEnv } from "../sandbox/podman";
-import { DriverSandbox, localJobConfig, startDriverSandbox } from "../sandbox/driver-sandbox";
+import { DriverSandbox, localJobConfig, startDriverSandbox, batchResultOf } from "../sandbox/driver-sandbox";
 
 describe("output layout bids end to end (real Pulumi engine, moto, podman)", function () {
   this.timeout(10 * 60_000);
@@ -52,7 +51,7 @@ describe("output layout bids end to end (real Pulumi engine, moto, podman)", fun
     fs.writeFileSync(subjects, "NDAR_INV0000AAAA\n");
     const batch = await sandbox.run(["--config", config, "--subjects-file", subjects, "--json"]);
     expect(batch.code, batch.stderr).to.equal(0);
-    const entries = (JSON.parse(batch.stdout) as BatchResult).entries;
+    const entries = batchResultOf(batch.stdout).entries;
     expect(entries.map((e) => [e.outcome, e.succeededBefore])).to.deep.equal([["skipped", result.jobId]]);
   });
 });

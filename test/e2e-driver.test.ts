@@ -10,9 +10,8 @@ import * as path from "node:path";
 import { GetObjectCommand, ListObjectsV2Command } from "@aws-sdk/client-s3";
 import type { JobRecord } from "../driver/jobindex";
 import type { JobResult } from "../driver/run";
-import type { BatchResult } from "../driver/batch";
 import { podmanAvailable, podmanTestEnv } from "../sandbox/podman";
-import { DriverSandbox, localJobConfig, processAlive, startDriverSandbox } from "../sandbox/driver-sandbox";
+import { DriverSandbox, localJobConfig, processAlive, startDriverSandbox, batchResultOf } from "../sandbox/driver-sandbox";
 
 describe("driver end to end (real Pulumi engine, moto, podman)", function () {
   this.timeout(15 * 60_000);
@@ -172,7 +171,7 @@ describe("driver end to end (real Pulumi engine, moto, podman)", function () {
     // Earlier tests already ran AAAA (success) and BBBB (failure): --rerun runs every subject again.
     const res = await sandbox.run(["--config", config, "--subjects-file", subjectsFile, "--concurrency", "2", "--rerun", "--json"]);
     expect(res.code, res.stderr).to.equal(1);
-    const batch = JSON.parse(res.stdout) as BatchResult;
+    const batch = batchResultOf(res.stdout);
     expect(batch.entries.map((e) => e.subject)).to.deep.equal(SUBJECTS);
     const outcomes = Object.fromEntries(batch.entries.map((e) => [e.subject, e.outcome]));
     expect(outcomes).to.deep.equal({
@@ -198,7 +197,7 @@ describe("driver end to end (real Pulumi engine, moto, podman)", function () {
 
     const again = await sandbox.run(["--config", config, "--subjects-file", subjectsFile, "--concurrency", "2", "--json"]);
     expect(again.code, again.stderr).to.equal(1);
-    const second = JSON.parse(again.stdout) as BatchResult;
+    const second = batchResultOf(again.stdout);
     expect(second.entries.filter((e) => e.outcome === "skipped").map((e) => e.subject)).to.deep.equal(SUBJECTS.slice(0, 4));
     const rerun = second.entries.find((e) => e.subject === "NDARINV0000EEEE")!;
     expect(rerun.outcome).to.equal("failed");

@@ -9,11 +9,10 @@ import { expect } from "chai";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { PutObjectCommand } from "@aws-sdk/client-s3";
-import type { BatchResult } from "../driver/batch";
 import type { JobResult } from "../driver/run";
 import { readLease } from "../common/lease";
 import { jobLayout } from "../job/layout";
-import { DriverSandbox, localJobConfig, markersBySubject, processesIn, startDriverSandbox, waitForRecord } from "../sandbox/driver-sandbox";
+import { DriverSandbox, localJobConfig, markersBySubject, processesIn, startDriverSandbox, waitForRecord, batchResultOf } from "../sandbox/driver-sandbox";
 
 describe("subject lease end to end (real Pulumi engine, moto, local platform)", function () {
   this.timeout(15 * 60_000);
@@ -92,7 +91,7 @@ describe("subject lease end to end (real Pulumi engine, moto, local platform)", 
     fs.writeFileSync(subjectsFile, SUBJECTS.join("\n") + "\n");
     const batch = () => sandbox.run(["--config", config, "--subjects-file", subjectsFile, "--concurrency", "2", "--json"]);
     const [a, b] = await Promise.all([batch(), batch()]);
-    const results = [a, b].map((res) => JSON.parse(res.stdout) as BatchResult);
+    const results = [a, b].map((res) => batchResultOf(res.stdout));
     const markers = await markersBySubject(sandbox);
     for (const subject of SUBJECTS) {
       expect(markers.get(subject), `markers of ${subject}`).to.deep.equal(["succeeded"]);

@@ -1,15 +1,15 @@
 /**
  * Signals a driver meets in real use, end to end (real Pulumi engine, moto, runtime none): a terminal's Ctrl-C (to
  * the whole foreground process group, so the engine gets it too) during `up` and while waiting, a hang-up (closed
- * ssh session), and a batch whose parent is killed while its workers wait. Each must end with the job's resources
- * destroyed — never an instance left running, never a pending create dropped from state.
+ * ssh session), and a batch killed (SIGKILL) while its jobs run and started again (resume). Each must end with the
+ * job's resources destroyed — never an instance left running, never a pending create dropped from state.
  */
 import { expect } from "chai";
 import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { JobRecord } from "../driver/jobindex";
-import { CLI, REPO_ROOT, DriverSandbox, localJobConfig, processesIn, startDriverSandbox, waitForRecord as waitForJobRecord } from "../sandbox/driver-sandbox";
+import { CLI, REPO_ROOT, DriverSandbox, batchEventsOf, batchResultOf, localJobConfig, markersBySubject, processesIn, startDriverSandbox, waitForRecord as waitForJobRecord } from "../sandbox/driver-sandbox";
 import { scenario } from "./support/reliability";
 
 /** Is a `pulumi <operation>` of this stack running? */
@@ -36,7 +36,8 @@ describe("driver end to end: signals (real Pulumi engine, moto)", function () {
   this.timeout(10 * 60_000);
   let sandbox: DriverSandbox;
   let config: string;
-  const SUBJECTS = ["sub-ctrlc-up", "sub-ctrlc-wait", "sub-ctrlc-npm", "sub-hangup", "sub-pty-hangup", "sub-orphaned-batch"];
+  const RESUME_SUBJECTS = ["sub-resume-1", "sub-resume-2", "sub-resume-3", "sub-resume-4"];
+  const SUBJECTS = ["sub-ctrlc-up", "sub-ctrlc-wait", "sub-ctrlc-npm", "sub-hangup", "sub-pty-hangup", ...RESUME_SUBJECTS];
 
   const waitForRecord = (predicate: (r: JobRecord) => boolean, what: string, timeoutMs?: number) => waitForJobRecord(sandbox, predicate, what, timeoutMs);
 
@@ -147,18 +148,32 @@ describe("driver end to end: signals (real Pulumi engine, moto)", function () {
       return `ended by signal ${status.signal} (SIGHUP), ${done.state}; ${sandbox.stackResources(rec.jobId)} resources`;
     }));
 
-  it("a batch parent killed (SIGKILL) while its worker waits: the worker survives the broken pipe, finishes and destroys its stack", () =>
-    scenario("fault", "driver signal", "batch parent SIGKILLed while its worker waits", "the worker finishes (succeeded) and destroys its stack", async () => {
-    const subjects = path.join(sandbox.home, "orphaned.txt");
-    fs.writeFileSync(subjects, "sub-orphaned-batch\n");
+  it("a batch killed (SIGKILL) mid-way and started again: it adopts its running jobs, launches the rest, every subject succeeds exactly once, no stack left up", () =>
+    scenario("fault", "driver signal", "batch SIGKILLed with jobs running, then started again", "resumed: running jobs adopted, each subject one job and one success, nothing left", async () => {
+    const subjectsFile = path.join(sandbox.home, "resume.txt");
+    fs.writeFileSync(subjectsFile, RESUME_SUBJECTS.join("\n") + "\n");
+    const args = ["--config", config, "--subjects-file", subjectsFile, "--concurrency", "3", "--engine-concurrency", "2"];
     let parent = 0;
-    const running = sandbox.run(["--config", config, "--subjects-file", subjects, "--concurrency", "1"], { onSpawn: (c) => (parent = c.pid!) });
-    const rec = await waitForRecord((r) => r.subject === "sub-orphaned-batch" && r.state === "running", "the worker's job to run");
+    const first = sandbox.run(args, { onSpawn: (c) => (parent = c.pid!) });
+    // Killed once two of its jobs run: a third is launching or queued, the fourth queued.
+    await waitFor(() => sandbox.records().filter((r) => RESUME_SUBJECTS.includes(r.subject) && r.state === "running").length >= 2, "two jobs to run", 180_000);
     process.kill(parent, "SIGKILL");
-    await running;
-    const done = await waitForRecord((r) => r.jobId === rec.jobId && ["succeeded", "failed", "error", "interrupted"].includes(r.state), "the worker to finish", 180_000);
-    expect(done.state).to.equal("succeeded");
-    expectNothingLeft(rec.jobId);
-    return `worker ended ${done.state}; ${sandbox.stackResources(rec.jobId)} resources`;
+    await first;
+    const batchId = sandbox.records().find((r) => RESUME_SUBJECTS.includes(r.subject))!.batchId;
+    const again = await sandbox.run([...args, "--json"]);
+    expect(again.code, again.stderr).to.equal(0);
+    const result = batchResultOf(again.stdout);
+    expect(result.batchId, "the same batch, resumed").to.equal(batchId);
+    expect(result.entries.map((e) => [e.subject, e.outcome])).to.deep.equal(RESUME_SUBJECTS.map((s) => [s, "succeeded"]));
+    const adopted = batchEventsOf(again.stdout).filter((e) => e.event === "job-running" && e.adopted);
+    expect(adopted.length, "jobs adopted, not launched again").to.be.at.least(2);
+    const markers = await markersBySubject(sandbox);
+    for (const subject of RESUME_SUBJECTS) {
+      const jobs = sandbox.records().filter((r) => r.subject === subject);
+      expect(jobs.map((r) => r.state), `${subject}: one job, launched once`).to.deep.equal(["succeeded"]);
+      expect(markers.get(subject), `${subject}'s markers`).to.deep.equal(["succeeded"]);
+      expectNothingLeft(jobs[0].jobId);
+    }
+    return `${adopted.length} adopted, ${RESUME_SUBJECTS.length - adopted.length} launched after the restart; ${RESUME_SUBJECTS.length} jobs for ${RESUME_SUBJECTS.length} subjects`;
   }));
 });

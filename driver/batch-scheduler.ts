@@ -1,0 +1,263 @@
+/**
+ * A batch's jobs in one event loop. Per subject: take its lease (held here, renewed by this process for every job in
+ * flight), launch in an engine worker, wait on the job here — marker, status, compute, paced for all jobs together —
+ * then finish in an engine worker, retrying lost compute. `concurrency` bounds the jobs in flight; `engineConcurrency`
+ * the engine workers alive at once, so memory grows with the engines, not with the jobs: a waiting job is a few
+ * objects and timers in this process.
+ */
+import { randomUUID } from "node:crypto";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { makeJobId } from "../job/layout";
+import { errorMessage } from "../common/errors";
+import { seconds } from "../common/time";
+import type { ResolvedJob } from "./options";
+import { ExitCode } from "./errors";
+import { holdSubjectLease, SubjectLeasedError, type HeldLease } from "./lease";
+import type { SubjectLease } from "../common/lease";
+import { currentOwner } from "./owner";
+import { platformNamed } from "./platform";
+import { waitForCompletion } from "./wait";
+import { PollPacer } from "./poll-pacer";
+import { failureOfError, type Ending, type JobContext } from "./job-phases";
+import type { JobEdges, LaunchReply } from "./engine-workers";
+import { isRetryable, type JobResult } from "./run";
+import type { Progress } from "./progress";
+import type { BatchEvent, BatchEventSink, UnstampedEvent } from "./batch-events";
+import type { BatchEntry } from "./batch";
+import { alreadySucceeded } from "./batch";
+import { updateJobRecord } from "./jobindex";
+
+/** A job found running from an earlier run of the same batch (driver/batch-resume.ts): waited on, not launched. */
+export interface AdoptedJob {
+  context: JobContext;
+  lease: HeldLease;
+  /** Earlier attempts' job ids. */
+  attempts: string[];
+}
+
+export interface ScheduleOptions {
+  batchId: string;
+  logDir: string;
+  /** The subjects to run, each resolved (its lease's place and period, its platform); in the batch's order. */
+  jobs: ResolvedJob[];
+  /** Jobs from an earlier run of this batch that still run, by subject. */
+  adopted?: Map<string, AdoptedJob>;
+  concurrency: number;
+  engineConcurrency: number;
+  retries: number;
+  rerun: boolean;
+  edges: JobEdges;
+  signal: AbortSignal;
+  sink: BatchEventSink;
+  pacer?: PollPacer;
+  /** Leases an earlier, dead run of this batch holds: taken over (driver/batch-resume.ts). */
+  takeOverFrom?: (lease: SubjectLease) => boolean;
+}
+
+/** At most `size` holders at once; `force` takes a place beyond it (an adopted job is in flight already). */
+export class Slots {
+  private used = 0;
+  private readonly waiting: Array<() => void> = [];
+  constructor(private readonly size: number) {}
+  async take(): Promise<void> {
+    if (this.used < this.size) {
+      this.used++;
+      return;
+    }
+    await new Promise<void>((resolve) => this.waiting.push(resolve));
+  }
+  force(): void {
+    this.used++;
+  }
+  give(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.used--;
+  }
+  async with<T>(work: () => Promise<T>): Promise<T> {
+    await this.take();
+    try {
+      return await work();
+    } finally {
+      this.give();
+    }
+  }
+}
+
+export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string, BatchEntry>> {
+  const entries = new Map<string, BatchEntry>();
+  const emit = (e: UnstampedEvent) => options.sink.event({ ...e, at: new Date().toISOString() } as BatchEvent);
+  const logLine = (subject: string, line: string) => {
+    fs.appendFileSync(path.join(options.logDir, `${subject}.log`), `${line}\n`);
+    emit({ event: "note", subject, message: line });
+  };
+  const engines = new Slots(options.engineConcurrency);
+  const inFlight = new Slots(options.concurrency);
+  const pacer = options.pacer ?? new PollPacer();
+  const owner = currentOwner();
+  // `cancel <job>` of one job of this batch: a request file, then SIGUSR2 (driver/commands.ts); only that job stops.
+  const cancels = new Map<string, AbortController>();
+  const cancelDir = path.join(options.logDir, "cancel");
+  const onCancelRequest = () => {
+    let requested: string[] = [];
+    try {
+      requested = fs.readdirSync(cancelDir);
+    } catch {
+      return;
+    }
+    for (const jobId of requested) {
+      const controller = cancels.get(jobId);
+      if (!controller || controller.signal.aborted) continue;
+      emit({ event: "note", message: `[${jobId}] cancelled (cancel ${jobId}): tearing it down` });
+      controller.abort();
+    }
+  };
+  process.on("SIGUSR2", onCancelRequest);
+  const cancellable = (jobId: string, signal: AbortSignal) => {
+    const controller = new AbortController();
+    cancels.set(jobId, controller);
+    return AbortSignal.any([signal, controller.signal]);
+  };
+
+  const waitOn = async (context: JobContext, signal: AbortSignal, lease: HeldLease): Promise<Ending> => {
+    const { spec } = context;
+    const platform = platformNamed(context.platform);
+    let lastPhase: string | undefined;
+    const progress: Progress = {
+      status: (status) => {
+        if (status.phase !== lastPhase) emit({ event: "job-phase", subject: spec.subject, jobId: spec.jobId, phase: status.phase });
+        lastPhase = status.phase;
+      },
+      note: (message) => logLine(spec.subject, `[${spec.jobId}] ${message}`),
+      end: () => undefined,
+    };
+    const tWait = Date.now();
+    try {
+      const wait = await waitForCompletion({ spec, platform, instanceId: context.instanceId!, startedAt: context.computeStartedAt!, signal, progress, pace: (s) => pacer.turn(s) });
+      context.driverTimings.wait = seconds(Date.now() - tWait);
+      return { wait };
+    } catch (err) {
+      return { failure: failureOfError(err, spec.jobId, { stackExists: true, computeStarted: true, lease, userSignal: options.signal }) };
+    }
+  };
+
+  const runSubject = async (job: ResolvedJob, adopted: AdoptedJob | undefined): Promise<BatchEntry> => {
+    const subject = job.spec.subject;
+    const started = Date.now();
+    const logPath = path.join(options.logDir, `${subject}.log`);
+    const note = (line: string) => logLine(subject, line);
+    let lease: HeldLease;
+    try {
+      lease = adopted?.lease ?? (await holdSubjectLease(job.spec, job.leaseSeconds ?? 300, note, options.takeOverFrom));
+    } catch (err) {
+      const held = err instanceof SubjectLeasedError;
+      return { subject, outcome: held ? "held" : "error", exitCode: held ? ExitCode.badInput : ExitCode.infra, reason: held ? "held-by-another-driver" : "lease-failed", message: errorMessage(err), logPath };
+    }
+    try {
+      if (!adopted && !options.rerun) {
+        // Another driver may have run the subject to success between the batch's look and our lease.
+        const done = await alreadySucceeded(job);
+        if (done) return { subject, outcome: "skipped", exitCode: ExitCode.ok, succeededBefore: done.jobId, message: done.message, logPath };
+      }
+      const signal = AbortSignal.any([options.signal, lease.lost]);
+      const attempts = [...(adopted?.attempts ?? [])];
+      let result: JobResult | undefined;
+      let refused: Extract<LaunchReply, { kind: "refused" }> | undefined;
+      let adoptNext = Boolean(adopted);
+      for (let attempt = attempts.length + 1; ; attempt++) {
+        const isLast = attempt > options.retries;
+        let launch: LaunchReply;
+        if (adoptNext) {
+          adoptNext = false;
+          launch = { kind: "running", context: adopted!.context };
+        } else {
+          if (signal.aborted) break;
+          const jobId = makeJobId(subject);
+          const launchId = randomUUID();
+          const jobSignal = cancellable(jobId, signal);
+          lease.handle.setJob(jobId, launchId);
+          emit({ event: "job-launching", subject, jobId, attempt });
+          const request = { op: "launch" as const, subject, jobId, launchId, attempt, retryOf: attempts[0], onDemand: job.spec.instance.spot && isLast && attempt > 1, owner };
+          launch = await engines.with(async () => {
+            if (jobSignal.aborted) return { kind: "refused" as const, exitCode: ExitCode.interrupted, message: "not launched: the batch was interrupted" };
+            try {
+              await lease.handle.confirm();
+            } catch (err) {
+              return { kind: "refused" as const, exitCode: ExitCode.infra, message: `${errorMessage(err)}; nothing was created` };
+            }
+            return options.edges.launch(request, jobSignal, note);
+          });
+        }
+        if (launch.kind === "refused") {
+          refused = launch;
+          break;
+        }
+        if (launch.kind === "ended") result = launch.result;
+        else {
+          result = undefined;
+          const { context } = launch;
+          emit({ event: "job-running", subject, jobId: context.spec.jobId, instanceId: context.instanceId ?? "", adopted: launch.context === adopted?.context });
+          const ending = await waitOn(context, cancels.get(context.spec.jobId)?.signal ? AbortSignal.any([signal, cancels.get(context.spec.jobId)!.signal]) : cancellable(context.spec.jobId, signal), lease);
+          cancels.delete(context.spec.jobId);
+          emit({ event: "job-finishing", subject, jobId: context.spec.jobId, reason: ending.failure?.reason });
+          const finished = await engines.with(() => options.edges.finish({ op: "finish", context, ending }, note));
+          result = finished.kind === "finished" ? finished.result : undefined;
+          if (finished.kind === "refused") {
+            refused = { ...finished, message: `${finished.message}\nThe job's resources may still exist: clean up with  npm run job -- cancel ${context.spec.jobId}` };
+            updateJobRecord(context.spec.jobId, { state: "error", reason: "destroy-failed", message: finished.message, driverPid: undefined });
+            break;
+          }
+        }
+        if (!result) break;
+        attempts.push(result.jobId);
+        result.attempts = [...attempts];
+        if (!isRetryable(result) || isLast || signal.aborted) break;
+        emit({ event: "job-retry", subject, jobId: result.jobId, reason: result.reason ?? "", attempt: attempt + 1 });
+        note(`[${result.jobId}] ${result.reason}: retrying (${attempt}/${options.retries})`);
+      }
+      const elapsed = seconds(Date.now() - started);
+      if (refused) {
+        const interrupted = refused.exitCode === ExitCode.interrupted;
+        const reason = interrupted ? "interrupted" : refused.exitCode === ExitCode.badInput ? "refused" : "engine-error";
+        const before = result ? ` (after ${result.jobId}: ${result.outcome}${result.reason ? `, ${result.reason}` : ""})` : "";
+        return { subject, outcome: interrupted ? "interrupted" : "error", exitCode: refused.exitCode, jobId: result?.jobId ?? attempts.at(-1), reason, message: `${refused.message}${before}`, costUsd: result?.costUsd, seconds: elapsed, logPath };
+      }
+      if (!result) return { subject, outcome: "interrupted", exitCode: ExitCode.interrupted, message: "not started: the batch was interrupted", logPath };
+      return { subject, outcome: result.outcome, exitCode: result.exitCode, jobId: result.jobId, reason: result.reason, message: result.message, costUsd: result.costUsd, seconds: elapsed, logPath };
+    } finally {
+      await lease.release();
+    }
+  };
+
+  const finish = (subject: string, entry: BatchEntry) => {
+    entries.set(subject, entry);
+    emit({ event: "job-done", subject, jobId: entry.jobId ?? entry.succeededBefore, outcome: entry.outcome, reason: entry.reason, costUsd: entry.costUsd, seconds: entry.seconds });
+  };
+  const guarded = (job: ResolvedJob, adopted?: AdoptedJob) =>
+    runSubject(job, adopted).catch((err): BatchEntry => ({ subject: job.spec.subject, outcome: "error", exitCode: ExitCode.infra, reason: "driver-error", message: errorMessage(err) }));
+
+  const running: Promise<void>[] = [];
+  // Adopted jobs are in flight already: they hold their places from the start.
+  for (const job of options.jobs) {
+    const adopted = options.adopted?.get(job.spec.subject);
+    if (!adopted) continue;
+    inFlight.force();
+    running.push(guarded(job, adopted).then((entry) => finish(job.spec.subject, entry)).finally(() => inFlight.give()));
+  }
+  for (const job of options.jobs) {
+    if (options.adopted?.has(job.spec.subject)) continue;
+    await inFlight.take();
+    if (options.signal.aborted) {
+      inFlight.give();
+      break;
+    }
+    running.push(guarded(job).then((entry) => finish(job.spec.subject, entry)).finally(() => inFlight.give()));
+  }
+  try {
+    await Promise.all(running);
+  } finally {
+    process.removeListener("SIGUSR2", onCancelRequest);
+  }
+  return entries;
+}

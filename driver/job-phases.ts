@@ -1,0 +1,332 @@
+/**
+ * A job's two engine phases, each whole: `launchJob` (checks, create the stack, up: the compute runs) and `finishJob`
+ * (refresh, destroy, confirm nothing is left, the job's record and result). Between them the job is only waited on,
+ * which needs no engine: a single `run` waits in its own process (driver/run.ts); a batch waits on all its jobs in
+ * one event loop and runs the two phases in short-lived engine workers (driver/engine-workers.ts). What passes
+ * between the phases, `JobContext`, is plain JSON and holds no secret (the spec is redacted).
+ */
+import type { Stack } from "@pulumi/pulumi/automation";
+import { jobLayout } from "../job/layout";
+import type { CompletionMarker } from "../job/records";
+import { formatS3Url } from "../job/s3url";
+import { redactSpec, type JobSpec } from "../job/spec";
+import type { PlatformName } from "../job/platform";
+import { declareJob } from "../infra/index";
+import { errorMessage } from "../common/errors";
+import { seconds } from "../common/time";
+import { backendUrl } from "../common/paths";
+import { BadInputError, ExitCode, InterruptedError } from "./errors";
+import { explainEngineError, findPulumi, openJobStack } from "./engine";
+import { JobRecord, readJobRecord, writeJobRecord } from "./jobindex";
+import { workerBatchId } from "./worker-env";
+import { currentOwner, ownerTags, type Owner } from "./owner";
+import { platformNamed } from "./platform";
+import { ensurePlugins, refuseSecretsWithoutPassphrase } from "./preflight";
+import { createProgress, type Progress } from "./progress";
+import type { ResolvedJob } from "./options";
+import { teardown } from "./teardown";
+import { classifyAwsFailure, withAwsBackoff } from "./backoff";
+import type { WaitResult } from "./wait";
+import type { HeldLease } from "./lease";
+import type { JobResult, Outcome } from "./run";
+
+/** Jobs of this process whose stack may hold resources: a second Ctrl-C names them in the cleanup hint. */
+export const activeJobs = new Set<string>();
+
+export interface Failure {
+  outcome: Outcome;
+  exitCode: ExitCode;
+  reason: string;
+  message: string;
+}
+
+/** A launched job, as the wait and the finish need it: plain JSON, no secret. */
+export interface JobContext {
+  /** The staged spec with its launch id, redacted (presigned URLs and env values): the finish needs no input. */
+  spec: JobSpec;
+  platform: PlatformName;
+  backend?: string;
+  agentBundlePath: string;
+  record: JobRecord;
+  /** ms since epoch: the job's start, and the compute's start (up finished; absent if it never did). */
+  t0: number;
+  computeStartedAt?: number;
+  instanceId?: string;
+  driverTimings: Record<string, number>;
+}
+
+export type LaunchOutcome = { kind: "running"; context: JobContext; stack?: Stack } | { kind: "ended"; result: JobResult };
+
+export interface PhaseOptions {
+  stream?: NodeJS.WriteStream;
+  verbose?: boolean;
+  pricePerHour?: number;
+  progress?: Progress;
+}
+
+export interface LaunchOptions extends PhaseOptions {
+  /** Aborting it cancels the update and tears down what exists (result "interrupted", or "lease-lost" with the lease). */
+  signal: AbortSignal;
+  lease?: HeldLease;
+  attempt?: number;
+  retryOf?: string;
+  /** The process that owns the job while it runs (a batch's, when an engine worker launches for it). */
+  owner?: Owner;
+}
+
+function baseResult(spec: JobSpec, platform: PlatformName) {
+  const layout = jobLayout(spec);
+  return {
+    jobId: spec.jobId,
+    subject: spec.subject,
+    platform,
+    resultsUrl: formatS3Url(layout.results),
+    markerUrl: formatS3Url(layout.marker),
+    logUrl: formatS3Url(layout.log),
+    provenanceUrl: formatS3Url(layout.provenance),
+    attempts: [spec.jobId],
+  };
+}
+
+/** Checks, create the stack, up. `spec` is staged and carries its launch id. Throws (nothing created) on bad input. */
+export async function launchJob(resolved: ResolvedJob, spec: JobSpec, options: LaunchOptions): Promise<LaunchOutcome> {
+  const platform = platformNamed(resolved.platform);
+  const stream = options.stream ?? process.stderr;
+  const layout = jobLayout(spec);
+  const lost = options.lease?.lost;
+  const signal = lost ? AbortSignal.any([options.signal, lost]) : options.signal;
+  const progress = options.progress ?? createProgress(`[${spec.jobId}]`, stream);
+  const t0 = Date.now();
+  const driverTimings: Record<string, number> = {};
+
+  await platform.preflight(spec, resolved.agentBundlePath);
+  refuseSecretsWithoutPassphrase(spec, backendUrl(resolved.backend));
+  await findPulumi(); // before anything is created: a missing CLI is reported with how to get it
+  await ensurePlugins(platform);
+  const earlier = readJobRecord(spec.jobId);
+  if (earlier) {
+    throw new BadInputError(
+      `job id "${spec.jobId}" was used before on this machine (${earlier.state} since ${earlier.createdAt}): a job id is launched once. ` +
+        `Leave out --job-id for a fresh one.`,
+    );
+  }
+
+  const owner = options.owner ?? currentOwner();
+  const record: JobRecord = {
+    jobId: spec.jobId,
+    subject: spec.subject,
+    platform: platform.name,
+    backend: backendUrl(resolved.backend),
+    state: "creating",
+    createdAt: new Date(t0).toISOString(),
+    driverPid: owner.pid,
+    driverHost: owner.host,
+    driverPidStart: owner.pidStart,
+    region: spec.instance.region,
+    markerUrl: formatS3Url(layout.marker),
+    resultsUrl: formatS3Url(layout.results),
+    statusUrl: formatS3Url(layout.status),
+    logUrl: formatS3Url(layout.log),
+    attempt: options.attempt ?? 1,
+    retryOf: options.retryOf,
+    launchId: spec.launchId,
+    batchId: workerBatchId(),
+  };
+  const context: JobContext = { spec: redactSpec(spec), platform: platform.name, backend: resolved.backend, agentBundlePath: resolved.agentBundlePath, record, t0, driverTimings };
+  const phase = { ...options, progress };
+  let stack: Stack | undefined;
+  try {
+    if (signal.aborted) throw new InterruptedError();
+    if (options.lease) {
+      // Still ours, now naming this attempt's job and launch.
+      options.lease.handle.setJob(spec.jobId, spec.launchId);
+      // A network blip here is no failure while the lease lasts (the timer keeps renewing); a taken over lease is.
+      await options.lease.handle.confirm();
+    }
+    progress.note(`creating stack (${platform.name})`);
+    activeJobs.add(spec.jobId);
+    // Created, never selected: the backend refuses a second stack of one job id, whichever machine made the first.
+    stack = await openJobStack({
+      jobId: spec.jobId,
+      backend: resolved.backend,
+      mustBeNew: true,
+      program: async () => {
+        const out = declareJob(spec, { platform: platform.name, agentBundlePath: resolved.agentBundlePath });
+        return { ...out, subject: spec.subject };
+      },
+    });
+    writeJobRecord(record);
+    // The owner goes into the backend too: gc and cancel on any machine sharing it can tell whose job this is.
+    for (const [tag, value] of Object.entries(ownerTags(owner))) await stack.setTag(tag, value);
+    // The AWS provider reads its region from stack config; the local platform declares no AWS provider resource.
+    if (platform.name === "aws") await stack.setConfig("aws:region", { value: spec.instance.region });
+    driverTimings.create = seconds(Date.now() - t0);
+    if (signal.aborted) throw new InterruptedError();
+
+    const tUp = Date.now();
+    // Throttling or no capacity is "later", not "failed": the same stack is brought up again after a backoff.
+    const jobStack = stack;
+    const engineOutput = (text: string) => options.verbose && stream.write(text);
+    const up = await withAwsBackoff("up", () => jobStack.up({ onOutput: engineOutput, signal, message: `cloudcompute job ${spec.jobId}: start` }), {
+      signal,
+      log: (line) => progress.note(line),
+    });
+    context.computeStartedAt = Date.now();
+    driverTimings.up = seconds(context.computeStartedAt - tUp);
+    context.instanceId = String(up.outputs.instanceId?.value ?? "");
+    context.record = { ...record, state: "running", instanceId: context.instanceId, runningAt: new Date(context.computeStartedAt).toISOString() };
+    writeJobRecord(context.record);
+    progress.note(`running on ${context.instanceId}; results will go to ${formatS3Url(layout.results)}`);
+    return { kind: "running", context, stack };
+  } catch (err) {
+    progress.end();
+    const failure = failureOfError(err, spec.jobId, { stackExists: Boolean(stack), computeStarted: false, lease: options.lease, userSignal: options.signal });
+    if (stack) return { kind: "ended", result: await finishJob(context, { failure }, { ...phase, stack }) };
+    if (failure.reason !== "lease-lost") {
+      // No stack: nothing was created. A refused job id keeps the earlier job's record as it is.
+      if (!(err instanceof BadInputError)) writeJobRecord({ ...record, state: "error", endedAt: new Date().toISOString(), message: errorMessage(err) });
+      throw err;
+    }
+    return { kind: "ended", result: await finishJob(context, { failure, nothingCreated: true }, phase) };
+  }
+}
+
+/**
+ * What an error that ended a launch or a wait means for the job: the lease lost to another driver, the user's
+ * interrupt, or (with a stack) an engine failure — capacity that never came, or `up` failing. Without a stack any other
+ * error is rethrown by the caller: nothing was created.
+ */
+export function failureOfError(err: unknown, jobId: string, at: { stackExists: boolean; computeStarted: boolean; lease?: HeldLease; userSignal: AbortSignal }): Failure {
+  const created = at.stackExists ? "; the job's resources were destroyed" : "; nothing was created";
+  if (at.lease?.lost.aborted || at.lease?.handle.lost) {
+    const why = at.lease.handle.lost?.message ?? "the subject's lease was lost";
+    return { outcome: "error", exitCode: ExitCode.infra, reason: "lease-lost", message: `${why}${created}` };
+  }
+  if (at.userSignal.aborted || err instanceof InterruptedError) {
+    return { outcome: "interrupted", exitCode: ExitCode.interrupted, reason: "interrupted", message: "interrupted: the job's resources were destroyed" };
+  }
+  const explained = explainEngineError(err, jobId);
+  // Capacity that did not come back within the backoff: a fresh launch (--retries; spot's last is on-demand) may find it.
+  const reason = at.computeStarted ? "driver-error" : classifyAwsFailure(err) === "capacity" ? "insufficient-capacity" : "up-failed";
+  const waited = reason === "insufficient-capacity" ? "EC2 had no capacity for the instance type within the backoff (see the log above); --retries launches again, spot's last retry on-demand.\n" : "";
+  return { outcome: "error", exitCode: ExitCode.infra, reason, message: `${waited}${explained.message}` };
+}
+
+export interface Ending {
+  wait?: WaitResult;
+  failure?: Failure;
+  /** The launch ended before its stack existed: nothing to tear down. */
+  nothingCreated?: boolean;
+}
+
+/** The failure a wait's end means, if any: a failed marker, lost compute, a silent agent, max runtime. */
+export function failureOfWait(wait: WaitResult): Failure | undefined {
+  switch (wait.kind) {
+    case "marker":
+      return markerFailure(wait.marker);
+    case "lost":
+      return { outcome: "failed", exitCode: ExitCode.jobFailed, reason: wait.reason, message: `the compute ended without a completion marker: ${wait.detail}` };
+    case "heartbeat-lost":
+      return { outcome: "failed", exitCode: ExitCode.jobFailed, reason: "heartbeat-lost", message: wait.detail };
+    case "max-runtime":
+      return { outcome: "failed", exitCode: ExitCode.jobFailed, reason: "max-runtime", message: wait.detail };
+  }
+}
+
+function markerFailure(marker: CompletionMarker): Failure | undefined {
+  if (marker.outcome === "succeeded") return undefined;
+  return {
+    outcome: "failed",
+    exitCode: ExitCode.jobFailed,
+    reason: marker.reason ?? "failed",
+    message: `failed in phase ${marker.phase ?? "?"}${marker.reason ? ` (${marker.reason})` : ""}: ${marker.message}`,
+  };
+}
+
+/**
+ * Teardown (always, once the stack exists), then the job's result and final record. `stack` is the launch's own
+ * when the same process finishes; an engine worker opens it by job id.
+ */
+export async function finishJob(context: JobContext, ending: Ending, options: PhaseOptions & { stack?: Stack }): Promise<JobResult> {
+  const { spec } = context;
+  const platform = platformNamed(context.platform);
+  const stream = options.stream ?? process.stderr;
+  const progress = options.progress ?? createProgress(`[${spec.jobId}]`, stream);
+  const driverTimings = { ...context.driverTimings };
+  let failure = ending.failure ?? (ending.wait ? failureOfWait(ending.wait) : undefined);
+  const engineOutput = (text: string) => options.verbose && stream.write(text);
+  let stack = options.stack;
+  if (!stack && !ending.nothingCreated) {
+    try {
+      stack = await openJobStack({ jobId: spec.jobId, backend: context.backend, mustExist: true });
+    } catch (err) {
+      failure = { outcome: "error", exitCode: ExitCode.infra, reason: "destroy-failed", message: `${errorMessage(err)}\nThe job's resources may still exist: clean up with  npm run job -- cancel ${spec.jobId}` };
+    }
+  }
+  if (stack) {
+    writeJobRecord({ ...context.record, state: "destroying" });
+    const why = failure?.reason === "interrupted" ? "interrupted: destroying the job's resources (Ctrl-C again to leave at once)" : failure?.reason === "lease-lost" ? "the subject's lease was lost: destroying the job's resources" : "destroying the job's resources";
+    progress.note(why);
+    const tDestroy = Date.now();
+    try {
+      // After an interrupted update, refresh anyway: it drops pending creates the cut-off update left.
+      const cutOff = failure?.reason === "interrupted" || failure?.reason === "lease-lost";
+      const refresh = platform.refreshBeforeDestroy || cutOff || !context.computeStartedAt;
+      const reclaimed = await teardown(stack, spec.jobId, describe(failure, ending.wait), { onOutput: engineOutput, refresh, platform, region: spec.instance.region, log: (line) => progress.note(line) });
+      for (const line of reclaimed) progress.note(`deleted what the cut-off update had not recorded: ${line}`);
+    } catch (err) {
+      const explained = explainEngineError(err, spec.jobId);
+      failure = {
+        outcome: "error",
+        exitCode: ExitCode.infra,
+        reason: "destroy-failed",
+        message: `${explained.message}\nThe job's resources may still exist: clean up with  npm run job -- cancel ${spec.jobId}`,
+      };
+    }
+    driverTimings.destroy = seconds(Date.now() - tDestroy);
+    if (failure?.reason !== "destroy-failed") activeJobs.delete(spec.jobId);
+  }
+  const computeEndedAt = Date.now();
+  driverTimings.total = seconds(computeEndedAt - context.t0);
+
+  const marker = ending.wait?.kind === "marker" ? ending.wait.marker : undefined;
+  const instanceSeconds = context.computeStartedAt ? seconds(computeEndedAt - context.computeStartedAt) : undefined;
+  const billedSeconds = instanceSeconds === undefined ? undefined : platform.name === "aws" ? Math.max(60, Math.ceil(instanceSeconds)) : instanceSeconds;
+  const price = options.pricePerHour ?? (await platform.pricePerHour(spec).catch(() => undefined));
+  const costUsd = billedSeconds !== undefined && price !== undefined ? Math.round(((billedSeconds * price) / 3600) * 10000) / 10000 : undefined;
+
+  const result: JobResult = {
+    ...baseResult(spec, platform.name),
+    outcome: failure?.outcome ?? "succeeded",
+    exitCode: failure?.exitCode ?? ExitCode.ok,
+    reason: failure?.reason,
+    message: failure?.message ?? marker?.message ?? "succeeded",
+    timings: { driver: driverTimings, agent: marker?.timings ?? {} },
+    outputs: marker ? { count: marker.outputs.count, bytes: marker.outputs.bytes, partial: marker.outputs.partial } : undefined,
+    instanceSeconds,
+    billedSeconds,
+    costUsd,
+  };
+  writeJobRecord({
+    ...(readJobRecord(spec.jobId) ?? context.record),
+    state: result.outcome === "succeeded" ? "succeeded" : result.outcome === "interrupted" ? "interrupted" : result.outcome === "failed" ? "failed" : "error",
+    endedAt: new Date(computeEndedAt).toISOString(),
+    driverPid: undefined,
+    driverHost: undefined,
+    driverPidStart: undefined,
+    reason: result.reason,
+    message: result.message,
+    exitCode: result.exitCode,
+    instanceSeconds,
+    costUsd,
+    timings: { ...driverTimings, ...Object.fromEntries(Object.entries(result.timings.agent).map(([k, v]) => [`agent.${k}`, v ?? 0])) },
+  });
+  return result;
+}
+
+/** The history message of the destroy: the job's outcome, so `pulumi stack history` tells the story. */
+function describe(failure: Failure | undefined, wait: WaitResult | undefined): string {
+  if (!failure) return "cloudcompute job: succeeded";
+  const detail = wait?.kind === "marker" ? wait.marker.message : "";
+  return `cloudcompute job: ${failure.reason}${detail ? ` — ${detail}` : ""}`.slice(0, 500);
+}
