@@ -1,6 +1,7 @@
 /**
  * `npm run job -- ...` / `cloudcompute ...`: a thin yargs layer over the driver's modules. Progress and summaries go
- * to stderr; `--json` puts exactly one JSON document on stdout. Exit codes: see errors.ts (0/1/2/3/130).
+ * to stderr; `--json` puts exactly one JSON document on stdout (a batch: one JSON event per line, its result last).
+ * Exit codes: see errors.ts (0/1/2/3/130).
  */
 import yargs, { Argv, Options } from "yargs";
 import { hideBin } from "yargs/helpers";
@@ -42,7 +43,7 @@ const SPEC_OPTIONS: Record<string, Options> = {
 
 const RUN_OPTIONS = {
   "dry-run": { type: "boolean", default: false, describe: "Validate and render the spec, stack name and user-data; create nothing" },
-  json: { type: "boolean", default: false, describe: "Print one JSON result on stdout (progress stays on stderr)" },
+  json: { type: "boolean", default: false, describe: "Print one JSON result on stdout (progress stays on stderr); a batch prints one JSON event per line, its result last" },
   retries: { type: "number", default: 0, describe: "Retry a spot-interrupted job, or one whose instance EC2 lost (Server.* reasons); never other failures. The last retry is on-demand" },
   "price-per-hour": { type: "number", describe: "USD/hour for the cost estimate instead of the built-in on-demand/spot price" },
   verbose: { type: "boolean", default: false, describe: "Show the Pulumi engine's output" },

@@ -132,6 +132,10 @@ function ec2Sdk(): typeof import("@aws-sdk/client-ec2") {
 }
 
 const ec2Clients = new Map<string, EC2Client>();
+/** The driver's EC2 client of a region (one per region; tests add middleware to count its calls). */
+export function ec2Client(region: string): EC2Client {
+  return ec2(region);
+}
 function ec2(region: string): EC2Client {
   let client = ec2Clients.get(region);
   if (!client) ec2Clients.set(region, (client = new (ec2Sdk().EC2Client)({ region, ...awsRetryConfig })));

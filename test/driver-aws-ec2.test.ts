@@ -84,6 +84,33 @@ describe("driver: EC2 paths against moto EC2", function () {
     expect(state).to.include({ alive: false, reason: "instance-lost" });
   });
 
+  it("looks at many instances at once in one DescribeInstances, and an unknown id among them spoils none of the others", async () => {
+    const live = [await launch("us-east-1", "job-ec2-many-1"), await launch("us-east-1", "job-ec2-many-2"), await launch("us-east-1", "job-ec2-many-3")];
+    const dead = await launch("us-east-1", "job-ec2-many-4");
+    await ec2("us-east-1").send(new TerminateInstancesCommand({ InstanceIds: [dead] }));
+    const calls: string[][] = [];
+    const { ec2Client } = require("../driver/platform") as { ec2Client: (region: string) => EC2Client };
+    ec2Client("us-east-1").middlewareStack.add((next) => async (args) => {
+      const input = args.input as { InstanceIds?: string[] };
+      if (input.InstanceIds) calls.push([...input.InstanceIds]);
+      return next(args);
+    }, { step: "initialize", name: "countDescribes" });
+    try {
+      // A batch's waits look at their jobs at about the same moment: one call answers them all.
+      const states = await Promise.all([...live, dead, "i-0123456789abcdef0", live[0]].map((id) => awsPlatform.computeState(id, spec("us-east-1"))));
+      expect(states.map((s) => s.alive)).to.deep.equal([true, true, true, false, false, true]);
+      expect(states[4]).to.include({ reason: "instance-lost", detail: "instance not found" });
+      // One call for all; the unknown id fails it, so each is looked at alone once: never one per waiting job and round.
+      expect(calls[0].sort(), "the first call").to.deep.equal([...live, dead, "i-0123456789abcdef0"].sort());
+      expect(calls.length, "calls: one together, then one per id").to.equal(1 + 5);
+      calls.length = 0;
+      await Promise.all(live.map((id) => awsPlatform.computeState(id, spec("us-east-1"))));
+      expect(calls, "known ids only: one call").to.have.length(1);
+    } finally {
+      ec2Client("us-east-1").middlewareStack.remove("countDescribes");
+    }
+  });
+
   it("prices a spot job from DescribeSpotPriceHistory (plus the volume)", async () => {
     const onDemand = await awsPlatform.pricePerHour(spec("us-east-1"));
     const spot = await awsPlatform.pricePerHour(spec("us-east-1", true));
