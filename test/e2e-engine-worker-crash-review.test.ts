@@ -1,0 +1,54 @@
+/**
+ * Review finding, end to end (real Pulumi engine, moto, local platform): an engine worker that dies mid-launch (OOM
+ * killer, a crash) after its compute exists. The batch turns a worker without a reply into "refused" (nothing
+ * created, driver/engine-workers.ts) and never runs a finish for the job: the compute is left running, the lease
+ * released, the summary written (so no resume will come for it).
+ */
+import { expect } from "chai";
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { liveEngineWorkers } from "../driver/batch-resume";
+import { DriverSandbox, batchResultOf, localJobConfig, processesIn, startDriverSandbox, waitForRecord } from "../sandbox/driver-sandbox";
+
+describe("review: an engine worker killed mid-launch (real Pulumi engine, moto, local platform)", function () {
+  this.timeout(10 * 60_000);
+  let sandbox: DriverSandbox;
+  let config: string;
+  const SUBJECT = "sub-worker-crash";
+
+  before(async () => {
+    sandbox = await startDriverSandbox({ CLOUDCOMPUTE_POLL_MS: "300" });
+    await sandbox.seed([SUBJECT]);
+    config = sandbox.writeConfig("crash.yaml", localJobConfig(sandbox, { image: "none", runtime: "none", command: ["sh", "-c", 'sleep 60; cp "$1" "$2/"', "sh", "{input}", "{output}"] }));
+  });
+  after(async () => {
+    for (const r of sandbox?.records() ?? []) for (const pid of processesIn(path.join(sandbox.home, "local", r.jobId))) process.kill(pid, "SIGKILL");
+    await sandbox?.stop();
+  });
+
+  it("the batch tears down (or at least reports) a job whose launch worker died after the compute started", async () => {
+    const subjectsFile = path.join(sandbox.home, "crash.txt");
+    fs.writeFileSync(subjectsFile, `${SUBJECT}\n`);
+    const running = sandbox.run(["--config", config, "--subjects-file", subjectsFile, "--engine-concurrency", "1", "--json"]);
+    // The compute exists (the local agent runs in the job's directory) while the launch worker is still up.
+    let killed: number[] = [];
+    let jobId = "";
+    const deadline = Date.now() + 180_000;
+    while (killed.length === 0 && Date.now() < deadline) {
+      const rec = sandbox.records().find((r) => r.subject === SUBJECT);
+      if (rec?.batchId && processesIn(path.join(sandbox.home, "local", rec.jobId)).length > 0) {
+        jobId = rec.jobId;
+        killed = liveEngineWorkers(rec.batchId);
+        for (const pid of killed) process.kill(pid, "SIGKILL");
+        if (killed.length === 0) break; // the worker already answered: this run cannot show it
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(killed.length, "a launch worker was killed while its compute ran").to.be.greaterThan(0);
+    const res = await running;
+    const entry = batchResultOf(res.stdout).entries[0];
+    const left = processesIn(path.join(sandbox.home, "local", jobId));
+    const record = await waitForRecord(sandbox, (r) => r.jobId === jobId, jobId);
+    expect({ outcome: entry.outcome, reason: entry.reason, agentProcessesLeft: left.length, record: record.state }, `${entry.message}`).to.deep.equal({ outcome: "error", reason: "destroy-failed", agentProcessesLeft: 0, record: "error" });
+  });
+});
