@@ -100,7 +100,7 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
   const rerun = Boolean(argv.rerun);
   const result = await runBatch({
     jobs,
-    key: batchKey({ workerArgs: options.workerArgs, subjects: list.subjects, subjectArgs: list.subjects.map(subjectArgs), rerun, cwd: process.cwd() }),
+    key: batchKey(jobs, rerun),
     concurrency: plan.concurrency,
     engineConcurrency: argv["engine-concurrency"] === undefined ? defaultEngineConcurrency() : Number(argv["engine-concurrency"]),
     retries: Number(argv.retries ?? 0),

@@ -16,12 +16,14 @@ import { errorMessage } from "../common/errors";
 import { redactSpec } from "../job/spec";
 import { belongsToLaunch, parseCompletionMarker } from "../job/records";
 import { parseS3Url } from "../job/s3url";
-import { ExitCode } from "./errors";
+import { ExitCode, InfraError } from "./errors";
+import { isRetryable } from "./job-outcomes";
+import type { SubjectLease } from "../common/lease";
 import { listJobRecords, readJobRecord, updateJobRecord, type JobRecord } from "./jobindex";
 import { currentOwner, ownerState, type Owner } from "./owner";
 import { ENGINE_WORKER_FLAG } from "./engine-workers";
 import { BATCH_ID_ENV } from "./worker-env";
-import { holdSubjectLease } from "./lease";
+import { holdSubjectLease, SubjectLeasedError, type HeldLease } from "./lease";
 import { readRecord } from "./s3";
 import type { ResolvedJob } from "./options";
 import type { JobContext, Ending } from "./job-phases";
@@ -33,15 +35,30 @@ export interface BatchJournal {
   kind: "batch-journal";
   batchId: string;
   key: string;
+  /** The process running the batch now (the last of `owners`). */
   owner: Owner;
+  /** Every process that ran this batch, first to last: leases any of them left are the batch's own. */
+  owners?: Owner[];
   startedAt: string;
   /** Each later start that resumed this run. */
   resumedAt?: string[];
 }
 
-/** What makes two starts "the same batch": its job flags, subjects (with their own inputs), --rerun, and directory. */
-export function batchKey(parts: { workerArgs: string[]; subjects: string[]; subjectArgs: string[][]; rerun: boolean; cwd: string }): string {
-  return createHash("sha256").update(JSON.stringify(parts)).digest("hex").slice(0, 32);
+/**
+ * What makes two starts "the same batch": every subject's job as resolved (the config file's content, flags, inputs,
+ * region and prefix; not the fresh job ids), where its stacks live, and --rerun. A config edited between a crash and
+ * the restart makes another batch, never one that adopts jobs it would wait on at the wrong prefix or region.
+ */
+export function batchKey(jobs: ResolvedJob[], rerun: boolean): string {
+  const hash = createHash("sha256");
+  hash.update(JSON.stringify({ rerun }));
+  for (const job of jobs) hash.update(JSON.stringify([job.platform, job.backend ?? "", redactSpec({ ...job.spec, jobId: "" })]));
+  return hash.digest("hex").slice(0, 32);
+}
+
+/** Did one of the batch's own processes hold this lease (host, PID and its start time)? */
+export function heldByBatch(journal: BatchJournal, lease: SubjectLease): boolean {
+  return (journal.owners ?? [journal.owner]).some((o) => lease.holder.host === o.host && lease.holder.pid === o.pid && (lease.holder.pidStart ?? "") === o.pidStart);
 }
 
 const batchesDir = () => path.join(cloudcomputeHome(), "batches");
@@ -62,10 +79,13 @@ function readJournal(dir: string): BatchJournal | undefined {
 }
 
 /**
- * The latest unfinished run of this batch (no summary written) whose process is provably gone, or undefined. A run
- * whose process lives is left to it: its subjects are held (their leases), and this start reports them so.
+ * The latest unfinished run of this batch (no summary written) whose processes are all provably gone, claimed for this
+ * process (an exclusive `claim` file in its directory: of two starts at once, one resumes; the other finds the run
+ * claimed by a live process and starts a batch of its own, whose subjects are then held). Linux only: elsewhere a
+ * process cannot be proven gone, and nothing is resumed.
  */
-export function findResumable(key: string): BatchJournal | undefined {
+export function claimResumable(key: string): BatchJournal | undefined {
+  if (!fs.existsSync("/proc/self/stat")) return undefined;
   let names: string[];
   try {
     names = fs.readdirSync(batchesDir());
@@ -78,7 +98,34 @@ export function findResumable(key: string): BatchJournal | undefined {
     .sort((a, b) => b.journal.startedAt.localeCompare(a.journal.startedAt));
   const latest = runs[0];
   if (!latest || fs.existsSync(path.join(latest.dir, "summary.json"))) return undefined;
-  return ownerState(latest.journal.owner) === "dead" ? latest.journal : undefined;
+  if ((latest.journal.owners ?? [latest.journal.owner]).some((o) => ownerState(o) !== "dead")) return undefined;
+  return claimBatch(latest.dir) ? latest.journal : undefined;
+}
+
+/** Take the batch directory's claim for this process, unless a live process holds it. Released by `releaseBatch`. */
+export function claimBatch(dir: string): boolean {
+  const file = path.join(dir, "claim");
+  for (let tries = 0; tries < 3; tries++) {
+    try {
+      fs.writeFileSync(file, JSON.stringify(currentOwner()), { flag: "wx" });
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      let holder: Owner | undefined;
+      try {
+        holder = JSON.parse(fs.readFileSync(file, "utf8")) as Owner;
+      } catch {
+        /* being written: look again */
+      }
+      if (holder && ownerState(holder) !== "dead") return false;
+      if (holder) fs.rmSync(file, { force: true }); // its process is gone
+    }
+  }
+  return false;
+}
+
+export function releaseBatch(dir: string): void {
+  fs.rmSync(path.join(dir, "claim"), { force: true });
 }
 
 const FINAL_STATES = new Set(["succeeded", "failed", "error", "interrupted"]);
@@ -109,14 +156,17 @@ export function liveEngineWorkers(batchId: string): number[] {
 async function engineWorkersDone(batchId: string, log: (line: string) => void): Promise<void> {
   const deadline = Date.now() + 30 * 60_000;
   let said = false;
-  for (let live = liveEngineWorkers(batchId); live.length > 0 && Date.now() < deadline; live = liveEngineWorkers(batchId)) {
+  for (let live = liveEngineWorkers(batchId); live.length > 0; live = liveEngineWorkers(batchId)) {
+    // Never past a live worker: its job's record is not settled, and acting on it could launch the subject twice.
+    if (Date.now() > deadline) throw new InfraError(`engine workers of the earlier run of ${batchId} (pid ${live.join(", ")}) are still working after 30 minutes: nothing was resumed; start the batch again once they have ended`);
     if (!said) log(`waiting for ${live.length} engine worker(s) of the earlier run (pid ${live.join(", ")}) to finish the launch or teardown they started`);
     said = true;
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
 }
 
-function contextOf(record: JobRecord, job: ResolvedJob): JobContext {
+/** A job's context rebuilt from its record and this start's resolution of the subject's job (same key: same spec). */
+export function contextOf(record: JobRecord, job: ResolvedJob): JobContext {
   return {
     spec: redactSpec({ ...job.spec, jobId: record.jobId, launchId: record.launchId }),
     platform: job.platform,
@@ -149,7 +199,7 @@ export interface Resumed {
  * reported, ended ones reported. `jobs` are this start's resolved jobs (the adopted job's spec is rebuilt from them).
  */
 /** `log(subject, line)`: subject "" for lines about the whole batch. */
-export async function resumeJobs(journal: BatchJournal, jobs: ResolvedJob[], edges: JobEdges, log: (subject: string, line: string) => void): Promise<Resumed> {
+export async function resumeJobs(journal: BatchJournal, jobs: ResolvedJob[], edges: JobEdges, log: (subject: string, line: string) => void, options: { retries: number } = { retries: 0 }): Promise<Resumed> {
   const resumed: Resumed = { adopted: new Map(), finished: new Map() };
   await engineWorkersDone(journal.batchId, (line) => log("", line));
   const bySubject = new Map(jobs.map((job) => [job.spec.subject, job]));
@@ -158,45 +208,50 @@ export async function resumeJobs(journal: BatchJournal, jobs: ResolvedJob[], edg
     const seen = latest.get(record.subject);
     if (!seen || seen.createdAt <= record.createdAt) latest.set(record.subject, record);
   }
-  const dead = journal.owner;
   const us = currentOwner();
+  const retryable = (record: JobRecord) => isRetryable({ reason: record.reason, message: record.message ?? "" }) && (record.attempt ?? 1) <= options.retries;
   for (const [subject, record] of latest) {
     const job = bySubject.get(subject)!;
     const note = (line: string) => log(subject, line);
     const attempts = listJobRecords().filter((r) => r.batchId === journal.batchId && r.subject === subject && r.jobId !== record.jobId).map((r) => r.jobId);
+    const context = contextOf(record, job);
+    const teardown = async (ending: Ending): Promise<BatchEntry> => {
+      const reply = await edges.finish({ op: "finish", context, ending }, note);
+      if (reply.kind === "finished") return { subject, outcome: reply.result.outcome, exitCode: reply.result.exitCode, jobId: record.jobId, reason: reply.result.reason, message: reply.result.message, costUsd: reply.result.costUsd };
+      return { subject, outcome: "error", exitCode: ExitCode.infra, jobId: record.jobId, reason: "destroy-failed", message: `${reply.message}\nThe job's resources may still exist: clean up with  npm run job -- cancel ${record.jobId}` };
+    };
     if (FINAL_STATES.has(record.state)) {
-      // Interrupted subjects are launched again; any other end is the subject's result in this batch.
-      if (record.state !== "interrupted") resumed.finished.set(subject, { subject, outcome: record.state === "succeeded" ? "succeeded" : (record.state as BatchEntry["outcome"]), exitCode: record.exitCode ?? ExitCode.jobFailed, jobId: record.jobId, reason: record.reason, message: `${record.message ?? record.state} (in the earlier run of this batch)`, costUsd: record.costUsd });
+      // A teardown that failed gets another; an interrupted job or a retryable failure is launched again; any
+      // other end (a cancel included) is the subject's result in this batch.
+      if (record.reason === "destroy-failed") resumed.finished.set(subject, await teardown({ failure: { outcome: "error", exitCode: ExitCode.infra, reason: "destroy-failed", message: record.message ?? "an earlier teardown failed" } }));
+      else if ((record.state === "interrupted" && record.reason !== "cancelled") || retryable(record)) continue;
+      else resumed.finished.set(subject, { subject, outcome: record.state as BatchEntry["outcome"], exitCode: record.exitCode ?? ExitCode.jobFailed, jobId: record.jobId, reason: record.reason, message: `${record.message ?? record.state} (in the earlier run of this batch)`, costUsd: record.costUsd });
       continue;
     }
-    const context = contextOf(record, job);
     if (record.state === "running") {
+      let lease: HeldLease;
       try {
-        // Ours to take over only if the dead process holds it for this very job.
-        const lease = await holdSubjectLease({ ...job.spec, jobId: record.jobId, launchId: record.launchId }, job.leaseSeconds ?? 300, note, (held) =>
-          held.holder.host === dead.host && held.holder.pid === dead.pid && (held.holder.pidStart ?? "") === dead.pidStart && held.holder.jobId === record.jobId,
-        );
-        updateJobRecord(record.jobId, { driverPid: us.pid, driverHost: us.host, driverPidStart: us.pidStart });
-        note(`[${record.jobId}] adopted: still running on ${record.instanceId} since ${record.runningAt ?? record.createdAt}`);
-        resumed.adopted.set(subject, { context: { ...context, record: readJobRecord(record.jobId) ?? record }, lease, attempts });
-        continue;
+        // Ours to take over only if one of the batch's own dead processes holds it, for this very job.
+        lease = await holdSubjectLease({ ...job.spec, jobId: record.jobId, launchId: record.launchId }, job.leaseSeconds ?? 300, note, (held) => heldByBatch(journal, held) && held.holder.jobId === record.jobId);
       } catch (err) {
-        // Another driver runs the subject now (the lease expired and was taken): this job is a duplicate, ended here.
+        // Anything but another driver's lease (an S3 outage, a timeout) says nothing about the job: stop, change nothing.
+        if (!(err instanceof SubjectLeasedError)) throw new InfraError(`resuming ${journal.batchId}: ${errorMessage(err)}; nothing was torn down — start the batch again`);
+        // Another driver runs the subject now (the lease expired while the batch was down): this job is a duplicate.
         note(`[${record.jobId}] not adopted: ${errorMessage(err)}; tearing it down`);
-        const reply = await edges.finish({ op: "finish", context, ending: { failure: { outcome: "error", exitCode: ExitCode.infra, reason: "lease-lost", message: `while the batch was down, ${errorMessage(err)}` } } }, note);
-        resumed.finished.set(subject, reply.kind === "finished" ? { subject, outcome: reply.result.outcome, exitCode: reply.result.exitCode, jobId: record.jobId, reason: reply.result.reason, message: reply.result.message } : { subject, outcome: "error", exitCode: reply.exitCode, jobId: record.jobId, reason: "destroy-failed", message: reply.message });
+        resumed.finished.set(subject, await teardown({ failure: { outcome: "error", exitCode: ExitCode.infra, reason: "lease-lost", message: `while the batch was down, ${errorMessage(err)}` } }));
         continue;
       }
+      updateJobRecord(record.jobId, { driverPid: us.pid, driverHost: us.host, driverPidStart: us.pidStart });
+      note(`[${record.jobId}] adopted: still running on ${record.instanceId} since ${record.runningAt ?? record.createdAt}`);
+      resumed.adopted.set(subject, { context: { ...context, record: readJobRecord(record.jobId) ?? record }, lease, attempts });
+      continue;
     }
-    // Cut off mid-launch (no compute to wait on) or mid-teardown: finish it. A launch cut off is launched afresh.
-    const ending = record.state === "creating" ? { failure: { outcome: "interrupted" as const, exitCode: ExitCode.interrupted, reason: "interrupted", message: "the batch's process died during the launch; torn down on resume" } } : await endingOf(record);
+    // Cut off mid-launch (no compute to wait on): torn down, the subject launched afresh. Mid-teardown: finished.
     note(`[${record.jobId}] ${record.state === "creating" ? "cut off during its launch" : "cut off during its teardown"}: tearing it down`);
-    const reply = await edges.finish({ op: "finish", context, ending }, note);
-    if (reply.kind !== "finished") {
-      resumed.finished.set(subject, { subject, outcome: "error", exitCode: reply.exitCode, jobId: record.jobId, reason: "destroy-failed", message: reply.message });
-    } else if (record.state !== "creating") {
-      resumed.finished.set(subject, { subject, outcome: reply.result.outcome, exitCode: reply.result.exitCode, jobId: record.jobId, reason: reply.result.reason, message: reply.result.message, costUsd: reply.result.costUsd });
-    }
+    if (record.state === "creating") {
+      const entry = await teardown({ failure: { outcome: "interrupted", exitCode: ExitCode.interrupted, reason: "interrupted", message: "the batch's process died during the launch; torn down on resume" } });
+      if (entry.reason === "destroy-failed") resumed.finished.set(subject, entry);
+    } else resumed.finished.set(subject, await teardown(await endingOf(record)));
   }
   return resumed;
 }

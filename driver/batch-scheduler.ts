@@ -19,14 +19,16 @@ import { currentOwner } from "./owner";
 import { platformNamed } from "./platform";
 import { waitForCompletion } from "./wait";
 import { PollPacer } from "./poll-pacer";
-import { failureOfError, type Ending, type JobContext } from "./job-phases";
+import type { Ending, JobContext } from "./job-phases";
+import { failureOfError, isRetryable } from "./job-outcomes";
 import type { JobEdges, LaunchReply } from "./engine-workers";
-import { isRetryable, type JobResult } from "./run";
+import type { JobResult } from "./run";
 import type { Progress } from "./progress";
 import type { BatchEvent, BatchEventSink, UnstampedEvent } from "./batch-events";
 import type { BatchEntry } from "./batch";
 import { alreadySucceeded } from "./batch";
-import { updateJobRecord } from "./jobindex";
+import { readJobRecord, updateJobRecord } from "./jobindex";
+import { contextOf } from "./batch-resume";
 
 /** A job found running from an earlier run of the same batch (driver/batch-resume.ts): waited on, not launched. */
 export interface AdoptedJob {
@@ -87,40 +89,30 @@ export class Slots {
 
 export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string, BatchEntry>> {
   const entries = new Map<string, BatchEntry>();
-  const emit = (e: UnstampedEvent) => options.sink.event({ ...e, at: new Date().toISOString() } as BatchEvent);
+  // The view and the log files must never end a batch with jobs in flight (a full disk, a deleted log directory).
+  const emit = (e: UnstampedEvent) => {
+    try {
+      options.sink.event({ ...e, at: new Date().toISOString() } as BatchEvent);
+    } catch {
+      /* shown or not, the jobs go on */
+    }
+  };
   const logLine = (subject: string, line: string) => {
-    fs.appendFileSync(path.join(options.logDir, `${subject}.log`), `${line}\n`);
+    try {
+      fs.appendFileSync(path.join(options.logDir, `${subject}.log`), `${line}\n`);
+    } catch {
+      /* as above */
+    }
     emit({ event: "note", subject, message: line });
   };
   const engines = new Slots(options.engineConcurrency);
   const inFlight = new Slots(options.concurrency);
   const pacer = options.pacer ?? new PollPacer();
   const owner = currentOwner();
-  // `cancel <job>` of one job of this batch: a request file, then SIGUSR2 (driver/commands.ts); only that job stops.
-  const cancels = new Map<string, AbortController>();
-  const cancelDir = path.join(options.logDir, "cancel");
-  const onCancelRequest = () => {
-    let requested: string[] = [];
-    try {
-      requested = fs.readdirSync(cancelDir);
-    } catch {
-      return;
-    }
-    for (const jobId of requested) {
-      const controller = cancels.get(jobId);
-      if (!controller || controller.signal.aborted) continue;
-      emit({ event: "note", message: `[${jobId}] cancelled (cancel ${jobId}): tearing it down` });
-      controller.abort();
-    }
-  };
-  process.on("SIGUSR2", onCancelRequest);
-  const cancellable = (jobId: string, signal: AbortSignal) => {
-    const controller = new AbortController();
-    cancels.set(jobId, controller);
-    return AbortSignal.any([signal, controller.signal]);
-  };
+  const cancels = new JobCancels(path.join(options.logDir, "cancel"), (jobId) => emit({ event: "note", message: `[${jobId}] cancelled (cancel ${jobId}): tearing it down` }));
+  process.on("SIGUSR2", cancels.onRequest);
 
-  const waitOn = async (context: JobContext, signal: AbortSignal, lease: HeldLease): Promise<Ending> => {
+  const waitOn = async (context: JobContext, signal: AbortSignal, lease: HeldLease, cancel: AbortSignal): Promise<Ending> => {
     const { spec } = context;
     const platform = platformNamed(context.platform);
     let lastPhase: string | undefined;
@@ -134,12 +126,23 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
     };
     const tWait = Date.now();
     try {
-      const wait = await waitForCompletion({ spec, platform, instanceId: context.instanceId!, startedAt: context.computeStartedAt!, signal, progress, pace: (s) => pacer.turn(s) });
+      const wait = await waitForCompletion({ spec, platform, instanceId: context.instanceId ?? "", startedAt: context.computeStartedAt ?? Date.now(), signal, progress, pace: (s) => pacer.turn(s) });
       context.driverTimings.wait = seconds(Date.now() - tWait);
       return { wait };
     } catch (err) {
+      if (cancel.aborted && !options.signal.aborted && !lease.lost.aborted) return { failure: CANCELLED };
       return { failure: failureOfError(err, spec.jobId, { stackExists: true, computeStarted: true, lease, userSignal: options.signal }) };
     }
+  };
+
+  /** Tear a job down in an engine worker; what it reports, or an error result that says the resources may remain. */
+  const finishOf = async (context: JobContext, ending: Ending, note: (line: string) => void): Promise<JobResult> => {
+    emit({ event: "job-finishing", subject: context.spec.subject, jobId: context.spec.jobId, reason: ending.failure?.reason });
+    const finished = await engines.with(() => options.edges.finish({ op: "finish", context, ending }, note));
+    if (finished.kind === "finished") return finished.result;
+    const message = `${finished.message}\nThe job's resources may still exist: clean up with  npm run job -- cancel ${context.spec.jobId}`;
+    updateJobRecord(context.spec.jobId, { state: "error", reason: "destroy-failed", message: finished.message, driverPid: undefined, driverHost: undefined, driverPidStart: undefined });
+    return { ...resultStub(context), outcome: "error", exitCode: ExitCode.infra, reason: "destroy-failed", message };
   };
 
   const runSubject = async (job: ResolvedJob, adopted: AdoptedJob | undefined): Promise<BatchEntry> => {
@@ -163,53 +166,63 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
       const signal = AbortSignal.any([options.signal, lease.lost]);
       const attempts = [...(adopted?.attempts ?? [])];
       let result: JobResult | undefined;
-      let refused: Extract<LaunchReply, { kind: "refused" }> | undefined;
+      let refused: { exitCode: number; message: string } | undefined;
       let adoptNext = Boolean(adopted);
       for (let attempt = attempts.length + 1; ; attempt++) {
         const isLast = attempt > options.retries;
+        let jobId: string;
         let launch: LaunchReply;
         if (adoptNext) {
           adoptNext = false;
+          jobId = adopted!.context.spec.jobId;
           launch = { kind: "running", context: adopted!.context };
         } else {
           if (signal.aborted) break;
-          const jobId = makeJobId(subject);
+          jobId = makeJobId(subject);
           const launchId = randomUUID();
-          const jobSignal = cancellable(jobId, signal);
+          const launchSignal = AbortSignal.any([signal, cancels.of(jobId)]);
           lease.handle.setJob(jobId, launchId);
           emit({ event: "job-launching", subject, jobId, attempt });
           const request = { op: "launch" as const, subject, jobId, launchId, attempt, retryOf: attempts[0], onDemand: job.spec.instance.spot && isLast && attempt > 1, owner };
-          launch = await engines.with(async () => {
-            if (jobSignal.aborted) return { kind: "refused" as const, exitCode: ExitCode.interrupted, message: "not launched: the batch was interrupted" };
+          launch = await engines.with(async (): Promise<LaunchReply> => {
+            if (launchSignal.aborted) return { kind: "refused", exitCode: ExitCode.interrupted, message: "not launched: the batch was interrupted" };
             try {
               await lease.handle.confirm();
             } catch (err) {
-              return { kind: "refused" as const, exitCode: ExitCode.infra, message: `${errorMessage(err)}; nothing was created` };
+              return { kind: "refused", exitCode: ExitCode.infra, message: `${errorMessage(err)}; nothing was created` };
             }
-            return options.edges.launch(request, jobSignal, note);
+            return options.edges.launch(request, launchSignal, note);
           });
+          if (launch.kind === "lost") {
+            // The worker died without a word: what it created (its record says) is torn down here, never left running.
+            const record = readJobRecord(jobId);
+            if (!record) launch = { kind: "refused", exitCode: ExitCode.infra, message: `${launch.message}; nothing was created` };
+            else {
+              note(`[${jobId}] ${launch.message}; tearing down what it created`);
+              const lostResult = await finishOf(contextOf(record, job), { failure: { outcome: "error", exitCode: ExitCode.infra, reason: "engine-worker-lost", message: launch.message } }, note);
+              launch = { kind: "ended", result: lostResult };
+            }
+          }
         }
         if (launch.kind === "refused") {
-          refused = launch;
+          refused = { exitCode: launch.exitCode, message: launch.message };
+          cancels.forget(jobId);
           break;
         }
         if (launch.kind === "ended") result = launch.result;
         else {
-          result = undefined;
           const { context } = launch;
-          emit({ event: "job-running", subject, jobId: context.spec.jobId, instanceId: context.instanceId ?? "", adopted: launch.context === adopted?.context });
-          const ending = await waitOn(context, cancels.get(context.spec.jobId)?.signal ? AbortSignal.any([signal, cancels.get(context.spec.jobId)!.signal]) : cancellable(context.spec.jobId, signal), lease);
-          cancels.delete(context.spec.jobId);
-          emit({ event: "job-finishing", subject, jobId: context.spec.jobId, reason: ending.failure?.reason });
-          const finished = await engines.with(() => options.edges.finish({ op: "finish", context, ending }, note));
-          result = finished.kind === "finished" ? finished.result : undefined;
-          if (finished.kind === "refused") {
-            refused = { ...finished, message: `${finished.message}\nThe job's resources may still exist: clean up with  npm run job -- cancel ${context.spec.jobId}` };
-            updateJobRecord(context.spec.jobId, { state: "error", reason: "destroy-failed", message: finished.message, driverPid: undefined });
-            break;
-          }
+          const cancel = cancels.of(jobId);
+          emit({ event: "job-running", subject, jobId, instanceId: context.instanceId ?? "", adopted: context === adopted?.context });
+          const ending = await waitOn(context, AbortSignal.any([signal, cancel]), lease, cancel);
+          result = await finishOf(context, ending, note);
         }
-        if (!result) break;
+        // Why the job ended, when the batch ended it: the user's cancel of this job, or the lease lost to another driver.
+        if (result.outcome === "interrupted" && !options.signal.aborted) {
+          if (lease.lost.aborted) result = { ...result, outcome: "error", exitCode: ExitCode.infra, reason: "lease-lost", message: `${lease.handle.lost?.message ?? "the subject's lease was lost"}; the job's resources were destroyed` };
+          else if (cancels.of(jobId).aborted) result = { ...result, ...CANCELLED };
+        }
+        cancels.forget(jobId);
         attempts.push(result.jobId);
         result.attempts = [...attempts];
         if (!isRetryable(result) || isLast || signal.aborted) break;
@@ -221,7 +234,7 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
         const interrupted = refused.exitCode === ExitCode.interrupted;
         const reason = interrupted ? "interrupted" : refused.exitCode === ExitCode.badInput ? "refused" : "engine-error";
         const before = result ? ` (after ${result.jobId}: ${result.outcome}${result.reason ? `, ${result.reason}` : ""})` : "";
-        return { subject, outcome: interrupted ? "interrupted" : "error", exitCode: refused.exitCode, jobId: result?.jobId ?? attempts.at(-1), reason, message: `${refused.message}${before}`, costUsd: result?.costUsd, seconds: elapsed, logPath };
+        return { subject, outcome: interrupted ? "interrupted" : "error", exitCode: refused.exitCode, jobId: result?.jobId, reason, message: `${refused.message}${before}`, costUsd: result?.costUsd, seconds: elapsed, logPath };
       }
       if (!result) return { subject, outcome: "interrupted", exitCode: ExitCode.interrupted, message: "not started: the batch was interrupted", logPath };
       return { subject, outcome: result.outcome, exitCode: result.exitCode, jobId: result.jobId, reason: result.reason, message: result.message, costUsd: result.costUsd, seconds: elapsed, logPath };
@@ -238,26 +251,72 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
     runSubject(job, adopted).catch((err): BatchEntry => ({ subject: job.spec.subject, outcome: "error", exitCode: ExitCode.infra, reason: "driver-error", message: errorMessage(err) }));
 
   const running: Promise<void>[] = [];
-  // Adopted jobs are in flight already: they hold their places from the start.
-  for (const job of options.jobs) {
-    const adopted = options.adopted?.get(job.spec.subject);
-    if (!adopted) continue;
-    inFlight.force();
-    running.push(guarded(job, adopted).then((entry) => finish(job.spec.subject, entry)).finally(() => inFlight.give()));
-  }
-  for (const job of options.jobs) {
-    if (options.adopted?.has(job.spec.subject)) continue;
-    await inFlight.take();
-    if (options.signal.aborted) {
-      inFlight.give();
-      break;
-    }
-    running.push(guarded(job).then((entry) => finish(job.spec.subject, entry)).finally(() => inFlight.give()));
-  }
   try {
+    // Adopted jobs are in flight already: they hold their places from the start.
+    for (const job of options.jobs) {
+      const adopted = options.adopted?.get(job.spec.subject);
+      if (!adopted) continue;
+      inFlight.force();
+      running.push(guarded(job, adopted).then((entry) => finish(job.spec.subject, entry)).finally(() => inFlight.give()));
+    }
+    for (const job of options.jobs) {
+      if (options.adopted?.has(job.spec.subject)) continue;
+      await inFlight.take();
+      if (options.signal.aborted) {
+        inFlight.give();
+        break;
+      }
+      running.push(guarded(job).then((entry) => finish(job.spec.subject, entry)).finally(() => inFlight.give()));
+    }
     await Promise.all(running);
   } finally {
-    process.removeListener("SIGUSR2", onCancelRequest);
+    process.removeListener("SIGUSR2", cancels.onRequest);
   }
   return entries;
+}
+
+/** A job the user cancelled (`cancel <job>`): stopped and torn down; the batch goes on, and exits 1 for it, not 130. */
+const CANCELLED = { outcome: "interrupted", exitCode: ExitCode.jobFailed, reason: "cancelled", message: "cancelled (cancel <job>): the job's resources were destroyed" } as const;
+
+/**
+ * `cancel <job>` of one job of a batch: a request file in the batch's `cancel/` directory, then SIGUSR2
+ * (driver/commands.ts). A request is honoured whenever it comes: at the signal, or when the job is first looked up
+ * (a request sent while the batch did not know the job yet).
+ */
+class JobCancels {
+  private readonly controllers = new Map<string, AbortController>();
+  constructor(
+    private readonly dir: string,
+    private readonly said: (jobId: string) => void,
+  ) {}
+  private requested(jobId: string): boolean {
+    return fs.existsSync(path.join(this.dir, jobId));
+  }
+  /** The job's cancel signal (aborted already if a request is waiting). */
+  of(jobId: string): AbortSignal {
+    let controller = this.controllers.get(jobId);
+    if (!controller) {
+      this.controllers.set(jobId, (controller = new AbortController()));
+      if (this.requested(jobId)) this.abort(jobId, controller);
+    }
+    return controller.signal;
+  }
+  private abort(jobId: string, controller: AbortController): void {
+    if (controller.signal.aborted) return;
+    this.said(jobId);
+    controller.abort();
+  }
+  readonly onRequest = (): void => {
+    for (const [jobId, controller] of this.controllers) if (this.requested(jobId)) this.abort(jobId, controller);
+  };
+  /** The job ended: its signal and request file go (the file only when honoured: a cancelled job's stays as a record). */
+  forget(jobId: string): void {
+    this.controllers.delete(jobId);
+  }
+}
+
+/** A result for a job whose finish never reported (its worker died): the job's names, nothing measured. */
+function resultStub(context: JobContext): JobResult {
+  const { spec } = context;
+  return { jobId: spec.jobId, subject: spec.subject, platform: context.platform, outcome: "error", exitCode: ExitCode.infra, message: "", resultsUrl: context.record.resultsUrl, markerUrl: context.record.markerUrl, logUrl: context.record.logUrl, timings: { driver: context.driverTimings, agent: {} }, attempts: [spec.jobId] };
 }

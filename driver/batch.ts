@@ -21,9 +21,11 @@ import { liveLeaseOf } from "./lease";
 import { platformNamed } from "./platform";
 import { engineWorkerEdges, type JobEdges } from "./engine-workers";
 import { scheduleJobs, type AdoptedJob } from "./batch-scheduler";
-import { findResumable, resumeJobs, writeJournal } from "./batch-resume";
+import { claimBatch, claimResumable, heldByBatch, releaseBatch, resumeJobs, writeJournal } from "./batch-resume";
 import { currentOwner } from "./owner";
+import { PollPacer } from "./poll-pacer";
 import type { SubjectLease } from "../common/lease";
+import type { BatchJournal } from "./batch-resume";
 import type { BatchEvent, BatchEventSink, UnstampedEvent } from "./batch-events";
 import { batchViewMode, createBatchView } from "./batch-view";
 
@@ -144,13 +146,21 @@ async function mapLimited<T, R>(items: T[], limit: number, work: (item: T) => Pr
 }
 
 export async function runBatch(options: BatchOptions): Promise<BatchResult> {
+  const pacer = new PollPacer(); // a bad CLOUDCOMPUTE_POLLS_PER_SECOND is refused before any job is touched
   const now = new Date().toISOString();
   // The same batch started again after its process died: continue that run (driver/batch-resume.ts).
-  const earlier = options.key ? findResumable(options.key) : undefined;
+  const earlier = options.key ? claimResumable(options.key) : undefined;
   const batchId = earlier?.batchId ?? `batch-${now.replace(/[-:.]/g, "")}`;
   const logDir = path.join(cloudcomputeHome(), "batches", batchId);
   fs.mkdirSync(logDir, { recursive: true });
-  if (options.key) writeJournal(logDir, { kind: "batch-journal", batchId, key: options.key, owner: currentOwner(), startedAt: earlier?.startedAt ?? now, ...(earlier ? { resumedAt: [...(earlier.resumedAt ?? []), now] } : {}) });
+  const us = currentOwner();
+  const journal: BatchJournal | undefined = options.key
+    ? { kind: "batch-journal", batchId, key: options.key, owner: us, owners: [...(earlier?.owners ?? (earlier ? [earlier.owner] : [])), us], startedAt: earlier?.startedAt ?? now, ...(earlier ? { resumedAt: [...(earlier.resumedAt ?? []), now] } : {}) }
+    : undefined;
+  if (journal) {
+    if (!earlier) claimBatch(logDir);
+    writeJournal(logDir, journal);
+  }
   const sink = options.sink ?? createBatchView({ mode: batchViewMode({ json: Boolean(options.json), stream: process.stderr }), stream: options.json ? process.stdout : process.stderr, total: options.jobs.length });
   const emit = (e: UnstampedEvent) => sink.event({ ...e, at: new Date().toISOString() } as BatchEvent);
   const entries = new Map<string, BatchEntry>();
@@ -162,27 +172,28 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
   process.on("SIGUSR2", ignoreStrayCancel);
   try {
     let adopted = new Map<string, AdoptedJob>();
-    // Leases the dead run held for subjects it had not launched yet (or had finished) are this run's to take.
-    const dead = earlier?.owner;
-    const takeOverFrom = dead && ((lease: SubjectLease) => lease.holder.host === dead.host && lease.holder.pid === dead.pid && (lease.holder.pidStart ?? "") === dead.pidStart);
+    // Leases the batch's dead processes held for subjects not adopted (not launched yet, or finished) are its own to take.
+    const takeOverFrom = earlier && ((lease: SubjectLease) => heldByBatch(earlier, lease));
     if (earlier) {
       emit({ event: "note", message: `resuming ${batchId}: its process (pid ${earlier.owner.pid}, started ${earlier.startedAt}) is gone; adopting its running jobs` });
       const resumed = await resumeJobs(earlier, options.jobs, edges, (subject, line) => {
         if (subject) fs.appendFileSync(path.join(logDir, `${subject}.log`), `${line}\n`);
         emit({ event: "note", ...(subject ? { subject } : {}), message: line });
-      });
+      }, { retries: options.retries });
       adopted = resumed.adopted;
       for (const [subject, entry] of resumed.finished) entries.set(subject, entry);
     }
     // Done before (its results pointer and marker), or run by another driver now (its live lease): not started here.
-    const looks = await mapLimited(options.jobs, LOOKS_AT_ONCE, async (job) => {
+    // A look that fails (S3 unreachable) leaves the subject to its lease, which the scheduler takes: never fatal here.
+    const looks = await mapLimited(options.jobs, LOOKS_AT_ONCE, async (job): Promise<BatchEntry | undefined> => look(job).catch(() => undefined));
+    async function look(job: ResolvedJob): Promise<BatchEntry | undefined> {
       const subject = job.spec.subject;
       if (adopted.has(subject) || entries.has(subject)) return undefined;
       const previous = options.rerun ? undefined : await findSuccess(prefix, subject, layout);
       if (previous) return { subject, outcome: "skipped", exitCode: 0, succeededBefore: previous, message: `already succeeded as ${previous} (--rerun runs it again)` } satisfies BatchEntry;
       const held = await liveLeaseOf(prefix, subject, layout);
       return held && !takeOverFrom?.(held.lease) ? ({ subject, outcome: "held", exitCode: ExitCode.badInput, reason: "held-by-another-driver", message: held.message } satisfies BatchEntry) : undefined;
-    });
+    }
     for (const entry of looks) if (entry) entries.set(entry.subject, entry);
     const pending = options.jobs.filter((job) => !entries.has(job.spec.subject));
     const finishedBefore = [...entries.values()].filter((e) => e.outcome !== "skipped" && e.outcome !== "held").length;
@@ -193,7 +204,7 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
       concurrency: options.concurrency, engineConcurrency: options.engineConcurrency, pricePerHour: options.pricePerHour ?? price, logDir,
     });
     for (const entry of entries.values()) emit({ event: "job-done", subject: entry.subject, jobId: entry.succeededBefore, outcome: entry.outcome, reason: entry.reason });
-    const ran = await scheduleJobs({ batchId, logDir, jobs: pending, adopted, concurrency: options.concurrency, engineConcurrency: options.engineConcurrency, retries: options.retries, rerun: options.rerun, edges, signal: options.signal, sink, takeOverFrom });
+    const ran = await scheduleJobs({ batchId, logDir, jobs: pending, adopted, concurrency: options.concurrency, engineConcurrency: options.engineConcurrency, retries: options.retries, rerun: options.rerun, edges, signal: options.signal, sink, takeOverFrom, pacer });
     for (const [subject, entry] of ran) entries.set(subject, entry);
     for (const job of pending) {
       const subject = job.spec.subject;
@@ -210,6 +221,7 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
     return result;
   } finally {
     process.removeListener("SIGUSR2", ignoreStrayCancel);
+    if (journal) releaseBatch(logDir);
     sink.close();
   }
 }

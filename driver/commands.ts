@@ -1,19 +1,17 @@
 /** The commands besides running jobs: status, logs, history, list, cancel, gc. */
 import { LocalWorkspace, type Stack, type UpdateSummary } from "@pulumi/pulumi/automation";
 import * as fs from "node:fs";
-import * as os from "node:os";
 import * as path from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseS3Url } from "../job/s3url";
 import { WORKDIR_NAMES } from "../job/layout";
 import { belongsToLaunch, parseCompletionMarker } from "../job/records";
 import { errorMessage } from "../common/errors";
 import { defaultLocalWorkDir, staleLocalData } from "../infra/local";
 import { InfraError } from "./errors";
-import { engineEnv, explainEngineError, findPulumi, openJobStack, PROJECT_NAME, resourceCount } from "./engine";
+import { engineEnv, explainEngineError, findPulumi, engineLetGo, openJobStack, PROJECT_NAME, resourceCount } from "./engine";
 import { JobRecord, listJobRecords, readJobRecord, recordOwner, updateJobRecord } from "./jobindex";
 import { jobRecordFor } from "./inspect";
-import { describeOwner, Owner, ownerFromTags, ownerState, processStartTime } from "./owner";
+import { describeOwner, Owner, ownerFromTags, ownerState } from "./owner";
 import { backendUrl, cloudcomputeHome } from "../common/paths";
 import { awsPlatform, Orphan, Platform, platformNamed } from "./platform";
 import { readRecord, readText } from "./s3";
@@ -159,13 +157,7 @@ export async function cancelJob(jobId: string, log: (line: string) => void, back
   }
   // A driver killed by SIGKILL leaves its engine running in a session of its own: clearing its lock and destroying
   // under it would race its update, which could record an instance after our destroy. Let it finish first.
-  const backendOfJob = backendUrl(backend ?? record?.backend);
-  const lockedBy = liveEngineHolding(backendOfJob, jobId);
-  if (lockedBy !== undefined) {
-    log(`the Pulumi engine (pid ${lockedBy}) still works on ${jobId}: waiting for it to finish before destroying`);
-    const deadline = Date.now() + 15 * 60_000;
-    while (liveEngineHolding(backendOfJob, jobId) !== undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
-  }
+  await engineLetGo(backendUrl(backend ?? record?.backend), jobId, log);
   const stack = await openJobStack({ jobId, backend: backend ?? record?.backend, mustExist: true });
   const tagged = ownerFromTags(await stack.listTags().catch(() => ({})));
   if (!owner && tagged && ownerState(tagged) === "unknown") log(`${jobId} belongs to ${describeOwner(tagged)}; destroying it from here as asked`);
@@ -189,38 +181,6 @@ export async function cancelJob(jobId: string, log: (line: string) => void, back
   log(`${jobId}: resources destroyed (${await resourceCount(stack)} left), history kept`);
 }
 
-/**
- * The pid of a live Pulumi process on this host that holds the stack's lock (file backends: the lock files hold
- * the locking process's pid and host), or undefined.
- */
-function liveEngineHolding(backend: string, jobId: string): number | undefined {
-  if (!backend.startsWith("file:")) return undefined;
-  let root: string;
-  try {
-    root = fileURLToPath(backend.split("?")[0]);
-  } catch {
-    root = backend.replace(/^file:\/\//, "").replace(/^~(?=\/|$)/, os.homedir()).split("?")[0]; // file://~/… as Pulumi writes it
-  }
-  const dir = path.join(root, ".pulumi", "locks", "organization", PROJECT_NAME, jobId);
-  let files: string[] = [];
-  try {
-    files = fs.readdirSync(dir).filter((f) => f.endsWith(".json"));
-  } catch {
-    return undefined;
-  }
-  for (const file of files) {
-    try {
-      const lock = JSON.parse(fs.readFileSync(path.join(dir, file), "utf8")) as { pid?: number; hostname?: string };
-      if (!lock.pid || lock.hostname !== os.hostname() || processStartTime(lock.pid) === undefined) continue;
-      // A reused pid is some other program: only a pulumi process can still be working on the stack.
-      const argv = fs.readFileSync(`/proc/${lock.pid}/cmdline`, "utf8").split("\0");
-      if (path.basename(argv[0] ?? "") === "pulumi") return lock.pid;
-    } catch {
-      /* released meanwhile */
-    }
-  }
-  return undefined;
-}
 
 /** The platform a job ran on: its record says, else the state (any AWS resource, pending or recorded, means aws). */
 async function jobPlatform(stack: Stack, record: JobRecord | undefined): Promise<Platform> {

@@ -14,7 +14,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { PACKAGE_ROOT } from "../common/paths";
 import { BATCH_ID_ENV, WORKER_ARGS_ENV } from "./worker-env";
-import { ExitCode } from "./errors";
+import { NDA_ENV } from "./nda-credentials";
 import type { Ending, JobContext } from "./job-phases";
 import type { JobResult } from "./run";
 import type { Owner } from "./owner";
@@ -46,9 +46,16 @@ export interface FinishRequest {
 
 export type EngineRequest = LaunchRequest | FinishRequest;
 
-/** What a launch comes to: the job runs, it ended already (a failed up, interrupted), or it was refused (nothing created). */
-export type LaunchReply = { kind: "running"; context: JobContext } | { kind: "ended"; result: JobResult } | { kind: "refused"; exitCode: number; message: string };
-export type FinishReply = { kind: "finished"; result: JobResult } | { kind: "refused"; exitCode: number; message: string };
+/**
+ * What a launch comes to: the job runs, it ended already (a failed up, interrupted), it was refused by the worker
+ * (nothing created), or the worker died without a word (lost: what it created, if anything, is the batch's to tear down).
+ */
+export type LaunchReply =
+  | { kind: "running"; context: JobContext }
+  | { kind: "ended"; result: JobResult }
+  | { kind: "refused"; exitCode: number; message: string }
+  | { kind: "lost"; message: string };
+export type FinishReply = { kind: "finished"; result: JobResult } | { kind: "refused"; exitCode: number; message: string } | { kind: "lost"; message: string };
 
 /** The two engine phases of a batch's jobs. Engine workers in production; a benchmark may stand in for them. */
 export interface JobEdges {
@@ -77,9 +84,12 @@ export function engineWorkerEdges(options: EngineWorkerOptions): JobEdges {
 function runWorker<T extends { kind: string }>(options: EngineWorkerOptions, subject: string, request: EngineRequest, log: (line: string) => void, signal?: AbortSignal): Promise<T> {
   const logFile = fs.createWriteStream(path.join(options.logDir, `${subject}.log`), { flags: "a" });
   const args = [...options.workerArgs, "--subject", subject, ...(options.subjectArgs?.(subject) ?? [])];
+  // A finish needs no input, so no NDA credentials: the engine it starts inherits its environment.
+  const env: NodeJS.ProcessEnv = { ...process.env, CLOUDCOMPUTE_WORKER: "1", [BATCH_ID_ENV]: options.batchId, [WORKER_ARGS_ENV]: JSON.stringify(args) };
+  if (request.op === "finish") for (const name of Object.values(NDA_ENV)) delete env[name];
   const child = spawn(process.execPath, [CLI_ENTRY, "run", `--${ENGINE_WORKER_FLAG}`], {
     stdio: ["pipe", "pipe", "pipe"],
-    env: { ...process.env, CLOUDCOMPUTE_WORKER: "1", [BATCH_ID_ENV]: options.batchId, [WORKER_ARGS_ENV]: JSON.stringify(args) },
+    env,
     // Its own process group: a terminal's Ctrl-C reaches only the batch, which forwards exactly one SIGINT (a
     // second one would make a worker leave without cleaning up).
     detached: true,
@@ -104,14 +114,24 @@ function runWorker<T extends { kind: string }>(options: EngineWorkerOptions, sub
     }
   });
   return new Promise<T>((resolve) => {
-    child.on("close", (code, sig) => {
+    let settled = false;
+    const lost = (why: string) => {
+      if (settled) return;
+      settled = true;
       signal?.removeEventListener("abort", interrupt);
       logFile.end();
+      resolve({ kind: "lost", message: why } as unknown as T);
+    };
+    // No worker at all (ENOMEM, EAGAIN): the job's phase did not happen; never an uncaught error in the batch.
+    child.on("error", (err) => lost(`the engine worker could not run: ${err.message}`));
+    child.on("close", (code, sig) => {
+      if (settled) return;
       const reply = lastJsonLine<T>(stdout);
-      if (reply) return resolve(reply);
-      const exitCode = code ?? (sig === "SIGINT" ? ExitCode.interrupted : ExitCode.infra);
-      const why = lastError ?? `the engine worker exited with ${code ?? sig} without a result; see ${path.join(options.logDir, `${subject}.log`)}`;
-      resolve({ kind: "refused", exitCode: exitCode === 0 ? ExitCode.infra : exitCode, message: why } as unknown as T);
+      if (!reply) return lost(`${lastError ? `${lastError}; ` : ""}the engine worker exited with ${code ?? sig} without a result; see ${path.join(options.logDir, `${subject}.log`)}`);
+      settled = true;
+      signal?.removeEventListener("abort", interrupt);
+      logFile.end();
+      resolve(reply);
     });
   });
 }

@@ -5,6 +5,8 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { processStartTime } from "./owner";
 import { isJobId } from "../job/layout";
 import {
   ConcurrentUpdateError,
@@ -226,4 +228,48 @@ export async function resourceCount(stack: Stack): Promise<number> {
   const state = await stack.exportStack();
   const deployment = state.deployment as { resources?: unknown[] } | undefined;
   return deployment?.resources?.length ?? 0;
+}
+
+/**
+ * The pid of a live Pulumi process on this host that holds the stack's lock (file backends: the lock files hold
+ * the locking process's pid and host), or undefined.
+ */
+export function liveEngineHolding(backend: string, jobId: string): number | undefined {
+  if (!backend.startsWith("file:")) return undefined;
+  let root: string;
+  try {
+    root = fileURLToPath(backend.split("?")[0]);
+  } catch {
+    root = backend.replace(/^file:\/\//, "").replace(/^~(?=\/|$)/, os.homedir()).split("?")[0]; // file://~/… as Pulumi writes it
+  }
+  const dir = path.join(root, ".pulumi", "locks", "organization", PROJECT_NAME, jobId);
+  let files: string[] = [];
+  try {
+    files = fs.readdirSync(dir).filter((f) => f.endsWith(".json"));
+  } catch {
+    return undefined;
+  }
+  for (const file of files) {
+    try {
+      const lock = JSON.parse(fs.readFileSync(path.join(dir, file), "utf8")) as { pid?: number; hostname?: string };
+      if (!lock.pid || lock.hostname !== os.hostname() || processStartTime(lock.pid) === undefined) continue;
+      // A reused pid is some other program: only a pulumi process can still be working on the stack.
+      const argv = fs.readFileSync(`/proc/${lock.pid}/cmdline`, "utf8").split("\0");
+      if (path.basename(argv[0] ?? "") === "pulumi") return lock.pid;
+    } catch {
+      /* released meanwhile */
+    }
+  }
+  return undefined;
+}
+
+/** Wait (up to `timeoutMs`) while a live engine on this host still works on the job's stack: tearing down under it would race its update. */
+export async function engineLetGo(backend: string, jobId: string, log: (line: string) => void, timeoutMs = 15 * 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let said = false;
+  for (let pid = liveEngineHolding(backend, jobId); pid !== undefined && Date.now() < deadline; pid = liveEngineHolding(backend, jobId)) {
+    if (!said) log(`the Pulumi engine (pid ${pid}) still works on ${jobId}: waiting for it to finish before destroying`);
+    said = true;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
 }

@@ -7,7 +7,6 @@
  */
 import type { Stack } from "@pulumi/pulumi/automation";
 import { jobLayout } from "../job/layout";
-import type { CompletionMarker } from "../job/records";
 import { formatS3Url } from "../job/s3url";
 import { redactSpec, type JobSpec } from "../job/spec";
 import type { PlatformName } from "../job/platform";
@@ -16,7 +15,7 @@ import { errorMessage } from "../common/errors";
 import { seconds } from "../common/time";
 import { backendUrl } from "../common/paths";
 import { BadInputError, ExitCode, InterruptedError } from "./errors";
-import { explainEngineError, findPulumi, openJobStack } from "./engine";
+import { engineLetGo, explainEngineError, findPulumi, openJobStack } from "./engine";
 import { JobRecord, readJobRecord, writeJobRecord } from "./jobindex";
 import { workerBatchId } from "./worker-env";
 import { currentOwner, ownerTags, type Owner } from "./owner";
@@ -25,20 +24,16 @@ import { ensurePlugins, refuseSecretsWithoutPassphrase } from "./preflight";
 import { createProgress, type Progress } from "./progress";
 import type { ResolvedJob } from "./options";
 import { teardown } from "./teardown";
-import { classifyAwsFailure, withAwsBackoff } from "./backoff";
+import { withAwsBackoff } from "./backoff";
+import { failureOfError, failureOfWait, type Ending, type Failure } from "./job-outcomes";
 import type { WaitResult } from "./wait";
 import type { HeldLease } from "./lease";
-import type { JobResult, Outcome } from "./run";
+import type { JobResult } from "./run";
+
+export type { Ending, Failure };
 
 /** Jobs of this process whose stack may hold resources: a second Ctrl-C names them in the cleanup hint. */
 export const activeJobs = new Set<string>();
-
-export interface Failure {
-  outcome: Outcome;
-  exitCode: ExitCode;
-  reason: string;
-  message: string;
-}
 
 /** A launched job, as the wait and the finish need it: plain JSON, no secret. */
 export interface JobContext {
@@ -180,7 +175,7 @@ export async function launchJob(resolved: ResolvedJob, spec: JobSpec, options: L
     return { kind: "running", context, stack };
   } catch (err) {
     progress.end();
-    const failure = failureOfError(err, spec.jobId, { stackExists: Boolean(stack), computeStarted: false, lease: options.lease, userSignal: options.signal });
+    const failure = failureOfError(err, spec.jobId, { stackExists: Boolean(stack), computeStarted: false, lease: options.lease, userSignal: options.signal, explain: explainEngineError });
     if (stack) return { kind: "ended", result: await finishJob(context, { failure }, { ...phase, stack }) };
     if (failure.reason !== "lease-lost") {
       // No stack: nothing was created. A refused job id keeps the earlier job's record as it is.
@@ -191,57 +186,6 @@ export async function launchJob(resolved: ResolvedJob, spec: JobSpec, options: L
   }
 }
 
-/**
- * What an error that ended a launch or a wait means for the job: the lease lost to another driver, the user's
- * interrupt, or (with a stack) an engine failure — capacity that never came, or `up` failing. Without a stack any other
- * error is rethrown by the caller: nothing was created.
- */
-export function failureOfError(err: unknown, jobId: string, at: { stackExists: boolean; computeStarted: boolean; lease?: HeldLease; userSignal: AbortSignal }): Failure {
-  const created = at.stackExists ? "; the job's resources were destroyed" : "; nothing was created";
-  if (at.lease?.lost.aborted || at.lease?.handle.lost) {
-    const why = at.lease.handle.lost?.message ?? "the subject's lease was lost";
-    return { outcome: "error", exitCode: ExitCode.infra, reason: "lease-lost", message: `${why}${created}` };
-  }
-  if (at.userSignal.aborted || err instanceof InterruptedError) {
-    return { outcome: "interrupted", exitCode: ExitCode.interrupted, reason: "interrupted", message: "interrupted: the job's resources were destroyed" };
-  }
-  const explained = explainEngineError(err, jobId);
-  // Capacity that did not come back within the backoff: a fresh launch (--retries; spot's last is on-demand) may find it.
-  const reason = at.computeStarted ? "driver-error" : classifyAwsFailure(err) === "capacity" ? "insufficient-capacity" : "up-failed";
-  const waited = reason === "insufficient-capacity" ? "EC2 had no capacity for the instance type within the backoff (see the log above); --retries launches again, spot's last retry on-demand.\n" : "";
-  return { outcome: "error", exitCode: ExitCode.infra, reason, message: `${waited}${explained.message}` };
-}
-
-export interface Ending {
-  wait?: WaitResult;
-  failure?: Failure;
-  /** The launch ended before its stack existed: nothing to tear down. */
-  nothingCreated?: boolean;
-}
-
-/** The failure a wait's end means, if any: a failed marker, lost compute, a silent agent, max runtime. */
-export function failureOfWait(wait: WaitResult): Failure | undefined {
-  switch (wait.kind) {
-    case "marker":
-      return markerFailure(wait.marker);
-    case "lost":
-      return { outcome: "failed", exitCode: ExitCode.jobFailed, reason: wait.reason, message: `the compute ended without a completion marker: ${wait.detail}` };
-    case "heartbeat-lost":
-      return { outcome: "failed", exitCode: ExitCode.jobFailed, reason: "heartbeat-lost", message: wait.detail };
-    case "max-runtime":
-      return { outcome: "failed", exitCode: ExitCode.jobFailed, reason: "max-runtime", message: wait.detail };
-  }
-}
-
-function markerFailure(marker: CompletionMarker): Failure | undefined {
-  if (marker.outcome === "succeeded") return undefined;
-  return {
-    outcome: "failed",
-    exitCode: ExitCode.jobFailed,
-    reason: marker.reason ?? "failed",
-    message: `failed in phase ${marker.phase ?? "?"}${marker.reason ? ` (${marker.reason})` : ""}: ${marker.message}`,
-  };
-}
 
 /**
  * Teardown (always, once the stack exists), then the job's result and final record. `stack` is the launch's own
@@ -258,6 +202,8 @@ export async function finishJob(context: JobContext, ending: Ending, options: Ph
   let stack = options.stack;
   if (!stack && !ending.nothingCreated) {
     try {
+      // Another process's engine may still work on the stack (a launch worker that died left its engine running).
+      await engineLetGo(backendUrl(context.backend), spec.jobId, (line) => progress.note(line));
       stack = await openJobStack({ jobId: spec.jobId, backend: context.backend, mustExist: true });
     } catch (err) {
       failure = { outcome: "error", exitCode: ExitCode.infra, reason: "destroy-failed", message: `${errorMessage(err)}\nThe job's resources may still exist: clean up with  npm run job -- cancel ${spec.jobId}` };

@@ -170,7 +170,8 @@ function describeCoalesced(region: string, instanceId: string): Promise<Instance
 async function flushLooks(region: string, waiting: Map<string, Array<{ resolve: (i: Instance | undefined) => void; reject: (e: unknown) => void }>>): Promise<void> {
   const sdk = ec2Sdk();
   const describe = async (ids: string[]): Promise<Map<string, Instance>> => {
-    const res = await ec2(region).send(new sdk.DescribeInstancesCommand({ InstanceIds: ids }));
+    // A hung call would freeze the looks of every job in it: bounded, and retried at the next look.
+    const res = await ec2(region).send(new sdk.DescribeInstancesCommand({ InstanceIds: ids }), { abortSignal: AbortSignal.timeout(20_000) });
     return new Map((res.Reservations ?? []).flatMap((r) => r.Instances ?? []).map((i) => [i.InstanceId!, i]));
   };
   const ids = [...waiting.keys()];
@@ -182,7 +183,9 @@ async function flushLooks(region: string, waiting: Map<string, Array<{ resolve: 
       const found = await describe(chunk);
       for (const id of chunk) settle(id, { instance: found.get(id) });
     } catch (err) {
-      if ((err as { name?: string }).name !== "InvalidInstanceID.NotFound") {
+      // One unknown or malformed id fails the whole call: then each is looked at alone.
+      const unknownId = (e: unknown) => ["InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"].includes((e as { name?: string }).name ?? "");
+      if (!unknownId(err)) {
         for (const id of chunk) settle(id, { error: err });
         continue;
       }
@@ -190,7 +193,7 @@ async function flushLooks(region: string, waiting: Map<string, Array<{ resolve: 
         try {
           settle(id, { instance: (await describe([id])).get(id) });
         } catch (single) {
-          settle(id, (single as { name?: string }).name === "InvalidInstanceID.NotFound" ? {} : { error: single });
+          settle(id, unknownId(single) ? {} : { error: single });
         }
       }
     }
@@ -210,6 +213,7 @@ export const awsPlatform: Platform = {
     // Credentials are checked by the engine at `up`; quotas before it (driver/quota-reads.ts, from the CLI).
   },
   async computeState(instanceId, spec) {
+    if (!instanceId) return { alive: false, reason: "instance-lost", detail: "the stack recorded no instance id" };
     const instance = await describeCoalesced(spec.instance.region, instanceId);
     const state = instance?.State?.Name;
     if (!instance || state === "terminated" || state === "shutting-down" || state === "stopped" || state === "stopping") {

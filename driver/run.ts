@@ -11,13 +11,16 @@ import { errorMessage } from "../common/errors";
 import { seconds } from "../common/time";
 import { ExitCode } from "./errors";
 import { platformNamed } from "./platform";
+import { explainEngineError } from "./engine";
 import { stagedSpec } from "./preflight";
 import { createProgress, Progress } from "./progress";
 import type { ResolvedJob } from "./options";
 import { waitForCompletion } from "./wait";
 import { checkPresignedExpiry } from "../job/presigned";
 import { holdSubjectLease, type HeldLease } from "./lease";
-import { activeJobs, failureOfError, finishJob, launchJob, type Ending } from "./job-phases";
+import { activeJobs, finishJob, launchJob, type Ending } from "./job-phases";
+import { failureOfError, isRetryable } from "./job-outcomes";
+export { isRetryable };
 
 /** skipped: a batch worker found the subject succeeded meanwhile (driver/batch.ts alreadySucceeded). */
 export type Outcome = "succeeded" | "failed" | "interrupted" | "error" | "dry-run" | "skipped";
@@ -141,16 +144,6 @@ export function expiryBlocksRetry(spec: Pick<JobSpec, "inputs" | "limits">, now:
   return problems.length > 0 ? problems.join("; ") : undefined;
 }
 
-/**
- * Worth another attempt: a spot interruption (the agent's marker or EC2's state reason says so), an instance EC2
- * itself lost (a `Server.*` state reason), or capacity that `up`'s backoff waited for in vain. A failure the job would meet again — a bad input, a failing container, an
- * agent that died for no reason anyone names — is not retried: that only pays for the same failure twice.
- */
-export function isRetryable(result: Pick<JobResult, "reason" | "message">): boolean {
-  if (result.reason === "spot-interrupted" || result.reason === "insufficient-capacity") return true;
-  return result.reason === "instance-lost" && /\(Server\.[A-Za-z]+/.test(result.message);
-}
-
 export async function runJob(resolved: ResolvedJob, options: RunOptions): Promise<JobResult> {
   const stream = options.stream ?? process.stderr;
   // A fresh nonce per launch: the wait takes only a marker of this launch, never one an earlier launch left.
@@ -170,7 +163,7 @@ export async function runJob(resolved: ResolvedJob, options: RunOptions): Promis
     ending.wait = await waitForCompletion({ spec, platform, instanceId: context.instanceId!, startedAt: context.computeStartedAt!, signal, progress });
     context.driverTimings.wait = seconds(Date.now() - tWait);
   } catch (err) {
-    ending.failure = failureOfError(err, spec.jobId, { stackExists: true, computeStarted: true, lease: options.lease, userSignal: options.signal });
+    ending.failure = failureOfError(err, spec.jobId, { stackExists: true, computeStarted: true, lease: options.lease, userSignal: options.signal, explain: explainEngineError });
   }
   progress.end();
   return finishJob(context, ending, { ...phase, stack });

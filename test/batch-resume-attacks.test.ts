@@ -1,5 +1,5 @@
 /**
- * Review findings on batch resume (driver/batch-resume.ts), unit level against moto S3 with stand-in engine edges
+ * Attacks on batch resume (driver/batch-resume.ts), unit level against moto S3 with stand-in engine edges
  * (JobEdges: no engine; a `finish` is recorded, as the teardown of the job it names). Each test is a way a resumed
  * batch destroys a healthy running job it should have adopted, or resumes a batch that is not the same one.
  */
@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { PutObjectCommand, type S3Client } from "@aws-sdk/client-s3";
-import { batchKey, resumeJobs, type BatchJournal } from "../driver/batch-resume";
+import { batchKey, claimResumable, releaseBatch, resumeJobs, writeJournal, type BatchJournal } from "../driver/batch-resume";
 import type { FinishRequest, JobEdges } from "../driver/engine-workers";
 import { writeJobRecord, type JobRecord } from "../driver/jobindex";
 import type { ResolvedJob } from "../driver/options";
@@ -29,7 +29,7 @@ function deadOwner(seed: number): Owner {
   throw new Error("no free pid");
 }
 
-describe("batch resume review: adopting running jobs (moto S3, stand-in engine edges)", function () {
+describe("batch resume: adopting running jobs (moto S3, stand-in engine edges)", function () {
   this.timeout(120_000);
   let s3: S3Client;
   let bucket: string;
@@ -89,7 +89,7 @@ describe("batch resume review: adopting running jobs (moto S3, stand-in engine e
     return { job, record };
   }
 
-  const journalOf = (batchId: string, owner: Owner): BatchJournal => ({ kind: "batch-journal", batchId, key: "k", owner, startedAt: new Date().toISOString() });
+  const journalOf = (batchId: string, owner: Owner, owners?: Owner[]): BatchJournal => ({ kind: "batch-journal", batchId, key: "k", owner, owners, startedAt: new Date().toISOString() });
 
   it("a second restart (the first resume was itself killed) adopts the job the original run launched, instead of destroying it", async () => {
     // Run A launched the job and was SIGKILLed; run B resumed (its journal now names B) and was killed before it
@@ -100,7 +100,8 @@ describe("batch resume review: adopting running jobs (moto S3, stand-in engine e
     const batchId = `batch-review-${n}-a`;
     const { job, record } = await runningJobOf(runA, batchId);
     const { edges, finished } = recordingEdges();
-    const resumed = await resumeJobs(journalOf(batchId, runB), [job], edges, () => undefined);
+    // The journal names every process that ran the batch (runBatch appends each resuming one).
+    const resumed = await resumeJobs(journalOf(batchId, runB, [runA, runB]), [job], edges, () => undefined);
     try {
       expect(finished.map((f) => f.context.spec.jobId), "the healthy running job was torn down").to.deep.equal([]);
       expect([...resumed.adopted.keys()]).to.deep.equal([record.subject]);
@@ -119,43 +120,44 @@ describe("batch resume review: adopting running jobs (moto S3, stand-in engine e
     process.env.AWS_ENDPOINT_URL_S3 = proxy.endpoint;
     proxy.set("http-503", /lease\.json/);
     const { edges, finished } = recordingEdges();
-    let resumed: Awaited<ReturnType<typeof resumeJobs>> | undefined;
+    let refusal: unknown;
     try {
-      resumed = await resumeJobs(journalOf(batchId, runA), [job], edges, () => undefined);
+      await resumeJobs(journalOf(batchId, runA), [job], edges, () => undefined);
+    } catch (err) {
+      refusal = err;
     } finally {
       if (saved === undefined) delete process.env.AWS_ENDPOINT_URL_S3;
       else process.env.AWS_ENDPOINT_URL_S3 = saved;
       await proxy.close();
-      for (const a of resumed?.adopted.values() ?? []) await a.lease.release();
     }
     expect(proxy.faults, "the outage was met").to.be.greaterThan(0);
     expect(finished.map((f) => `${f.context.spec.jobId}: ${f.ending.failure?.reason}`), "a running job destroyed over a failed S3 request").to.deep.equal([]);
+    // The resume stops and says so; the job runs on, and a later start adopts it.
+    expect(String(refusal)).to.match(/nothing was torn down — start the batch again/);
   });
 
-  it("two starts resuming the same dead batch at once: the job is adopted by one and destroyed by neither", async () => {
+  it("two starts resuming the same dead batch at once: exactly one claims it; the other starts a batch of its own", () => {
     const runA = deadOwner(4);
     const batchId = `batch-review-${n}-c`;
-    const { job } = await runningJobOf(runA, batchId);
-    const first = recordingEdges();
-    const second = recordingEdges();
-    const both = await Promise.all([resumeJobs(journalOf(batchId, runA), [job], first.edges, () => undefined), resumeJobs(journalOf(batchId, runA), [job], second.edges, () => undefined)]);
-    try {
-      expect(both.map((r) => r.adopted.size).reduce((a, b) => a + b), "adopted once").to.equal(1);
-      expect([...first.finished, ...second.finished].map((f) => f.context.spec.jobId), "the job the other start adopted was torn down").to.deep.equal([]);
-    } finally {
-      for (const r of both) for (const a of r.adopted.values()) await a.lease.release();
-    }
+    const dir = path.join(process.env.CLOUDCOMPUTE_HOME!, "batches", batchId);
+    fs.mkdirSync(dir, { recursive: true });
+    writeJournal(dir, { kind: "batch-journal", batchId, key: "key-of-c", owner: runA, owners: [runA], startedAt: new Date().toISOString() });
+    const claims = [claimResumable("key-of-c"), claimResumable("key-of-c")];
+    expect(claims.map((c) => c?.batchId)).to.deep.equal([batchId, undefined]);
+    releaseBatch(dir);
+    expect(claimResumable("key-of-c")?.batchId, "claimable again once released").to.equal(batchId);
   });
 
-  it("a batch whose config file changed between the kill and the restart is not 'the same batch' (its key differs)", () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "cc-key-"));
-    const config = path.join(dir, "job.yaml");
-    const keyNow = () => batchKey({ workerArgs: ["--config", config], subjects: ["sub-01"], subjectArgs: [[]], rerun: false, cwd: dir });
-    fs.writeFileSync(config, "cloudcompute:outputPrefix: s3://lab/run-1\ncloudcompute:region: us-east-1\n");
-    const before = keyNow();
-    fs.writeFileSync(config, "cloudcompute:outputPrefix: s3://lab/run-2\ncloudcompute:region: eu-west-1\n");
-    // Same key: the restart adopts the old jobs but waits on them at the new prefix and region (contextOf rebuilds
-    // the spec from this start's config), so their markers and instances are never found.
-    expect(keyNow(), "batch key after the config changed").to.not.equal(before);
+  it("a batch whose config changed between the kill and the restart is not 'the same batch' (its key differs)", () => {
+    // The key is made of the jobs as resolved, not the command line: the same `--config job.yaml` with another prefix
+    // or region in the file is another batch, never one that waits on old jobs at the new prefix and region.
+    const job = (prefix: string, region: string, jobId: string): ResolvedJob => {
+      const spec = kwykSpec({ subject: "sub-01", outputs: { prefix } });
+      return { spec: { ...spec, jobId, instance: { ...spec.instance, region } }, platform: "aws", agentBundlePath: "/nonexistent", allowCrossRegion: false, leaseSeconds: 300, warnings: [] };
+    };
+    const before = batchKey([job("s3://lab/run-1", "us-east-1", "job-sub-01-a")], false);
+    expect(batchKey([job("s3://lab/run-1", "us-east-1", "job-sub-01-b")], false), "fresh job ids: the same batch").to.equal(before);
+    expect(batchKey([job("s3://lab/run-2", "eu-west-1", "job-sub-01-c")], false), "another prefix and region").to.not.equal(before);
+    expect(batchKey([job("s3://lab/run-1", "us-east-1", "job-sub-01-d")], true), "--rerun").to.not.equal(before);
   });
 });

@@ -1,5 +1,5 @@
 /**
- * Review finding, unit level (moto S3 for the leases, stand-in engine edges): `cancel <job>` of one job of a batch
+ * Unit level (moto S3 for the leases, stand-in engine edges): `cancel <job>` of one job of a batch
  * (a request file, then SIGUSR2: driver/commands.ts cancelJob) is meant to stop that job only. The batch's other
  * job succeeds and nobody interrupted the batch, yet its exit code says "interrupted" (130).
  */
@@ -15,7 +15,7 @@ import type { JobResult } from "../driver/run";
 import { newBucket, sharedMoto, testS3 } from "./support/fixtures";
 import { kwykSpec } from "./support/job-specs";
 
-describe("batch cancel review: one job cancelled (moto S3, stand-in engine edges)", function () {
+describe("batch cancel: one job cancelled (moto S3, stand-in engine edges)", function () {
   this.timeout(60_000);
   let bucket: string;
   const savedHome = process.env.CLOUDCOMPUTE_HOME;

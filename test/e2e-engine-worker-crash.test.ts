@@ -1,8 +1,7 @@
 /**
- * Review finding, end to end (real Pulumi engine, moto, local platform): an engine worker that dies mid-launch (OOM
- * killer, a crash) after its compute exists. The batch turns a worker without a reply into "refused" (nothing
- * created, driver/engine-workers.ts) and never runs a finish for the job: the compute is left running, the lease
- * released, the summary written (so no resume will come for it).
+ * End to end (real Pulumi engine, moto, local platform): an engine worker that dies mid-launch (OOM killer, a crash)
+ * after its compute exists. The batch finds what it created (the job's record) and tears it down in another worker —
+ * after the dead worker's engine lets go of the stack — and reports engine-worker-lost: never a compute left running.
  */
 import { expect } from "chai";
 import * as fs from "node:fs";
@@ -10,7 +9,7 @@ import * as path from "node:path";
 import { liveEngineWorkers } from "../driver/batch-resume";
 import { DriverSandbox, batchResultOf, localJobConfig, processesIn, startDriverSandbox, waitForRecord } from "../sandbox/driver-sandbox";
 
-describe("review: an engine worker killed mid-launch (real Pulumi engine, moto, local platform)", function () {
+describe("an engine worker killed mid-launch (real Pulumi engine, moto, local platform)", function () {
   this.timeout(10 * 60_000);
   let sandbox: DriverSandbox;
   let config: string;
@@ -26,7 +25,7 @@ describe("review: an engine worker killed mid-launch (real Pulumi engine, moto, 
     await sandbox?.stop();
   });
 
-  it("the batch tears down (or at least reports) a job whose launch worker died after the compute started", async () => {
+  it("the batch tears down a job whose launch worker died after the compute started, and reports it", async () => {
     const subjectsFile = path.join(sandbox.home, "crash.txt");
     fs.writeFileSync(subjectsFile, `${SUBJECT}\n`);
     const running = sandbox.run(["--config", config, "--subjects-file", subjectsFile, "--engine-concurrency", "1", "--json"]);
@@ -49,6 +48,7 @@ describe("review: an engine worker killed mid-launch (real Pulumi engine, moto, 
     const entry = batchResultOf(res.stdout).entries[0];
     const left = processesIn(path.join(sandbox.home, "local", jobId));
     const record = await waitForRecord(sandbox, (r) => r.jobId === jobId, jobId);
-    expect({ outcome: entry.outcome, reason: entry.reason, agentProcessesLeft: left.length, record: record.state }, `${entry.message}`).to.deep.equal({ outcome: "error", reason: "destroy-failed", agentProcessesLeft: 0, record: "error" });
+    expect({ outcome: entry.outcome, reason: entry.reason, agentProcessesLeft: left.length, record: record.state }, `${entry.message}`).to.deep.equal({ outcome: "error", reason: "engine-worker-lost", agentProcessesLeft: 0, record: "error" });
+    expect(sandbox.stackResources(jobId), "resources left in the stack").to.equal(0);
   });
 });
