@@ -15,6 +15,8 @@ import { TreeSampler } from "./scale-rss";
 
 type Log = (line: string) => void;
 const r1 = (value: number) => Math.round(value * 10) / 10;
+/** A command that ends at once, leaving one output (the subject's T1w copied). */
+const COPY_INPUT = ["sh", "-c", 'cp "$1" "$2/"', "sh", "{input}", "{output}"];
 const subjectsNamed = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${String(i + 1).padStart(2, "0")}`);
 
 function subjectsFile(sandbox: DriverSandbox, name: string, subjects: string[]): string {
@@ -46,7 +48,7 @@ export interface ThroughputFigure {
 }
 
 export async function throughputFigure(sandbox: DriverSandbox, log: Log, subjectsPerRun = 8): Promise<ThroughputFigure> {
-  const config = sandbox.writeConfig("throughput.yaml", localJobConfig(sandbox, { image: "none", runtime: "none", command: ["true"] }));
+  const config = sandbox.writeConfig("throughput.yaml", localJobConfig(sandbox, { image: "none", runtime: "none", command: COPY_INPUT }));
   const runs: Array<{ seconds: number; treePeak: number; workerPeak: number }> = [];
   const engineDefault = defaultEngineConcurrency();
   for (const [name, engines] of [["engine1", 1], ["default", undefined]] as const) {
@@ -90,7 +92,7 @@ export interface TwoDriversFigure {
 export async function twoDriversFigure(sandbox: DriverSandbox, log: Log, count = 20): Promise<TwoDriversFigure> {
   const subjects = subjectsNamed("sub-two-", count);
   await sandbox.seed(subjects);
-  const config = sandbox.writeConfig("two-drivers.yaml", localJobConfig(sandbox, { image: "none", runtime: "none", command: ["true"] }));
+  const config = sandbox.writeConfig("two-drivers.yaml", localJobConfig(sandbox, { image: "none", runtime: "none", command: COPY_INPUT }));
   const args = ["--config", config, "--subjects-file", subjectsFile(sandbox, "two-drivers", subjects), "--concurrency", "4", "--json"];
   const results = await Promise.all([sandbox.run(args), sandbox.run(args)]);
   const markers = await markersBySubject(sandbox);
@@ -124,7 +126,7 @@ export interface RestartFigure {
 export async function restartFigure(sandbox: DriverSandbox, log: Log, count = 6): Promise<RestartFigure> {
   const subjects = subjectsNamed("sub-restart-", count);
   await sandbox.seed(subjects);
-  const config = sandbox.writeConfig("restart.yaml", localJobConfig(sandbox, { image: "none", runtime: "none", command: ["sh", "-c", "sleep 15"] }));
+  const config = sandbox.writeConfig("restart.yaml", localJobConfig(sandbox, { image: "none", runtime: "none", command: ["sh", "-c", 'sleep 15; cp "$1" "$2/"', "sh", "{input}", "{output}"] }));
   const args = ["--config", config, "--subjects-file", subjectsFile(sandbox, "restart", subjects), "--concurrency", "3"];
   const ours = () => sandbox.records().filter((r: JobRecord) => subjects.includes(r.subject));
   const started = Date.now();
