@@ -6,7 +6,7 @@
  * of wall time and of the process's own CPU time): `list` (all jobs), `list` with filters, `--help` and `status <job>`,
  * each from the prebuilt CLI (dist/cli.js, built first if stale) and, as the peer in the same run and alternating with
  * it, from the TypeScript sources through tsx.
- * The fields list_jobs and list_s are the ones the issue's `scale` benchmark reports: fold this in there later.
+ * Its list_jobs and list_s are also `npm run bench -- scale`'s (bench/scale.ts runs it as a child).
  * Goals: list <= 2 s, --help and status <= 0.5 s. Checks, not timings, can fail it: every listed job must be there.
  */
 import { spawnSync } from "node:child_process";

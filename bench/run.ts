@@ -1,5 +1,6 @@
 /**
  * `npm run bench -- list [--json] [--jobs N]`: the listing and start-up benchmark (bench/list.ts) alone.
+ * `npm run bench -- scale [--json] [--jobs 1000] [--run-seconds 120]`: issue 10's scale figures (bench/scale.ts) alone.
  * `npm run bench -- [--json] [--only agent|driver] [--cases download,upload,overlap] [--rounds N] [--check]
  *                  [--server auto|versitygw|moto]`
  *
@@ -38,6 +39,7 @@ async function main(): Promise<number> {
   silenceAwsSdkNodeNotice();
   // A named benchmark runs alone, with its own arguments.
   if (hideBin(process.argv)[0] === "list") return (await import("./list")).listBench(hideBin(process.argv).slice(1));
+  if (hideBin(process.argv)[0] === "scale") return (await import("./scale")).scaleBench(hideBin(process.argv).slice(1));
   const argv = await yargs(hideBin(process.argv))
     .scriptName("npm run bench --")
     .option("json", { type: "boolean", default: false, describe: "print one JSON document on stdout" })
