@@ -18,7 +18,7 @@ import { processFingerprint } from "../infra/local";
 import { runBatch } from "../driver/batch";
 import type { BatchEvent } from "../driver/batch-events";
 import type { JobEdges } from "../driver/engine-workers";
-import { failureOfWait } from "../driver/job-phases";
+import { failureOfWait } from "../driver/job-outcomes";
 import { resolvePackageJob } from "../driver/nda-package";
 import type { ResolvedJob } from "../driver/options";
 import type { JobResult } from "../driver/run";

@@ -73,9 +73,12 @@ export class Slots {
     this.used++;
   }
   give(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.used--;
+    this.used--;
+    // Over the size (adopted jobs forced in), a freed place is not yet room for a newcomer.
+    if (this.used < this.size && this.waiting.length > 0) {
+      this.used++;
+      this.waiting.shift()!();
+    }
   }
   async with<T>(work: () => Promise<T>): Promise<T> {
     await this.take();
@@ -107,7 +110,12 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
   };
   const engines = new Slots(options.engineConcurrency);
   const inFlight = new Slots(options.concurrency);
+  // Taking a lease and the look that follows are a few S3 requests: a thousand subjects starting at once must not
+  // queue behind the S3 client's sockets (it warns, and the leases' first renewals would bunch up).
+  const leaseTakes = new Slots(LEASE_TAKES_AT_ONCE);
   const pacer = options.pacer ?? new PollPacer();
+  let paceNoted = false;
+  let waiting = 0;
   const owner = currentOwner();
   const cancels = new JobCancels(path.join(options.logDir, "cancel"), (jobId) => emit({ event: "note", message: `[${jobId}] cancelled (cancel ${jobId}): tearing it down` }));
   process.on("SIGUSR2", cancels.onRequest);
@@ -125,6 +133,13 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
       end: () => undefined,
     };
     const tWait = Date.now();
+    waiting++;
+    // Many jobs share the looks: say so when each is looked at so rarely that its heartbeat could go stale between looks.
+    const every = pacer.intervalFor(waiting, platform.pollIntervalMs);
+    if (!paceNoted && every > (spec.limits.heartbeatTimeoutSeconds * 1000) / 2) {
+      paceNoted = true;
+      emit({ event: "note", message: `${waiting} jobs waiting share ${pacer.perSecond} looks a second: each is looked at about every ${Math.round(every / 1000)} s, over half its heartbeat timeout (${spec.limits.heartbeatTimeoutSeconds} s); raise CLOUDCOMPUTE_POLLS_PER_SECOND or heartbeatTimeoutSeconds` });
+    }
     try {
       const wait = await waitForCompletion({ spec, platform, instanceId: context.instanceId ?? "", startedAt: context.computeStartedAt ?? Date.now(), signal, progress, pace: (s) => pacer.turn(s) });
       context.driverTimings.wait = seconds(Date.now() - tWait);
@@ -132,6 +147,8 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
     } catch (err) {
       if (cancel.aborted && !options.signal.aborted && !lease.lost.aborted) return { failure: CANCELLED };
       return { failure: failureOfError(err, spec.jobId, { stackExists: true, computeStarted: true, lease, userSignal: options.signal }) };
+    } finally {
+      waiting--;
     }
   };
 
@@ -152,7 +169,7 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
     const note = (line: string) => logLine(subject, line);
     let lease: HeldLease;
     try {
-      lease = adopted?.lease ?? (await holdSubjectLease(job.spec, job.leaseSeconds ?? 300, note, options.takeOverFrom));
+      lease = adopted?.lease ?? (await leaseTakes.with(() => holdSubjectLease(job.spec, job.leaseSeconds ?? 300, note, options.takeOverFrom)));
     } catch (err) {
       const held = err instanceof SubjectLeasedError;
       return { subject, outcome: held ? "held" : "error", exitCode: held ? ExitCode.badInput : ExitCode.infra, reason: held ? "held-by-another-driver" : "lease-failed", message: errorMessage(err), logPath };
@@ -160,7 +177,7 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
     try {
       if (!adopted && !options.rerun) {
         // Another driver may have run the subject to success between the batch's look and our lease.
-        const done = await alreadySucceeded(job);
+        const done = await leaseTakes.with(() => alreadySucceeded(job));
         if (done) return { subject, outcome: "skipped", exitCode: ExitCode.ok, succeededBefore: done.jobId, message: done.message, logPath };
       }
       const signal = AbortSignal.any([options.signal, lease.lost]);
@@ -274,6 +291,9 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
   }
   return entries;
 }
+
+/** Subjects whose lease is being taken at once (each take is a read and a conditional write, and a look follows). */
+const LEASE_TAKES_AT_ONCE = 16;
 
 /** A job the user cancelled (`cancel <job>`): stopped and torn down; the batch goes on, and exits 1 for it, not 130. */
 const CANCELLED = { outcome: "interrupted", exitCode: ExitCode.jobFailed, reason: "cancelled", message: "cancelled (cancel <job>): the job's resources were destroyed" } as const;
