@@ -140,7 +140,7 @@ export async function cancelJob(jobId: string, log: (line: string) => void, back
     while (!ended() && ownerState(owner) === "alive" && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
     if (ended()) {
       const finished = readJobRecord(jobId);
-      log(`batch finished the job: ${finished?.state}${finished?.reason ? ` (${finished.reason})` : ""}; the batch goes on with its other jobs`);
+      log(`batch finished the job: ${finished?.state}${finished?.reason && finished.reason !== finished.state ? ` (${finished.reason})` : ""}; the batch goes on with its other jobs`);
       return;
     }
     log("the batch did not finish the job within 10 minutes: destroying from here");
