@@ -51,7 +51,7 @@ const RUN_OPTIONS = {
   "all-subjects": { type: "boolean", describe: "Batch: every subject the manifest (or --nda-package's) holds a file for (with --data-type/--session/--pick); the others are listed with the reason" },
   [SUBJECT_INPUTS_FLAG]: { type: "string", hidden: true, describe: "A batch worker's subjects-file inputs (JSON)" },
   concurrency: { type: "number", describe: `Batch: jobs in flight at once (launching, running or being torn down); default ${DEFAULT_CONCURRENCY}, capped to what the account's quotas fit (aws); a value that cannot fit is refused` },
-  "engine-concurrency": { type: "number", describe: "Batch: Pulumi engines (stack create or destroy) at once, each a short-lived worker process; default one per core" },
+  "engine-concurrency": { type: "number", describe: "Batch: jobs being created or destroyed at once (each a Pulumi engine process, CPU-bound for its seconds, ~450 MB at peak); running jobs need none, so this caps launch and teardown speed, not --concurrency; default one per core" },
   "engine-worker": { type: "boolean", hidden: true, describe: "A batch's engine worker (its request on stdin)" },
   rerun: { type: "boolean", default: false, describe: "Batch: also run subjects that already have a success marker" },
 } as const satisfies Record<string, Options>;

@@ -139,7 +139,8 @@ export async function cancelJob(jobId: string, log: (line: string) => void, back
     const ended = () => ["succeeded", "failed", "error", "interrupted"].includes(readJobRecord(jobId)?.state ?? "");
     while (!ended() && ownerState(owner) === "alive" && Date.now() < deadline) await new Promise((r) => setTimeout(r, 250));
     if (ended()) {
-      log(`batch finished the job: ${readJobRecord(jobId)?.state}`);
+      const finished = readJobRecord(jobId);
+      log(`batch finished the job: ${finished?.state}${finished?.reason && finished.reason !== finished.state ? ` (${finished.reason})` : ""}; the batch goes on with its other jobs`);
       return;
     }
     log("the batch did not finish the job within 10 minutes: destroying from here");
