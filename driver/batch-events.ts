@@ -22,6 +22,8 @@ export type BatchEvent =
       skipped: number;
       held: number;
       adopted: number;
+      /** Resumed: subjects whose job ended in the earlier run of this batch (their result kept, not run again). */
+      endedEarlier?: number;
       /** Jobs in flight at most, and engine workers (stack create/destroy) at most. */
       concurrency: number;
       engineConcurrency: number;
@@ -44,6 +46,10 @@ export type BatchEvent =
       reason?: string;
       costUsd?: number;
       seconds?: number;
+      /** Who holds a held subject, and the like: the entry's message. */
+      message?: string;
+      /** The job ended in the earlier run of this batch (resumed): counted, not in this run's rate. */
+      earlierRun?: boolean;
     })
   /** A line worth a person's attention (a job's progress note, a warning), with the subject it concerns if any. */
   | (EventBase & { event: "note"; subject?: string; message: string })

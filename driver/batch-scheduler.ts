@@ -164,7 +164,8 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
 
   const runSubject = async (job: ResolvedJob, adopted: AdoptedJob | undefined): Promise<BatchEntry> => {
     const subject = job.spec.subject;
-    const started = Date.now();
+    // An adopted job's time counts from its launch in the earlier run, not from its adoption.
+    const started = adopted?.context.t0 ?? Date.now();
     const logPath = path.join(options.logDir, `${subject}.log`);
     const note = (line: string) => logLine(subject, line);
     let lease: HeldLease;
@@ -238,6 +239,8 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
         if (result.outcome === "interrupted" && !options.signal.aborted) {
           if (lease.lost.aborted) result = { ...result, outcome: "error", exitCode: ExitCode.infra, reason: "lease-lost", message: `${lease.handle.lost?.message ?? "the subject's lease was lost"}; the job's resources were destroyed` };
           else if (cancels.of(jobId).aborted) result = { ...result, ...CANCELLED };
+          // The worker recorded an interrupt; the record says what it was (list, status, a resume read it).
+          if (result.reason !== "interrupted") updateJobRecord(jobId, { state: result.outcome === "error" ? "error" : "interrupted", reason: result.reason, message: result.message, exitCode: result.exitCode });
         }
         cancels.forget(jobId);
         attempts.push(result.jobId);
@@ -262,7 +265,7 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
 
   const finish = (subject: string, entry: BatchEntry) => {
     entries.set(subject, entry);
-    emit({ event: "job-done", subject, jobId: entry.jobId ?? entry.succeededBefore, outcome: entry.outcome, reason: entry.reason, costUsd: entry.costUsd, seconds: entry.seconds });
+    emit({ event: "job-done", subject, jobId: entry.jobId ?? entry.succeededBefore, outcome: entry.outcome, reason: entry.reason, message: entry.message, costUsd: entry.costUsd, seconds: entry.seconds });
   };
   const guarded = (job: ResolvedJob, adopted?: AdoptedJob) =>
     runSubject(job, adopted).catch((err): BatchEntry => ({ subject: job.spec.subject, outcome: "error", exitCode: ExitCode.infra, reason: "driver-error", message: errorMessage(err) }));

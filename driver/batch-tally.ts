@@ -100,7 +100,7 @@ export class BatchTally {
         this.outcomes[e.outcome] = (this.outcomes[e.outcome] ?? 0) + 1;
         const job = this.jobs.get(e.subject);
         this.jobs.delete(e.subject);
-        if (NOT_RUN.has(e.outcome)) return;
+        if (NOT_RUN.has(e.outcome) || e.earlierRun) return;
         this.dequeued.add(e.subject);
         this.finished++;
         // A job's reported cost covers its attempts; without one, what it was estimated to cost so far.

@@ -69,7 +69,7 @@ function eventLines(e: BatchEvent, tally: BatchTally, everyChange: boolean): str
     case "batch-start":
       return [
         `${oneLine(e.batchId)}: ${e.total} subjects, ${e.toRun} to run, ${e.skipped} skipped (succeeded before), ${e.held} held by another driver, ` +
-          `${e.adopted} adopted; concurrency ${e.concurrency} (engine ${e.engineConcurrency})` +
+          `${e.adopted} adopted${e.endedEarlier ? `, ${e.endedEarlier} ended in the earlier run` : ""}; concurrency ${e.concurrency} (engine ${e.engineConcurrency})` +
           `${e.pricePerHour === undefined ? "" : `, ${formatCost(e.pricePerHour)}/h per job`}; logs in ${oneLine(e.logDir)}`,
       ];
     case "job-launching":
@@ -85,6 +85,9 @@ function eventLines(e: BatchEvent, tally: BatchTally, everyChange: boolean): str
     case "job-done": {
       // Skipped subjects are counted in the batch-start line, not listed one by one (there may be thousands).
       if (e.outcome === "skipped") return [];
+      if (e.earlierRun) return [`${who(e.subject)}: ${oneLine(e.outcome)} in the earlier run of this batch${e.reason ? ` — ${oneLine(e.reason)}` : ""}`];
+      // Who holds it and until when: what the user needs to wait for, or to find the other driver.
+      if (e.outcome === "held" && e.message) return [`${who(e.subject)}: held — ${oneLine(e.message)}`];
       const took = e.seconds === undefined ? "" : ` in ${formatDuration(e.seconds)}`;
       const cost = e.costUsd === undefined ? "" : `, ${formatCost(e.costUsd)}`;
       return [`${who(e.subject)}: ${oneLine(e.outcome)}${took}${cost}${e.reason ? ` — ${oneLine(e.reason)}` : ""}`];

@@ -200,10 +200,13 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
     const count = (outcome: string) => [...entries.values()].filter((e) => e.outcome === outcome).length;
     const price = await platformNamed(options.jobs[0].platform).pricePerHour(options.jobs[0].spec).catch(() => undefined);
     emit({
-      event: "batch-start", batchId, total: subjects.length, toRun: pending.length - adopted.size, skipped: count("skipped") + finishedBefore, held: count("held"), adopted: adopted.size,
+      event: "batch-start", batchId, total: subjects.length, toRun: pending.length - adopted.size, skipped: count("skipped"), held: count("held"), adopted: adopted.size, endedEarlier: finishedBefore,
       concurrency: options.concurrency, engineConcurrency: options.engineConcurrency, pricePerHour: options.pricePerHour ?? price, logDir,
     });
-    for (const entry of entries.values()) emit({ event: "job-done", subject: entry.subject, jobId: entry.succeededBefore, outcome: entry.outcome, reason: entry.reason });
+    for (const entry of entries.values()) {
+      const earlierRun = entry.outcome !== "skipped" && entry.outcome !== "held";
+      emit({ event: "job-done", subject: entry.subject, jobId: entry.jobId ?? entry.succeededBefore, outcome: entry.outcome, reason: entry.reason, message: entry.message, ...(earlierRun ? { earlierRun } : {}) });
+    }
     const ran = await scheduleJobs({ batchId, logDir, jobs: pending, adopted, concurrency: options.concurrency, engineConcurrency: options.engineConcurrency, retries: options.retries, rerun: options.rerun, edges, signal: options.signal, sink, takeOverFrom, pacer });
     for (const [subject, entry] of ran) entries.set(subject, entry);
     for (const job of pending) {
@@ -240,7 +243,8 @@ export function batchTable(result: BatchResult): string {
   return (
     table(
       ["SUBJECT", "OUTCOME", "JOB", "REASON", "SECONDS", "COST"],
-      result.entries.map((e) => [e.subject, e.outcome, e.jobId ?? e.succeededBefore ?? "", e.reason ?? "", e.seconds === undefined ? "" : String(e.seconds), e.costUsd === undefined ? "" : formatCost(e.costUsd)]),
+      // Subjects skipped as done before are counted below, not listed: a study has thousands.
+      result.entries.filter((e) => e.outcome !== "skipped").map((e) => [e.subject, e.outcome, e.jobId ?? e.succeededBefore ?? "", e.reason ?? "", e.seconds === undefined ? "" : String(e.seconds), e.costUsd === undefined ? "" : formatCost(e.costUsd)]),
     ) + `${[...counts].map(([k, v]) => `${v} ${k}`).join(", ")}; summary ${result.summaryPath}\n`
   );
 }

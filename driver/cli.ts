@@ -119,7 +119,8 @@ function interruptController(): AbortController {
       firstAt = Date.now();
       // Abort first: after a hang-up the terminal is gone and the write below only fails.
       controller.abort();
-      process.stderr.write(`\n${signal}: stopping — cancelling the update if one runs and destroying the job's resources (again to leave at once)\n`);
+      // A batch's engine worker is stopped by its batch (Ctrl-C there, or `cancel <job>`): no keys to press here.
+      process.stderr.write(process.env.CLOUDCOMPUTE_WORKER === "1" ? "stopping: cancelling the update if one runs and destroying the job's resources\n" : `\n${signal}: stopping — cancelling the update if one runs and destroying the job's resources (again to leave at once)\n`);
       return;
     }
     const jobs = [...(loadedRun?.activeJobs ?? [])];

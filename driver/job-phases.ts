@@ -211,7 +211,8 @@ export async function finishJob(context: JobContext, ending: Ending, options: Ph
   }
   if (stack) {
     writeJobRecord({ ...context.record, state: "destroying" });
-    const why = failure?.reason === "interrupted" ? "interrupted: destroying the job's resources (Ctrl-C again to leave at once)" : failure?.reason === "lease-lost" ? "the subject's lease was lost: destroying the job's resources" : "destroying the job's resources";
+    const again = process.env.CLOUDCOMPUTE_WORKER === "1" ? "" : " (Ctrl-C again to leave at once)";
+    const why = failure?.reason === "interrupted" ? `interrupted: destroying the job's resources${again}` : failure?.reason === "lease-lost" ? "the subject's lease was lost: destroying the job's resources" : "destroying the job's resources";
     progress.note(why);
     const tDestroy = Date.now();
     try {

@@ -139,6 +139,24 @@ describe("batch view: the arithmetic", () => {
     expect(tally.inFlightJobs()).to.deep.equal([{ subject: "A", doing: "running" }]);
   });
 
+  it("a resumed batch: jobs that ended in the earlier run are counted but not in this run's rate; a held subject says who holds it", () => {
+    const clock = fakeClock();
+    const stream = new FakeStream();
+    const view = createBatchView({ mode: "plain", stream, now: clock.now });
+    view.event(start({ total: 4, toRun: 1, skipped: 0, adopted: 1, endedEarlier: 1, held: 1 }));
+    view.event({ event: "job-done", at, subject: "E", jobId: "job-E", outcome: "succeeded", earlierRun: true });
+    view.event({ event: "job-done", at, subject: "H", outcome: "held", reason: "held-by-another-driver", message: "subject H is being run by carol@ws9 (pid 7, job job-H) since T" });
+    clock.t += MIN;
+    view.event(done("A", "succeeded", 0.01));
+    view.close();
+    const lines = stream.text.trimEnd().split("\n");
+    expect(lines[0]).to.include("1 adopted, 1 ended in the earlier run;");
+    expect(lines).to.include("[batch] E: succeeded in the earlier run of this batch");
+    expect(lines).to.include("[batch] H: held — subject H is being run by carol@ws9 (pid 7, job job-H) since T");
+    // One job finished in this run's minute: 1 job/min, not 2.
+    expect(lines.at(-1)).to.match(/ 1\.0 jobs\/min /);
+  });
+
   it("formats rates and ETAs", () => {
     expect(formatRate(4.1234)).to.equal("4.1");
     expect(formatRate(1 / 30)).to.equal("0.033");
