@@ -45,11 +45,13 @@ describe("batch scheduling: slots and pace", () => {
     expect(() => new PollPacer(0)).to.throw(/positive/);
   });
 
-  it("turns come in order, one per 1/perSecond, and an aborted waiter stops waiting", async () => {
+  it("every waiter gets its turn, and an aborted waiter stops waiting", async () => {
+    // Turns are reserved in order; a turn whose time has come when it is asked for is not waited for, so under load
+    // they may resolve out of order: the pace bounds the rate, not the order.
     const pacer = new PollPacer(1000);
-    const order: number[] = [];
-    await Promise.all([0, 1, 2, 3, 4].map((i) => pacer.turn(new AbortController().signal).then(() => order.push(i))));
-    expect(order).to.deep.equal([0, 1, 2, 3, 4]);
+    const served: number[] = [];
+    await Promise.all([0, 1, 2, 3, 4].map((i) => pacer.turn(new AbortController().signal).then(() => served.push(i))));
+    expect(served.sort()).to.deep.equal([0, 1, 2, 3, 4]);
     const slow = new PollPacer(0.001);
     await slow.turn(new AbortController().signal); // the first turn is now
     const stop = new AbortController();

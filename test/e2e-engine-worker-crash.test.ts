@@ -9,6 +9,17 @@ import * as path from "node:path";
 import { liveEngineWorkers } from "../driver/batch-resume";
 import { DriverSandbox, batchResultOf, localJobConfig, processesIn, startDriverSandbox, waitForRecord } from "../sandbox/driver-sandbox";
 
+/** Pulumi plugin processes started for this sandbox (their environment names its CLOUDCOMPUTE_HOME). */
+function pluginsOf(home: string): number[] {
+  return fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e)).map(Number).filter((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("dynamic-provider") && fs.readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").includes(`CLOUDCOMPUTE_HOME=${home}`);
+    } catch {
+      return false;
+    }
+  });
+}
+
 describe("an engine worker killed mid-launch (real Pulumi engine, moto, local platform)", function () {
   this.timeout(10 * 60_000);
   let sandbox: DriverSandbox;
@@ -22,6 +33,8 @@ describe("an engine worker killed mid-launch (real Pulumi engine, moto, local pl
   });
   after(async () => {
     for (const r of sandbox?.records() ?? []) for (const pid of processesIn(path.join(sandbox.home, "local", r.jobId))) process.kill(pid, "SIGKILL");
+    // The killed worker's engine may leave its dynamic-provider plugin behind (its language host died under it).
+    for (const pid of pluginsOf(sandbox.home)) process.kill(pid, "SIGKILL");
     await sandbox?.stop();
   });
 
