@@ -6,6 +6,7 @@
 import { BadInputError } from "./errors";
 import { batchTable, checkDistinctFolders, runBatch } from "./batch";
 import { dryRun } from "./run";
+import { estimateFor, estimateLine } from "./dry-run";
 import { secretsPassphraseProblem } from "./preflight";
 import { backendUrl } from "../common/paths";
 import type { ResolvedJob, SpecFlags } from "./options";
@@ -92,7 +93,11 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
   if (argv["dry-run"]) {
     // A row's https URL is presigned: printed without its signature, as the jobs' specs print it.
     const shown = subjectInputs && Object.fromEntries(Object.entries(subjectInputs).map(([subject, urls]) => [subject, Object.fromEntries(Object.entries(urls).map(([name, url]) => [name, redactUrl(url)]))]));
-    options.printJson({ dryRun: true, subjects: list.subjects, ...(selection ? { excluded: selection.excluded } : {}), ...(shown ? { subjectInputs: shown } : {}), quotas: { ...capacity, plan }, jobs: jobs.map(dryRun) });
+    // One instance type and region for every job: one price, times the subjects.
+    const minutes = argv["expected-minutes"] as number | undefined;
+    const estimate = minutes === undefined ? undefined : await estimateFor(jobs[0], minutes, { pricePerHour: argv["price-per-hour"] as number | undefined, subjects: jobs.length });
+    if (estimate) process.stderr.write(`${estimateLine(estimate)}\n`);
+    options.printJson({ dryRun: true, subjects: list.subjects, ...(selection ? { excluded: selection.excluded } : {}), ...(shown ? { subjectInputs: shown } : {}), quotas: { ...capacity, plan }, ...(estimate ? { estimate } : {}), jobs: jobs.map(dryRun) });
     return 0;
   }
   for (const job of jobs) printWarnings(await checkRegions(job, cache), seen);

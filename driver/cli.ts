@@ -46,6 +46,7 @@ const RUN_OPTIONS = {
   json: { type: "boolean", default: false, describe: "Print one JSON result on stdout (progress stays on stderr); a batch prints one JSON event per line, its result last" },
   retries: { type: "number", default: 0, describe: "Retry a spot-interrupted job, or one whose instance EC2 lost (Server.* reasons); never other failures. The last retry is on-demand" },
   "price-per-hour": { type: "number", describe: "USD/hour for the cost estimate instead of the built-in on-demand/spot price" },
+  "expected-minutes": { type: "number", describe: "With --dry-run: estimate the cost if each job runs this many minutes (instance and volume, as AWS bills them), with the price's source and date" },
   verbose: { type: "boolean", default: false, describe: "Show the Pulumi engine's output" },
   "subjects-file": { type: "string", describe: "Batch: run one job per subject listed in this file (one per line or first column; a CSV header subject,input[,input.NAME] gives per-subject input URLs)" },
   "all-subjects": { type: "boolean", describe: "Batch: every subject the manifest (or --nda-package's) holds a file for (with --data-type/--session/--pick); the others are listed with the reason" },
@@ -179,6 +180,11 @@ function checkRunFlags(argv: Record<string, unknown>): void {
   if (price !== undefined && (typeof price !== "number" || !Number.isFinite(price) || price < 0)) {
     throw new BadInputError(`--price-per-hour ${typedValue("price-per-hour", price)}: expected USD per hour, a number >= 0`);
   }
+  const minutes = argv["expected-minutes"];
+  if (minutes !== undefined && (typeof minutes !== "number" || !Number.isFinite(minutes) || minutes <= 0)) {
+    throw new BadInputError(`--expected-minutes ${typedValue("expected-minutes", minutes)}: expected minutes, a number > 0`);
+  }
+  if (minutes !== undefined && !argv["dry-run"]) throw new BadInputError("--expected-minutes is for --dry-run's cost estimate: add --dry-run");
   for (const flag of ALL_KEYS.filter((entry) => entry.flag.form === "number").map((entry) => entry.flag.name)) {
     const value = argv[flag];
     if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value))) throw new BadInputError(`--${flag} ${typedValue(flag, value)}: expected a number`);
@@ -227,7 +233,11 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   if (argv["dry-run"]) {
     const secrets = secretsPassphraseProblem(resolved.spec, backendUrl(resolved.backend));
     if (secrets) printWarnings([`without --dry-run this job would be refused (exit 2): ${secrets}`]);
-    const rendered: Record<string, unknown> = { ...dryRun(resolved), quotas };
+    const minutes = argv["expected-minutes"] as number | undefined;
+    const { estimateFor, estimateLine } = require("./dry-run") as typeof import("./dry-run");
+    const estimate = minutes === undefined ? undefined : await estimateFor(resolved, minutes, { pricePerHour: argv["price-per-hour"] as number | undefined });
+    if (estimate) process.stderr.write(`${estimateLine(estimate)}\n`);
+    const rendered: Record<string, unknown> = { ...dryRun(resolved), quotas, ...(estimate ? { estimate } : {}) };
     if (json) printJson(rendered);
     else {
       const { userData, ...rest } = rendered;

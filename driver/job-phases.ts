@@ -20,6 +20,8 @@ import { JobRecord, readJobRecord, writeJobRecord } from "./jobindex";
 import { workerBatchId } from "./worker-env";
 import { currentOwner, ownerTags, type Owner } from "./owner";
 import { platformNamed } from "./platform";
+import { totalUsdPerHour } from "./pricing";
+import { billedSeconds as billedSecondsOf, flatPrices, roundUsd, type Price } from "../job/pricing";
 import { ensurePlugins, refuseSecretsWithoutPassphrase } from "./preflight";
 import { createProgress, type Progress } from "./progress";
 import type { ResolvedJob } from "./options";
@@ -238,11 +240,11 @@ export async function finishJob(context: JobContext, ending: Ending, options: Ph
 
   const marker = ending.wait?.kind === "marker" ? ending.wait.marker : undefined;
   const instanceSeconds = context.computeStartedAt ? seconds(computeEndedAt - context.computeStartedAt) : undefined;
-  const billedSeconds = instanceSeconds === undefined ? undefined : platform.name === "aws" ? Math.max(60, Math.ceil(instanceSeconds)) : instanceSeconds;
-  const price = options.pricePerHour ?? (await platform.pricePerHour(spec).catch(() => undefined));
-  const costUsd = billedSeconds !== undefined && price !== undefined ? Math.round(((billedSeconds * price) / 3600) * 10000) / 10000 : undefined;
+  const billedSeconds = instanceSeconds === undefined ? undefined : platform.name === "aws" ? billedSecondsOf(instanceSeconds) : instanceSeconds;
+  const prices = options.pricePerHour !== undefined ? flatPrices(options.pricePerHour) : await platform.prices(spec).catch(() => undefined);
+  const costUsd = billedSeconds !== undefined && prices ? roundUsd((billedSeconds * totalUsdPerHour(prices)) / 3600) : undefined;
 
-  const result: JobResult = {
+  const result: JobResult & { price?: Price } = {
     ...baseResult(spec, platform.name),
     outcome: failure?.outcome ?? "succeeded",
     exitCode: failure?.exitCode ?? ExitCode.ok,
@@ -253,6 +255,8 @@ export async function finishJob(context: JobContext, ending: Ending, options: Ph
     instanceSeconds,
     billedSeconds,
     costUsd,
+    // The instance's price as costUsd used it (costUsd adds the root volume), with its source and date.
+    price: prices?.instance,
   };
   writeJobRecord({
     ...(readJobRecord(spec.jobId) ?? context.record),

@@ -15,6 +15,8 @@ import { BadInputError } from "./errors";
 import { JOB_TAG, RECORD_NAMES } from "../job/layout";
 import { PendingCreate, reclaimAws } from "./reclaim";
 import { awsRetryConfig } from "./backoff";
+import { awsJobPrices, totalUsdPerHour } from "./pricing";
+import type { JobPrices } from "../job/pricing";
 
 export type { PlatformName };
 
@@ -49,6 +51,8 @@ export interface Platform {
   /** Checks that need no cloud resource. Throws BadInputError. */
   preflight(spec: JobSpec, agentBundlePath: string): Promise<void>;
   computeState(instanceId: string, spec: JobSpec): Promise<ComputeState>;
+  /** The compute's prices with their source and date (driver/pricing.ts), or undefined when unknown. */
+  prices(spec: JobSpec): Promise<JobPrices | undefined>;
   /** USD per hour of the compute (and its volume), or undefined when unknown. */
   pricePerHour(spec: JobSpec): Promise<number | undefined>;
   /** What `--dry-run` shows about the compute besides the spec and stack name. */
@@ -92,6 +96,9 @@ export const localPlatform: Platform = {
   async computeState(instanceId) {
     return localJobAlive(instanceId) ? { alive: true } : { alive: false, reason: "instance-lost", detail: "the agent process has exited" };
   },
+  async prices() {
+    return { instance: { usdPerHour: 0, source: "local (no charge)", asOf: new Date().toISOString() } };
+  },
   async pricePerHour() {
     return 0;
   },
@@ -111,18 +118,6 @@ export const localPlatform: Platform = {
     return stopped;
   },
 };
-
-/** On-demand Linux prices in us-east-1 (USD/hour), for the estimate in summaries; `--price-per-hour` overrides. */
-const ON_DEMAND_USD_PER_HOUR: Record<string, number> = {
-  "t3.medium": 0.0416, "t3.large": 0.0832, "t3.xlarge": 0.1664,
-  "m5.large": 0.096, "m5.xlarge": 0.192, "m5.2xlarge": 0.384, "m5.4xlarge": 0.768, "m5.8xlarge": 1.536,
-  "m6i.large": 0.096, "m6i.xlarge": 0.192, "m6i.2xlarge": 0.384, "m6i.4xlarge": 0.768, "m6i.8xlarge": 1.536,
-  "c5.xlarge": 0.17, "c5.2xlarge": 0.34, "c5.4xlarge": 0.68, "c5.9xlarge": 1.53,
-  "r5.xlarge": 0.252, "r5.2xlarge": 0.504, "r5.4xlarge": 1.008,
-  "g4dn.xlarge": 0.526, "g4dn.2xlarge": 0.752, "g5.xlarge": 1.006, "p3.2xlarge": 3.06,
-};
-/** gp3 storage, USD per GiB-month. */
-const GP3_USD_PER_GIB_MONTH = 0.08;
 
 export { JOB_TAG };
 
@@ -223,21 +218,12 @@ export const awsPlatform: Platform = {
     }
     return { alive: true };
   },
+  prices(spec) {
+    return awsJobPrices(spec, ec2(spec.instance.region));
+  },
   async pricePerHour(spec) {
-    const volume = (spec.instance.rootVolumeGiB * GP3_USD_PER_GIB_MONTH) / (30 * 24);
-    if (spec.instance.spot) {
-      try {
-        const res = await ec2(spec.instance.region).send(
-          new (ec2Sdk().DescribeSpotPriceHistoryCommand)({ InstanceTypes: [spec.instance.type as never], ProductDescriptions: ["Linux/UNIX"], StartTime: new Date(), MaxResults: 10 }),
-        );
-        const prices = (res.SpotPriceHistory ?? []).map((p) => Number(p.SpotPrice)).filter((p) => p > 0);
-        if (prices.length > 0) return Math.max(...prices) + volume;
-      } catch {
-        /* fall back to on-demand: an upper bound */
-      }
-    }
-    const onDemand = ON_DEMAND_USD_PER_HOUR[spec.instance.type];
-    return onDemand === undefined ? undefined : onDemand + volume;
+    const prices = await awsJobPrices(spec, ec2(spec.instance.region));
+    return prices && totalUsdPerHour(prices);
   },
   render(spec) {
     const script = renderUserData(spec);

@@ -2,6 +2,7 @@
 import { formatBytes, formatDuration } from "./progress";
 import type { JobRecord } from "./jobindex";
 import type { JobResult } from "./run";
+import type { Price } from "../job/pricing";
 
 export function formatCost(usd: number | undefined): string {
   if (usd === undefined) return "unknown";
@@ -18,7 +19,17 @@ export function printable(text: string): string {
   return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, "?");
 }
 
-export function jobSummary(result: JobResult): string {
+/** A price per hour to its tenth of a cent and beyond: "$0.768/h", not "$0.77/h". */
+export function formatRate(usdPerHour: number): string {
+  return `$${Number(usdPerHour.toFixed(5))}/h`;
+}
+
+/** Where a price came from and when: "pricing-api, 2026-11-29". */
+export function formatPrice(price: Pick<Price, "source" | "asOf" | "note">): string {
+  return `${price.source}, ${price.asOf.slice(0, 10)}${price.note ? `; ${price.note}` : ""}`;
+}
+
+export function jobSummary(result: JobResult & { price?: Price }): string {
   const lines = [
     `job ${result.jobId} (${result.subject}, ${result.platform}): ${result.outcome.toUpperCase()}${result.reason ? ` [${result.reason}]` : ""}`,
   ];
@@ -37,7 +48,8 @@ export function jobSummary(result: JobResult): string {
   const d = result.timings.driver;
   lines.push(`  driver:   ${["create", "up", "wait", "destroy", "total"].filter((k) => d[k] !== undefined).map((k) => `${k} ${d[k]}s`).join(", ")}`);
   if (result.instanceSeconds !== undefined) {
-    lines.push(`  instance: ${result.instanceSeconds}s (billed ${result.billedSeconds}s), estimated cost ${formatCost(result.costUsd)}`);
+    const price = result.price ? ` at ${formatRate(result.price.usdPerHour)} (${formatPrice(result.price)})` : "";
+    lines.push(`  instance: ${result.instanceSeconds}s (billed ${result.billedSeconds}s)${price}, estimated cost ${formatCost(result.costUsd)}`);
   }
   if (result.attempts.length > 1) lines.push(`  attempts: ${result.attempts.join(", ")}`);
   return lines.join("\n") + "\n";

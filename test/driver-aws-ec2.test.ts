@@ -117,6 +117,11 @@ describe("driver: EC2 paths against moto EC2", function () {
     expect(onDemand).to.be.a("number").and.greaterThan(0.096); // m5.large on demand + gp3
     expect(spot).to.be.a("number").and.greaterThan(0);
     expect(spot).to.not.equal(onDemand);
+    // The spot price says it came from the region's history, dated by its entry; the volume is priced beside it.
+    const prices = await awsPlatform.prices(spec("us-east-1", true));
+    expect(prices!.instance.source).to.equal("spot-history");
+    expect(Date.parse(prices!.instance.asOf)).to.not.be.NaN;
+    expect(prices!.volume).to.include({ gib: 50, usdPerGibMonth: 0.08, source: "built-in table" });
   });
 
   it("gc --aws finds tagged instances no live job owns in every recorded region, and skips owned ones", async () => {
