@@ -21,7 +21,7 @@ import { workerBatchId } from "./worker-env";
 import { currentOwner, ownerTags, type Owner } from "./owner";
 import { platformNamed } from "./platform";
 import { totalUsdPerHour } from "./pricing";
-import { billedSeconds as billedSecondsOf, flatPrices, roundUsd, type Price } from "../job/pricing";
+import { billedSeconds as billedSecondsOf, flatPrices, roundUsd } from "../job/pricing";
 import { ensurePlugins, refuseSecretsWithoutPassphrase } from "./preflight";
 import { createProgress, type Progress } from "./progress";
 import type { ResolvedJob } from "./options";
@@ -244,7 +244,7 @@ export async function finishJob(context: JobContext, ending: Ending, options: Ph
   const prices = options.pricePerHour !== undefined ? flatPrices(options.pricePerHour) : await platform.prices(spec).catch(() => undefined);
   const costUsd = billedSeconds !== undefined && prices ? roundUsd((billedSeconds * totalUsdPerHour(prices)) / 3600) : undefined;
 
-  const result: JobResult & { price?: Price } = {
+  const result: JobResult = {
     ...baseResult(spec, platform.name),
     outcome: failure?.outcome ?? "succeeded",
     exitCode: failure?.exitCode ?? ExitCode.ok,

@@ -5,6 +5,7 @@
  * teardown. Retries after lost compute keep the subject's lease across attempts.
  */
 import { randomUUID } from "node:crypto";
+import type { Price } from "../job/pricing";
 import { makeJobId } from "../job/layout";
 import { scrubSignatures, type JobSpec } from "../job/spec";
 import { errorMessage } from "../common/errors";
@@ -46,6 +47,8 @@ export interface JobResult {
   instanceSeconds?: number;
   billedSeconds?: number;
   costUsd?: number;
+  /** The instance's price costUsd used (it adds the root volume), with its source and date (driver/pricing.ts). */
+  price?: Price;
   /** Every attempt's job id, first to last (retries after lost instances add more). */
   attempts: string[];
 }
