@@ -203,8 +203,10 @@ export async function resumeJobs(journal: BatchJournal, jobs: ResolvedJob[], edg
   const resumed: Resumed = { adopted: new Map(), finished: new Map() };
   await engineWorkersDone(journal.batchId, (line) => log("", line));
   const bySubject = new Map(jobs.map((job) => [job.spec.subject, job]));
+  // One read of the job index for the whole batch (a study's index holds tens of thousands of records).
+  const ofBatch = listJobRecords().filter((r) => r.batchId === journal.batchId && bySubject.has(r.subject));
   const latest = new Map<string, JobRecord>();
-  for (const record of listJobRecords().filter((r) => r.batchId === journal.batchId && bySubject.has(r.subject))) {
+  for (const record of ofBatch) {
     const seen = latest.get(record.subject);
     if (!seen || seen.createdAt <= record.createdAt) latest.set(record.subject, record);
   }
@@ -213,7 +215,7 @@ export async function resumeJobs(journal: BatchJournal, jobs: ResolvedJob[], edg
   for (const [subject, record] of latest) {
     const job = bySubject.get(subject)!;
     const note = (line: string) => log(subject, line);
-    const attempts = listJobRecords().filter((r) => r.batchId === journal.batchId && r.subject === subject && r.jobId !== record.jobId).map((r) => r.jobId);
+    const attempts = ofBatch.filter((r) => r.subject === subject && r.jobId !== record.jobId).map((r) => r.jobId);
     const context = contextOf(record, job);
     const teardown = async (ending: Ending): Promise<BatchEntry> => {
       const reply = await edges.finish({ op: "finish", context, ending }, note);
