@@ -74,7 +74,12 @@ describe("pricing: billing arithmetic (per second, 60 s minimum)", () => {
 
 describe("pricing: where on-demand prices come from", function () {
   this.timeout(30_000);
-  const saved = { ...process.env };
+  // The environment as this suite finds it when it runs (other suites' hooks have set credentials and endpoints by
+  // then), not as it was when the file was loaded: restoring that one would delete what later suites rely on.
+  let saved: NodeJS.ProcessEnv = {};
+  before(() => {
+    saved = { ...process.env };
+  });
   let server: Server | undefined;
   const requests: Array<{ target: string; body: { ServiceCode: string; Filters: Array<{ Field: string; Value: string }> } }> = [];
 
