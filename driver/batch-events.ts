@@ -68,6 +68,6 @@ export interface BatchEventSink {
 }
 
 /** An event stamped now. */
-export function stamped<E extends Omit<BatchEvent, "at">>(e: E, now: Date = new Date()): E & { at: string } {
-  return { ...e, at: now.toISOString() };
+export function stamped(e: UnstampedEvent, now: Date = new Date()): BatchEvent {
+  return { ...e, at: now.toISOString() } as BatchEvent;
 }

@@ -29,7 +29,7 @@ import type { ResolvedJob } from "./options";
 import type { JobContext, Ending } from "./job-phases";
 import type { JobEdges } from "./engine-workers";
 import type { AdoptedJob } from "./batch-scheduler";
-import type { BatchEntry } from "./batch";
+import { entryOf, type BatchEntry } from "./batch";
 
 export interface BatchJournal {
   kind: "batch-journal";
@@ -219,7 +219,7 @@ export async function resumeJobs(journal: BatchJournal, jobs: ResolvedJob[], edg
     const context = contextOf(record, job);
     const teardown = async (ending: Ending): Promise<BatchEntry> => {
       const reply = await edges.finish({ op: "finish", context, ending }, note);
-      if (reply.kind === "finished") return { subject, outcome: reply.result.outcome, exitCode: reply.result.exitCode, jobId: record.jobId, reason: reply.result.reason, message: reply.result.message, costUsd: reply.result.costUsd };
+      if (reply.kind === "finished") return { ...entryOf(reply.result), subject, jobId: record.jobId };
       return { subject, outcome: "error", exitCode: ExitCode.infra, jobId: record.jobId, reason: "destroy-failed", message: `${reply.message}\nThe job's resources may still exist: clean up with  npm run job -- cancel ${record.jobId}` };
     };
     if (FINAL_STATES.has(record.state)) {

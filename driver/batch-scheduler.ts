@@ -24,9 +24,9 @@ import { failureOfError, isRetryable } from "./job-outcomes";
 import type { JobEdges, LaunchReply } from "./engine-workers";
 import type { JobResult } from "./run";
 import type { Progress } from "./progress";
-import type { BatchEvent, BatchEventSink, UnstampedEvent } from "./batch-events";
+import { stamped, type BatchEventSink, type UnstampedEvent } from "./batch-events";
 import type { BatchEntry } from "./batch";
-import { alreadySucceeded } from "./batch";
+import { alreadySucceeded, entryOf } from "./batch";
 import { readJobRecord, updateJobRecord } from "./jobindex";
 import { contextOf } from "./batch-resume";
 
@@ -90,24 +90,35 @@ export class Slots {
   }
 }
 
-export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string, BatchEntry>> {
-  const entries = new Map<string, BatchEntry>();
-  // The view and the log files must never end a batch with jobs in flight (a full disk, a deleted log directory).
+/**
+ * How a batch reports: `emit` stamps an event for the sink; `logLine` appends a line to the subject's log and shows it
+ * as a note ("" for the whole batch: no log file). The view and the log files must never end a batch with jobs in
+ * flight (a full disk, a deleted log directory).
+ */
+export function batchReporter(sink: BatchEventSink, logDir: string): { emit: (e: UnstampedEvent) => void; logLine: (subject: string, line: string) => void } {
   const emit = (e: UnstampedEvent) => {
     try {
-      options.sink.event({ ...e, at: new Date().toISOString() } as BatchEvent);
+      sink.event(stamped(e));
     } catch {
       /* shown or not, the jobs go on */
     }
   };
   const logLine = (subject: string, line: string) => {
-    try {
-      fs.appendFileSync(path.join(options.logDir, `${subject}.log`), `${line}\n`);
-    } catch {
-      /* as above */
+    if (subject) {
+      try {
+        fs.appendFileSync(path.join(logDir, `${subject}.log`), `${line}\n`);
+      } catch {
+        /* as above */
+      }
     }
-    emit({ event: "note", subject, message: line });
+    emit({ event: "note", ...(subject ? { subject } : {}), message: line });
   };
+  return { emit, logLine };
+}
+
+export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string, BatchEntry>> {
+  const entries = new Map<string, BatchEntry>();
+  const { emit, logLine } = batchReporter(options.sink, options.logDir);
   const engines = new Slots(options.engineConcurrency);
   const inFlight = new Slots(options.concurrency);
   // Taking a lease and the look that follows are a few S3 requests: a thousand subjects starting at once must not
@@ -257,7 +268,7 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
         return { subject, outcome: interrupted ? "interrupted" : "error", exitCode: refused.exitCode, jobId: result?.jobId, reason, message: `${refused.message}${before}`, costUsd: result?.costUsd, seconds: elapsed, logPath };
       }
       if (!result) return { subject, outcome: "interrupted", exitCode: ExitCode.interrupted, message: "not started: the batch was interrupted", logPath };
-      return { subject, outcome: result.outcome, exitCode: result.exitCode, jobId: result.jobId, reason: result.reason, message: result.message, costUsd: result.costUsd, seconds: elapsed, logPath };
+      return { ...entryOf(result), seconds: elapsed, logPath };
     } finally {
       await lease.release();
     }

@@ -20,13 +20,14 @@ import { formatCost, table } from "./summary";
 import { liveLeaseOf } from "./lease";
 import { platformNamed } from "./platform";
 import { engineWorkerEdges, type JobEdges } from "./engine-workers";
-import { scheduleJobs, type AdoptedJob } from "./batch-scheduler";
+import { batchReporter, scheduleJobs, type AdoptedJob } from "./batch-scheduler";
+import { totalUsdPerHour } from "./pricing";
 import { claimBatch, claimResumable, heldByBatch, releaseBatch, resumeJobs, writeJournal } from "./batch-resume";
 import { currentOwner } from "./owner";
 import { PollPacer } from "./poll-pacer";
 import type { SubjectLease } from "../common/lease";
 import type { BatchJournal } from "./batch-resume";
-import type { BatchEvent, BatchEventSink, UnstampedEvent } from "./batch-events";
+import type { BatchEventSink } from "./batch-events";
 import { batchViewMode, createBatchView } from "./batch-view";
 
 export interface BatchOptions {
@@ -66,6 +67,11 @@ export interface BatchEntry {
   costUsd?: number;
   seconds?: number;
   logPath?: string;
+}
+
+/** A subject's entry from its job's result (the fields a batch reports of it). */
+export function entryOf(result: JobResult): BatchEntry {
+  return { subject: result.subject, outcome: result.outcome, exitCode: result.exitCode, jobId: result.jobId, reason: result.reason, message: result.message, costUsd: result.costUsd };
 }
 
 export interface BatchResult {
@@ -162,7 +168,7 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
     writeJournal(logDir, journal);
   }
   const sink = options.sink ?? createBatchView({ mode: batchViewMode({ json: Boolean(options.json), stream: process.stderr }), stream: options.json ? process.stdout : process.stderr, total: options.jobs.length });
-  const emit = (e: UnstampedEvent) => sink.event({ ...e, at: new Date().toISOString() } as BatchEvent);
+  const { emit, logLine } = batchReporter(sink, logDir);
   const entries = new Map<string, BatchEntry>();
   const subjects = options.jobs.map((job) => job.spec.subject);
   const { prefix, layout } = options.jobs[0].spec.outputs;
@@ -176,10 +182,7 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
     const takeOverFrom = earlier && ((lease: SubjectLease) => heldByBatch(earlier, lease));
     if (earlier) {
       emit({ event: "note", message: `resuming ${batchId}: its process (pid ${earlier.owner.pid}, started ${earlier.startedAt}) is gone; adopting its running jobs` });
-      const resumed = await resumeJobs(earlier, options.jobs, edges, (subject, line) => {
-        if (subject) fs.appendFileSync(path.join(logDir, `${subject}.log`), `${line}\n`);
-        emit({ event: "note", ...(subject ? { subject } : {}), message: line });
-      }, { retries: options.retries });
+      const resumed = await resumeJobs(earlier, options.jobs, edges, logLine, { retries: options.retries });
       adopted = resumed.adopted;
       for (const [subject, entry] of resumed.finished) entries.set(subject, entry);
     }
@@ -198,7 +201,8 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
     const pending = options.jobs.filter((job) => !entries.has(job.spec.subject));
     const finishedBefore = [...entries.values()].filter((e) => e.outcome !== "skipped" && e.outcome !== "held").length;
     const count = (outcome: string) => [...entries.values()].filter((e) => e.outcome === outcome).length;
-    const price = await platformNamed(options.jobs[0].platform).pricePerHour(options.jobs[0].spec).catch(() => undefined);
+    const prices = await platformNamed(options.jobs[0].platform).prices(options.jobs[0].spec).catch(() => undefined);
+    const price = prices && totalUsdPerHour(prices);
     emit({
       event: "batch-start", batchId, total: subjects.length, toRun: pending.length - adopted.size, skipped: count("skipped"), held: count("held"), adopted: adopted.size, endedEarlier: finishedBefore,
       concurrency: options.concurrency, engineConcurrency: options.engineConcurrency, pricePerHour: options.pricePerHour ?? price, logDir,

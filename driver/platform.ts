@@ -15,7 +15,7 @@ import { BadInputError } from "./errors";
 import { JOB_TAG, RECORD_NAMES } from "../job/layout";
 import { PendingCreate, reclaimAws } from "./reclaim";
 import { awsRetryConfig } from "./backoff";
-import { awsJobPrices, totalUsdPerHour } from "./pricing";
+import { awsJobPrices } from "./pricing";
 import type { JobPrices } from "../job/pricing";
 
 export type { PlatformName };
@@ -53,8 +53,6 @@ export interface Platform {
   computeState(instanceId: string, spec: JobSpec): Promise<ComputeState>;
   /** The compute's prices with their source and date (driver/pricing.ts), or undefined when unknown. */
   prices(spec: JobSpec): Promise<JobPrices | undefined>;
-  /** USD per hour of the compute (and its volume), or undefined when unknown. */
-  pricePerHour(spec: JobSpec): Promise<number | undefined>;
   /** What `--dry-run` shows about the compute besides the spec and stack name. */
   render(spec: JobSpec, agentBundlePath: string): Record<string, unknown>;
   /** Compute started by cloudcompute that no live stack owns. */
@@ -98,9 +96,6 @@ export const localPlatform: Platform = {
   },
   async prices() {
     return { instance: { usdPerHour: 0, source: "local (no charge)", asOf: new Date().toISOString() } };
-  },
-  async pricePerHour() {
-    return 0;
   },
   render(spec, agentBundlePath) {
     return { agentCommand: ["node", agentBundlePath, "--spec", `<${RECORD_NAMES.spec} URL>`, "--no-poweroff", "--workdir", `<CLOUDCOMPUTE_HOME>/local/${spec.jobId}`] };
@@ -220,10 +215,6 @@ export const awsPlatform: Platform = {
   },
   prices(spec) {
     return awsJobPrices(spec, ec2(spec.instance.region));
-  },
-  async pricePerHour(spec) {
-    const prices = await awsJobPrices(spec, ec2(spec.instance.region));
-    return prices && totalUsdPerHour(prices);
   },
   render(spec) {
     const script = renderUserData(spec);

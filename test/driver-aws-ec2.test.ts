@@ -3,6 +3,7 @@
  * spot price lookup for cost estimates, the orphan search of `gc --aws` across every region jobs ran in, and the
  * teardown's reclaim of what a cut-off update created without recording it (pending creates), found by tag.
  */
+import { totalUsdPerHour } from "../driver/pricing";
 import { expect } from "chai";
 import {
   CreateSecurityGroupCommand,
@@ -112,8 +113,12 @@ describe("driver: EC2 paths against moto EC2", function () {
   });
 
   it("prices a spot job from DescribeSpotPriceHistory (plus the volume)", async () => {
-    const onDemand = await awsPlatform.pricePerHour(spec("us-east-1"));
-    const spot = await awsPlatform.pricePerHour(spec("us-east-1", true));
+    const total = async (s: ReturnType<typeof spec>) => {
+      const prices = await awsPlatform.prices(s);
+      return prices && totalUsdPerHour(prices);
+    };
+    const onDemand = await total(spec("us-east-1"));
+    const spot = await total(spec("us-east-1", true));
     expect(onDemand).to.be.a("number").and.greaterThan(0.096); // m5.large on demand + gp3
     expect(spot).to.be.a("number").and.greaterThan(0);
     expect(spot).to.not.equal(onDemand);
