@@ -20,7 +20,8 @@ import { platformNamed } from "./platform";
 import { waitForCompletion } from "./wait";
 import { PollPacer } from "./poll-pacer";
 import type { Ending, JobContext } from "./job-phases";
-import { failureOfError, isRetryable } from "./job-outcomes";
+import { failureOfError, isRetryable, withEarlierAttempts } from "./job-outcomes";
+import type { AttemptCost } from "../job/pricing";
 import type { JobEdges, LaunchReply } from "./engine-workers";
 import type { JobResult } from "./run";
 import type { Progress } from "./progress";
@@ -194,6 +195,8 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
       }
       const signal = AbortSignal.any([options.signal, lease.lost]);
       const attempts = [...(adopted?.attempts ?? [])];
+      // Earlier attempts (of a resumed batch) were billed too: their costs from their records.
+      let costs: AttemptCost[] = attempts.map((id) => readJobRecord(id)?.attemptCost ?? { jobId: id, spot: false, costUsd: readJobRecord(id)?.costUsd });
       let result: JobResult | undefined;
       let refused: { exitCode: number; message: string } | undefined;
       let adoptNext = Boolean(adopted);
@@ -254,6 +257,8 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
           if (result.reason !== "interrupted") updateJobRecord(jobId, { state: result.outcome === "error" ? "error" : "interrupted", reason: result.reason, message: result.message, exitCode: result.exitCode });
         }
         cancels.forget(jobId);
+        result = withEarlierAttempts(costs, result);
+        costs = result.attemptCosts ?? [];
         attempts.push(result.jobId);
         result.attempts = [...attempts];
         if (!isRetryable(result) || isLast || signal.aborted) break;

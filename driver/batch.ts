@@ -65,13 +65,17 @@ export interface BatchEntry {
   /** The earlier successful job, for skipped subjects. */
   succeededBefore?: string;
   costUsd?: number;
+  /** Spot jobs: what spot saved against on-demand; retried jobs: what the lost attempts cost (included in costUsd). */
+  spotSavedUsd?: number;
+  interruptionCostUsd?: number;
   seconds?: number;
   logPath?: string;
 }
 
 /** A subject's entry from its job's result (the fields a batch reports of it). */
 export function entryOf(result: JobResult): BatchEntry {
-  return { subject: result.subject, outcome: result.outcome, exitCode: result.exitCode, jobId: result.jobId, reason: result.reason, message: result.message, costUsd: result.costUsd };
+  const spot = result.spot && { spotSavedUsd: result.spot.savedUsd, interruptionCostUsd: result.spot.interruptionsUsd };
+  return { subject: result.subject, outcome: result.outcome, exitCode: result.exitCode, jobId: result.jobId, reason: result.reason, message: result.message, costUsd: result.costUsd, ...spot };
 }
 
 export interface BatchResult {
@@ -223,8 +227,9 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
     fs.writeFileSync(summaryPath, JSON.stringify(result, null, 2) + "\n");
     const counts: Record<string, number> = {};
     for (const e of ordered) counts[e.outcome] = (counts[e.outcome] ?? 0) + 1;
-    const costUsd = Math.round(ordered.reduce((sum, e) => sum + (e.costUsd ?? 0), 0) * 10000) / 10000;
-    emit({ event: "batch-end", batchId, exitCode: result.exitCode, counts, costUsd, summaryPath });
+    const sum = (field: "costUsd" | "spotSavedUsd" | "interruptionCostUsd") => Math.round(ordered.reduce((total, e) => total + (e[field] ?? 0), 0) * 10000) / 10000;
+    const spot = ordered.some((e) => e.spotSavedUsd !== undefined || e.interruptionCostUsd !== undefined) ? { spotSavedUsd: sum("spotSavedUsd"), interruptionCostUsd: sum("interruptionCostUsd") } : {};
+    emit({ event: "batch-end", batchId, exitCode: result.exitCode, counts, costUsd: sum("costUsd"), ...spot, summaryPath });
     return result;
   } finally {
     process.removeListener("SIGUSR2", ignoreStrayCancel);

@@ -3,6 +3,7 @@
  * it. Light on purpose: a batch's process judges its jobs with it without loading the engine or the Pulumi SDK.
  */
 import type { CompletionMarker } from "../job/records";
+import { roundUsd, spotAccount, type AttemptCost } from "../job/pricing";
 import { errorMessage } from "../common/errors";
 import { ExitCode, InterruptedError } from "./errors";
 import { classifyAwsFailure } from "./backoff";
@@ -83,3 +84,21 @@ export function isRetryable(result: Pick<JobResult, "reason" | "message">): bool
   return result.reason === "instance-lost" && /\(Server\.[A-Za-z]+/.test(result.message);
 }
 
+
+/** A result's spot account, as a field when there is one to give (spread into the result). */
+export function withSpotAccount(attemptCosts: readonly AttemptCost[]): Pick<JobResult, "spot"> {
+  const account = spotAccount(attemptCosts);
+  return account ? { spot: account } : {};
+}
+
+/**
+ * The result of a job's latest attempt with every earlier attempt's cost folded in: a retried job is billed for all
+ * of them, so its cost is their sum, and its spot account says what spot saved and what the lost attempts cost.
+ */
+export function withEarlierAttempts(earlier: readonly AttemptCost[], result: JobResult): JobResult {
+  if (earlier.length === 0) return result;
+  const attemptCosts = [...earlier, ...(result.attemptCosts ?? [{ jobId: result.jobId, spot: false, costUsd: result.costUsd }])];
+  const known = attemptCosts.every((a) => a.costUsd !== undefined);
+  const { spot: _last, ...rest } = result;
+  return { ...rest, attemptCosts, costUsd: known ? roundUsd(attemptCosts.reduce((sum, a) => sum + a.costUsd!, 0)) : undefined, ...withSpotAccount(attemptCosts) };
+}

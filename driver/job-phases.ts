@@ -21,13 +21,13 @@ import { workerBatchId } from "./worker-env";
 import { currentOwner, ownerTags, type Owner } from "./owner";
 import { platformNamed } from "./platform";
 import { totalUsdPerHour } from "./pricing";
-import { billedSeconds as billedSecondsOf, flatPrices, roundUsd } from "../job/pricing";
+import { billedSeconds as billedSecondsOf, flatPrices, roundUsd, type AttemptCost } from "../job/pricing";
 import { ensurePlugins, refuseSecretsWithoutPassphrase } from "./preflight";
 import { createProgress, type Progress } from "./progress";
 import type { ResolvedJob } from "./options";
 import { teardown } from "./teardown";
 import { withAwsBackoff } from "./backoff";
-import { failureOfError, failureOfWait, type Ending, type Failure } from "./job-outcomes";
+import { failureOfError, failureOfWait, withSpotAccount, type Ending, type Failure } from "./job-outcomes";
 import type { WaitResult } from "./wait";
 import type { HeldLease } from "./lease";
 import type { JobResult } from "./run";
@@ -48,6 +48,8 @@ export interface JobContext {
   /** ms since epoch: the job's start, and the compute's start (up finished; absent if it never did). */
   t0: number;
   computeStartedAt?: number;
+  /** ms since epoch: when the platform says the compute's billing began (EC2's launch time), if it can say. */
+  launchedAt?: number;
   instanceId?: string;
   driverTimings: Record<string, number>;
 }
@@ -171,6 +173,7 @@ export async function launchJob(resolved: ResolvedJob, spec: JobSpec, options: L
     context.computeStartedAt = Date.now();
     driverTimings.up = seconds(context.computeStartedAt - tUp);
     context.instanceId = String(up.outputs.instanceId?.value ?? "");
+    context.launchedAt = billingStart(await platform.launchedAt(context.instanceId, spec).catch(() => undefined), tUp, context.computeStartedAt);
     context.record = { ...record, state: "running", instanceId: context.instanceId, runningAt: new Date(context.computeStartedAt).toISOString() };
     writeJobRecord(context.record);
     progress.note(`running on ${context.instanceId}; results will go to ${formatS3Url(layout.results)}`);
@@ -239,10 +242,16 @@ export async function finishJob(context: JobContext, ending: Ending, options: Ph
   driverTimings.total = seconds(computeEndedAt - context.t0);
 
   const marker = ending.wait?.kind === "marker" ? ending.wait.marker : undefined;
-  const instanceSeconds = context.computeStartedAt ? seconds(computeEndedAt - context.computeStartedAt) : undefined;
+  // Billed from the instance's launch (else the end of up) to the end of destroy, which waits for its termination.
+  const billedFrom = context.launchedAt ?? context.computeStartedAt;
+  const instanceSeconds = billedFrom ? seconds(computeEndedAt - billedFrom) : undefined;
   const billedSeconds = instanceSeconds === undefined ? undefined : platform.name === "aws" ? billedSecondsOf(instanceSeconds) : instanceSeconds;
   const prices = options.pricePerHour !== undefined ? flatPrices(options.pricePerHour) : await platform.prices(spec).catch(() => undefined);
-  const costUsd = billedSeconds !== undefined && prices ? roundUsd((billedSeconds * totalUsdPerHour(prices)) / 3600) : undefined;
+  const costAt = (perHour: number) => (billedSeconds !== undefined ? roundUsd((billedSeconds * perHour) / 3600) : undefined);
+  const costUsd = prices ? costAt(totalUsdPerHour(prices)) : undefined;
+  const spot = spec.instance.spot && prices?.instance.source === "spot-history";
+  const onDemandUsd = spot && prices?.onDemand ? costAt(totalUsdPerHour({ ...prices, instance: prices.onDemand })) : undefined;
+  const attemptCosts: AttemptCost[] = [{ jobId: spec.jobId, spot: spec.instance.spot, billedSeconds, costUsd, ...(onDemandUsd !== undefined ? { onDemandUsd } : {}), ...(failure ? { reason: failure.reason } : {}) }];
 
   const result: JobResult = {
     ...baseResult(spec, platform.name),
@@ -257,6 +266,8 @@ export async function finishJob(context: JobContext, ending: Ending, options: Ph
     costUsd,
     // The instance's price as costUsd used it (costUsd adds the root volume), with its source and date.
     price: prices?.instance,
+    attemptCosts,
+    ...withSpotAccount(attemptCosts),
   };
   writeJobRecord({
     ...(readJobRecord(spec.jobId) ?? context.record),
@@ -270,9 +281,19 @@ export async function finishJob(context: JobContext, ending: Ending, options: Ph
     exitCode: result.exitCode,
     instanceSeconds,
     costUsd,
+    attemptCost: attemptCosts[0],
     timings: { ...driverTimings, ...Object.fromEntries(Object.entries(result.timings.agent).map(([k, v]) => [`agent.${k}`, v ?? 0])) },
   });
   return result;
+}
+
+/**
+ * When billing began: the platform's launch time, kept within the up that created it (a clock skewed against EC2's
+ * must not bill seconds before up began, nor lose the seconds up itself saw), else undefined.
+ */
+export function billingStart(launchedAt: number | undefined, upStartedAt: number, upEndedAt: number): number | undefined {
+  if (launchedAt === undefined || !Number.isFinite(launchedAt)) return undefined;
+  return Math.min(Math.max(launchedAt, upStartedAt), upEndedAt);
 }
 
 /** The history message of the destroy: the job's outcome, so `pulumi stack history` tells the story. */

@@ -5,6 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
+import type { AttemptCost } from "../job/pricing";
 import { isJobId } from "../job/layout";
 import type { PlatformName } from "../job/platform";
 import type { Owner } from "./owner";
@@ -42,6 +43,8 @@ export interface JobRecord {
   exitCode?: number;
   instanceSeconds?: number;
   costUsd?: number;
+  /** This attempt as billed (spot or not, and on-demand's price for the same seconds): a resumed batch sums attempts from it. */
+  attemptCost?: AttemptCost;
   /** 1 for the first attempt; retries after spot interruptions count up. */
   attempt?: number;
   /** The job this one retries. */

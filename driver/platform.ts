@@ -51,6 +51,11 @@ export interface Platform {
   /** Checks that need no cloud resource. Throws BadInputError. */
   preflight(spec: JobSpec, agentBundlePath: string): Promise<void>;
   computeState(instanceId: string, spec: JobSpec): Promise<ComputeState>;
+  /**
+   * When the compute's billing began (EC2's launch time), or undefined when the platform cannot say (the driver then
+   * counts from the end of `up`).
+   */
+  launchedAt(instanceId: string, spec: JobSpec): Promise<number | undefined>;
   /** The compute's prices with their source and date (driver/pricing.ts), or undefined when unknown. */
   prices(spec: JobSpec): Promise<JobPrices | undefined>;
   /** What `--dry-run` shows about the compute besides the spec and stack name. */
@@ -93,6 +98,9 @@ export const localPlatform: Platform = {
   },
   async computeState(instanceId) {
     return localJobAlive(instanceId) ? { alive: true } : { alive: false, reason: "instance-lost", detail: "the agent process has exited" };
+  },
+  async launchedAt() {
+    return undefined; // a local agent starts during `up`: its end is as near as anything
   },
   async prices() {
     return { instance: { usdPerHour: 0, source: "local (no charge)", asOf: new Date().toISOString() } };
@@ -212,6 +220,10 @@ export const awsPlatform: Platform = {
       return { alive: false, reason: spot ? "spot-interrupted" : "instance-lost", detail: instance ? `${state}${code ? ` (${code}: ${instance.StateReason?.Message ?? ""})` : ""}` : "instance not found" };
     }
     return { alive: true };
+  },
+  async launchedAt(instanceId, spec) {
+    const launched = (await describeCoalesced(spec.instance.region, instanceId))?.LaunchTime;
+    return launched ? launched.getTime() : undefined;
   },
   prices(spec) {
     return awsJobPrices(spec, ec2(spec.instance.region));

@@ -134,12 +134,14 @@ export async function awsJobPrices(spec: JobSpec, ec2: EC2Client): Promise<JobPr
       spotProblem = `no spot price (${errorMessage(err).split("\n")[0].slice(0, 160)})`;
     }
   }
+  const onDemand = await onDemandPrice(type, region);
   if (!instance) {
-    const onDemand = await onDemandPrice(type, region);
     // A spot job priced on demand: an upper bound, and said so.
     instance = onDemand && spotProblem ? { ...onDemand, note: [`${spotProblem}: the on-demand price, an upper bound`, onDemand.note].filter(Boolean).join("; ") } : onDemand;
   }
-  return instance ? { instance, volume: tableVolumePrice(rootVolumeGiB) } : undefined;
+  // A spot price carries the on-demand one beside it: what spot saved is reckoned against it.
+  const spotPriced = instance?.source === "spot-history";
+  return instance ? { instance, volume: tableVolumePrice(rootVolumeGiB), ...(spotPriced && onDemand ? { onDemand } : {}) } : undefined;
 }
 
 /** USD per hour of instance and volume together. */

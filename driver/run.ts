@@ -5,7 +5,7 @@
  * teardown. Retries after lost compute keep the subject's lease across attempts.
  */
 import { randomUUID } from "node:crypto";
-import type { Price } from "../job/pricing";
+import type { AttemptCost, Price, SpotAccount } from "../job/pricing";
 import { makeJobId } from "../job/layout";
 import { scrubSignatures, type JobSpec } from "../job/spec";
 import { errorMessage } from "../common/errors";
@@ -20,7 +20,7 @@ import { waitForCompletion } from "./wait";
 import { checkPresignedExpiry } from "../job/presigned";
 import { holdSubjectLease, type HeldLease } from "./lease";
 import { activeJobs, finishJob, launchJob, type Ending } from "./job-phases";
-import { failureOfError, isRetryable } from "./job-outcomes";
+import { failureOfError, isRetryable, withEarlierAttempts } from "./job-outcomes";
 export { isRetryable };
 
 /** skipped: a batch worker found the subject succeeded meanwhile (driver/batch.ts alreadySucceeded). */
@@ -49,6 +49,10 @@ export interface JobResult {
   costUsd?: number;
   /** The instance's price costUsd used (it adds the root volume), with its source and date (driver/pricing.ts). */
   price?: Price;
+  /** Every attempt's billed seconds and cost, first to last; costUsd above is their sum (each attempt is billed). */
+  attemptCosts?: AttemptCost[];
+  /** For spot or retried jobs: what spot saved against on-demand, and what the lost attempts cost. */
+  spot?: SpotAccount;
   /** Every attempt's job id, first to last (retries after lost instances add more). */
   attempts: string[];
 }
@@ -93,6 +97,7 @@ export async function runJobWithRetries(resolved: ResolvedJob, options: RunOptio
 async function attemptsOf(resolved: ResolvedJob, options: RunOptions & { lease: HeldLease }): Promise<JobResult> {
   const retries = options.retries ?? 0;
   const attempts: string[] = [];
+  let costs: AttemptCost[] = [];
   let spec = resolved.spec;
   for (let attempt = 1; ; attempt++) {
     const isLast = attempt > retries;
@@ -101,7 +106,8 @@ async function attemptsOf(resolved: ResolvedJob, options: RunOptions & { lease: 
       jobId: attempt === 1 ? spec.jobId : makeJobId(spec.subject),
       instance: { ...spec.instance, spot: resolved.spec.instance.spot && !(isLast && attempt > 1) },
     };
-    const result = await runJob({ ...resolved, spec: attemptSpec }, { ...options, attempt, retryOf: attempts[0] });
+    const result = withEarlierAttempts(costs, await runJob({ ...resolved, spec: attemptSpec }, { ...options, attempt, retryOf: attempts[0] }));
+    costs = result.attemptCosts ?? [];
     attempts.push(result.jobId);
     result.attempts = [...attempts];
     if (!isRetryable(result) || isLast || options.signal.aborted || options.lease.lost.aborted) return result;

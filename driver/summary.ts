@@ -2,7 +2,7 @@
 import { formatBytes, formatDuration } from "./progress";
 import type { JobRecord } from "./jobindex";
 import type { JobResult } from "./run";
-import type { Price } from "../job/pricing";
+import type { Price, SpotAccount } from "../job/pricing";
 
 export function formatCost(usd: number | undefined): string {
   if (usd === undefined) return "unknown";
@@ -49,10 +49,27 @@ export function jobSummary(result: JobResult & { price?: Price }): string {
   lines.push(`  driver:   ${["create", "up", "wait", "destroy", "total"].filter((k) => d[k] !== undefined).map((k) => `${k} ${d[k]}s`).join(", ")}`);
   if (result.instanceSeconds !== undefined) {
     const price = result.price ? ` at ${formatRate(result.price.usdPerHour)} (${formatPrice(result.price)})` : "";
-    lines.push(`  instance: ${result.instanceSeconds}s (billed ${result.billedSeconds}s)${price}, estimated cost ${formatCost(result.costUsd)}`);
+    const all = result.attempts.length > 1 ? ` (all ${result.attempts.length} attempts)` : "";
+    lines.push(`  instance: ${result.instanceSeconds}s (billed ${result.billedSeconds}s)${price}, estimated cost ${formatCost(result.costUsd)}${all}`);
   }
-  if (result.attempts.length > 1) lines.push(`  attempts: ${result.attempts.join(", ")}`);
+  if (result.spot) lines.push(`  ${spotLine(result.spot)}`);
+  if (result.attempts.length > 1) {
+    const costOf = new Map((result.attemptCosts ?? []).map((a) => [a.jobId, a]));
+    const described = result.attempts.map((id) => {
+      const a = costOf.get(id);
+      return a ? `${id} (${[a.spot ? "spot" : "on-demand", a.costUsd === undefined ? undefined : formatCost(a.costUsd), a.reason].filter(Boolean).join(", ")})` : id;
+    });
+    lines.push(`  attempts: ${described.join(", ")}`);
+  }
   return lines.join("\n") + "\n";
+}
+
+/** What spot saved and what lost attempts cost, in a line: the bill's other half for spot and retried jobs. */
+export function spotLine(spot: SpotAccount): string {
+  const parts = [`spot saved ${formatCost(spot.savedUsd)} against on-demand prices`];
+  if (spot.lostAttempts > 0) parts.push(`${spot.lostAttempts} lost attempt${spot.lostAttempts === 1 ? "" : "s"} cost ${formatCost(spot.interruptionsUsd)} (included in the cost)`);
+  if (spot.netSavedUsd !== undefined) parts.push(spot.netSavedUsd >= 0 ? `net ${formatCost(spot.netSavedUsd)} below one on-demand run` : `net ${formatCost(-spot.netSavedUsd)} above one on-demand run`);
+  return parts.join("; ");
 }
 
 /** A fixed-width text table. */

@@ -27,6 +27,8 @@ export interface VolumePrice {
 export interface JobPrices {
   instance: Price;
   volume?: VolumePrice;
+  /** A spot job's on-demand price for the same type: what spot saved is measured against it. */
+  onDemand?: Price;
 }
 
 /** AWS bills Linux instances (and EBS volumes) per second, with a minimum of 60 s. */
@@ -57,6 +59,47 @@ export function attemptCostUsd(seconds: number, prices: JobPrices): number {
 /** A retried job is billed for every attempt, each with its own minimum (a spot attempt at its own price). */
 export function attemptsCostUsd(attempts: ReadonlyArray<{ seconds: number; prices: JobPrices }>): number {
   return roundUsd(attempts.reduce((sum, a) => sum + attemptCostUsd(a.seconds, a.prices), 0));
+}
+
+/** One attempt of a job as billed: spot or not, its seconds and cost, and for spot what on-demand would have cost. */
+export interface AttemptCost {
+  jobId: string;
+  spot: boolean;
+  billedSeconds?: number;
+  costUsd?: number;
+  /** The same seconds at the on-demand price (spot attempts whose on-demand price is known). */
+  onDemandUsd?: number;
+  /** Why the attempt ended without success (a retried attempt: spot-interrupted, instance-lost, ...). */
+  reason?: string;
+}
+
+/**
+ * What spot (and retries) did to a job's bill. `savedUsd`: spot attempts' on-demand cost less their spot cost.
+ * `interruptionsUsd`: every attempt before the last, paid in full and lost. `netSavedUsd`: one on-demand run of the
+ * last attempt's seconds less everything paid — negative when interruptions cost more than spot saved.
+ */
+export interface SpotAccount {
+  savedUsd: number;
+  interruptionsUsd: number;
+  lostAttempts: number;
+  netSavedUsd?: number;
+}
+
+/** Undefined for a job that neither ran on spot nor was retried: nothing to account for. */
+export function spotAccount(attempts: readonly AttemptCost[]): SpotAccount | undefined {
+  if (attempts.length === 0 || (attempts.length === 1 && !attempts[0].spot)) return undefined;
+  const savedUsd = attempts.filter((a) => a.spot && a.onDemandUsd !== undefined && a.costUsd !== undefined).reduce((sum, a) => sum + (a.onDemandUsd! - a.costUsd!), 0);
+  const lost = attempts.slice(0, -1);
+  const interruptionsUsd = lost.reduce((sum, a) => sum + (a.costUsd ?? 0), 0);
+  const last = attempts[attempts.length - 1];
+  const lastOnDemand = last.spot ? last.onDemandUsd : last.costUsd;
+  const paid = attempts.every((a) => a.costUsd !== undefined) ? attempts.reduce((sum, a) => sum + a.costUsd!, 0) : undefined;
+  return {
+    savedUsd: roundUsd(savedUsd),
+    interruptionsUsd: roundUsd(interruptionsUsd),
+    lostAttempts: lost.length,
+    ...(lastOnDemand !== undefined && paid !== undefined ? { netSavedUsd: roundUsd(lastOnDemand - paid) } : {}),
+  };
 }
 
 /** Prices for a flat `--price-per-hour`: it covers instance and volume. */

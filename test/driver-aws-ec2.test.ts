@@ -127,6 +127,19 @@ describe("driver: EC2 paths against moto EC2", function () {
     expect(prices!.instance.source).to.equal("spot-history");
     expect(Date.parse(prices!.instance.asOf)).to.not.be.NaN;
     expect(prices!.volume).to.include({ gib: 50, usdPerGibMonth: 0.08, source: "built-in table" });
+    // What spot saved is reckoned against the same type's on-demand price, carried beside it; on demand carries none.
+    expect(prices!.onDemand?.usdPerHour).to.equal(0.096);
+    expect((await awsPlatform.prices(spec("us-east-1")))!.onDemand).to.equal(undefined);
+  });
+
+  it("says when an instance was launched (billing counts from there), and nothing for an unknown one", async () => {
+    const before = Date.now();
+    const id = await launch("us-east-1", "job-launch-time");
+    const launchedAt = await awsPlatform.launchedAt(id, spec("us-east-1"));
+    expect(launchedAt).to.be.a("number");
+    // moto stamps LaunchTime in whole seconds at the launch
+    expect(launchedAt!).to.be.within(before - 2000, Date.now() + 1000);
+    expect(await awsPlatform.launchedAt("i-0123456789abcdef0", spec("us-east-1"))).to.equal(undefined);
   });
 
   it("gc --aws finds tagged instances no live job owns in every recorded region, and skips owned ones", async () => {

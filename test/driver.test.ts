@@ -240,6 +240,17 @@ describe("driver: summaries a terminal can trust", () => {
     expect(jobSummary({ ...base, provenanceUrl: "s3://lab/results/_cloudcompute/job/provenance.json" })).to.include("  provenance: s3://lab/results/_cloudcompute/job/provenance.json (image digest");
   });
 
+  it("says what a retried spot job's attempts cost each, and what spot saved net of the lost one", () => {
+    const text = jobSummary({
+      ...base, outcome: "succeeded", reason: undefined, attempts: ["job-a", "job-b"], instanceSeconds: 600, billedSeconds: 603, costUsd: 0.1336,
+      attemptCosts: [{ jobId: "job-a", spot: true, costUsd: 0.005, onDemandUsd: 0.0128, reason: "spot-interrupted" }, { jobId: "job-b", spot: false, costUsd: 0.1286 }],
+      spot: { savedUsd: 0.0078, interruptionsUsd: 0.005, lostAttempts: 1, netSavedUsd: -0.005 },
+    });
+    expect(text).to.include("estimated cost $0.13 (all 2 attempts)");
+    expect(text).to.include("spot saved $0.0078 against on-demand prices; 1 lost attempt cost $0.0050 (included in the cost); net $0.0050 above one on-demand run");
+    expect(text).to.include("attempts: job-a (spot, $0.0050, spot-interrupted), job-b (on-demand, $0.13)");
+  });
+
   it("never presents the subject's results folder as a failed job's output", () => {
     expect(jobSummary(base)).to.include("results:  none from this job (s3://lab/results/sub-01/ is not its output; its 2 partial output(s) are in the job's area)");
     expect(jobSummary({ ...base, outcome: "succeeded", reason: undefined, outputs: { count: 3, bytes: 2048, partial: false } })).to.include("results:  s3://lab/results/sub-01/ (3 objects");

@@ -157,7 +157,7 @@ describe("driver recovery end to end (real Pulumi engine, moto, real agent)", fu
         release("sub-retried");
         return first;
       })();
-      const res = await sandbox.run(["--config", config, "--subject", "sub-retried", "--retries", "1", "--json"], {
+      const res = await sandbox.run(["--config", config, "--subject", "sub-retried", "--retries", "1", "--price-per-hour", "3.6", "--json"], {
         extraEnv: { CLOUDCOMPUTE_IMDS_ENDPOINT: imds.endpoint, CLOUDCOMPUTE_SPOT_POLL_MS: "300" },
       });
       const first = await watcher;
@@ -170,6 +170,14 @@ describe("driver recovery end to end (real Pulumi engine, moto, real agent)", fu
       expect(firstRecord.reason).to.equal("spot-interrupted");
       expect(records().find((r) => r.jobId === result.jobId)?.retryOf).to.equal(first.jobId);
       for (const jobId of result.attempts) expectNothingLeft(jobId);
+      // Both attempts are billed ($0.001 a second here): the job's cost is their sum, the lost one's cost said apart.
+      const [lost, last] = result.attemptCosts!;
+      expect([lost.jobId, last.jobId]).to.deep.equal(result.attempts);
+      expect(lost.reason).to.equal("spot-interrupted");
+      expect(lost.costUsd).to.be.greaterThan(0);
+      expect(firstRecord.attemptCost?.costUsd, "the lost attempt's record keeps its cost").to.equal(lost.costUsd);
+      expect(result.costUsd).to.be.closeTo(lost.costUsd! + last.costUsd!, 1e-9);
+      expect(result.spot).to.include({ lostAttempts: 1, interruptionsUsd: lost.costUsd });
     } finally {
       await imds.close();
     }

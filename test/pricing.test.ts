@@ -9,7 +9,10 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { attemptCostUsd, attemptsCostUsd, billedSeconds, estimateCost, parseOnDemandPriceList, tableVolumePrice, type JobPrices } from "../job/pricing";
+import { attemptCostUsd, attemptsCostUsd, billedSeconds, estimateCost, parseOnDemandPriceList, spotAccount, tableVolumePrice, type JobPrices } from "../job/pricing";
+import { withEarlierAttempts } from "../driver/job-outcomes";
+import { billingStart } from "../driver/job-phases";
+import type { JobResult } from "../driver/run";
 import { PRICE_TABLE } from "../job/price-table";
 import { forgetPriceLookups, onDemandPrice, priceCacheFile } from "../driver/pricing";
 
@@ -60,6 +63,40 @@ describe("pricing: billing arithmetic (per second, 60 s minimum)", () => {
     const retried = attemptsCostUsd([{ seconds: 30, prices: spot }, { seconds: 603, prices: onDemand(0.768) }]);
     expect(retried).to.equal(0.005 + 0.1286);
     expect(retried).to.be.greaterThan(attemptCostUsd(603, onDemand(0.768)));
+  });
+
+  it("accounts for spot: what it saved against on-demand, what lost attempts cost, and the net against one on-demand run", () => {
+    // One spot attempt of 603 s: $0.0503 at spot, $0.1286 at on-demand.
+    const once = spotAccount([{ jobId: "a", spot: true, billedSeconds: 603, costUsd: 0.0503, onDemandUsd: 0.1286 }]);
+    expect(once).to.deep.equal({ savedUsd: 0.0783, interruptionsUsd: 0, lostAttempts: 0, netSavedUsd: 0.0783 });
+    // Interrupted after 30 s (billed 60 s: $0.005 at spot, $0.0128 on demand), then on demand for 603 s: spot saved
+    // $0.0078 on the lost attempt, which cost $0.005, and the whole bill is $0.005 above one on-demand run.
+    const retried = spotAccount([
+      { jobId: "a", spot: true, billedSeconds: 60, costUsd: 0.005, onDemandUsd: 0.0128, reason: "spot-interrupted" },
+      { jobId: "b", spot: false, billedSeconds: 603, costUsd: 0.1286 },
+    ]);
+    expect(retried).to.deep.equal({ savedUsd: 0.0078, interruptionsUsd: 0.005, lostAttempts: 1, netSavedUsd: -0.005 });
+    // On demand, once: nothing to account for. A spot attempt without a known on-demand price: no net, no saving claimed.
+    expect(spotAccount([{ jobId: "a", spot: false, costUsd: 0.1286 }])).to.equal(undefined);
+    expect(spotAccount([{ jobId: "a", spot: true, costUsd: 0.0503 }])).to.deep.equal({ savedUsd: 0, interruptionsUsd: 0, lostAttempts: 0 });
+  });
+
+  it("folds every earlier attempt into a retried job's cost", () => {
+    const last = { jobId: "b", subject: "s", platform: "aws", outcome: "succeeded", exitCode: 0, message: "", resultsUrl: "", markerUrl: "", logUrl: "", timings: { driver: {}, agent: {} }, attempts: ["a", "b"], costUsd: 0.1286, attemptCosts: [{ jobId: "b", spot: false, billedSeconds: 603, costUsd: 0.1286 }] } as JobResult;
+    const folded = withEarlierAttempts([{ jobId: "a", spot: true, billedSeconds: 60, costUsd: 0.005, onDemandUsd: 0.0128, reason: "spot-interrupted" }], last);
+    expect(folded.costUsd).to.equal(0.1336);
+    expect(folded.attemptCosts!.map((a) => a.jobId)).to.deep.equal(["a", "b"]);
+    expect(folded.spot).to.include({ interruptionsUsd: 0.005, lostAttempts: 1, netSavedUsd: -0.005 });
+    // An attempt whose cost is unknown leaves the total unknown rather than too low.
+    expect(withEarlierAttempts([{ jobId: "a", spot: false }], last).costUsd).to.equal(undefined);
+    expect(withEarlierAttempts([], last)).to.equal(last);
+  });
+
+  it("bills from the instance's launch, kept within the up that launched it", () => {
+    expect(billingStart(1_000_500, 1_000_000, 1_060_000)).to.equal(1_000_500);
+    expect(billingStart(999_000, 1_000_000, 1_060_000), "a clock behind ours").to.equal(1_000_000);
+    expect(billingStart(1_070_000, 1_000_000, 1_060_000), "a clock ahead of ours").to.equal(1_060_000);
+    expect(billingStart(undefined, 1_000_000, 1_060_000)).to.equal(undefined);
   });
 
   it("estimates M minutes per subject, instance and volume, times the subjects", () => {
