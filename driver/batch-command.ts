@@ -19,6 +19,7 @@ import { redactUrl } from "../job/spec";
 import { capacityFor } from "./quota-reads";
 import { planConcurrency, quotaWarnings } from "./quotas";
 import { batchKey } from "./batch-resume";
+import { choiceLine } from "./instance-type-auto";
 
 /** Jobs in flight when --concurrency is not given (capped to what the account's quotas fit). */
 
@@ -46,6 +47,22 @@ export function printWarnings(lines: Iterable<string>, seen = new Set<string>())
   }
 }
 
+/** What to say about a resolved job before it runs: its warnings, and which type `--instance-type auto` chose and why. */
+export function printJobNotes(resolved: ResolvedJob, seen = new Set<string>()): void {
+  printWarnings(resolved.warnings, seen);
+  if (resolved.instanceTypeChoice) process.stderr.write(`${choiceLine(resolved.instanceTypeChoice)}\n`);
+}
+
+/** The workers' flags with the instance type auto chose in place of auto (they never choose again, nor differently). */
+export function withChosenType(workerArgs: readonly string[], chosen: string): string[] {
+  const args: string[] = [];
+  for (let i = 0; i < workerArgs.length; i++) {
+    if (workerArgs[i] === "--instance-type") i++;
+    else args.push(workerArgs[i]);
+  }
+  return [...args, "--instance-type", chosen];
+}
+
 /** Inputs elsewhere than the instance are refused unless allowed; the local platform reads from this machine, whatever its region. */
 export async function checkRegions(resolved: ResolvedJob, cache: RegionCache): Promise<string[]> {
   if (resolved.platform !== "aws") return [];
@@ -71,10 +88,18 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
   // With an NDA package the workers read the credentials from the environment too (keepEnv); each worker asks for its
   // own URLs just before staging (they expire), so here they are asked for only to show them in a dry run.
   const nda: PackageOptions = { keepEnv: true, presign: Boolean(argv["dry-run"]) };
-  for (const subject of list.subjects) jobs.push(await resolveSubject(flags, list, subject, file, signer, nda));
+  // --instance-type auto is chosen once, with the first subject, for the whole batch.
+  let jobFlags = flags;
+  for (const subject of list.subjects) {
+    const job = await resolveSubject(jobFlags, list, subject, file, signer, nda);
+    if (job.instanceTypeChoice) jobFlags = { ...flags, instanceType: job.instanceTypeChoice.chosen, timeBudget: undefined };
+    jobs.push(job);
+  }
+  const choice = jobs[0].instanceTypeChoice;
+  const workerArgs = choice ? withChosenType(options.workerArgs, choice.chosen) : options.workerArgs;
   checkDistinctFolders(list.subjects, jobs[0].spec.outputs.layout);
   const seen = new Set<string>();
-  for (const job of jobs) printWarnings(job.warnings, seen);
+  for (const job of jobs) printJobNotes(job, seen);
   // Shown by column: `input` (the first input) and `input.NAME`, as the subjects file's header names them.
   const byColumn = (urls: Record<string, string>) => Object.fromEntries(Object.entries(urls).map(([name, url]) => [name === "" ? "input" : `input.${name}`, url]));
   const subjectInputs = Object.keys(list.inputs).length > 0 ? Object.fromEntries(Object.entries(list.inputs).map(([subject, urls]) => [subject, byColumn(urls)])) : undefined;
@@ -94,10 +119,9 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
     // A row's https URL is presigned: printed without its signature, as the jobs' specs print it.
     const shown = subjectInputs && Object.fromEntries(Object.entries(subjectInputs).map(([subject, urls]) => [subject, Object.fromEntries(Object.entries(urls).map(([name, url]) => [name, redactUrl(url)]))]));
     // One instance type and region for every job: one price, times the subjects.
-    const minutes = argv["expected-minutes"] as number | undefined;
-    const estimate = minutes === undefined ? undefined : await estimateFor(jobs[0], minutes, { pricePerHour: argv["price-per-hour"] as number | undefined, subjects: jobs.length });
+    const estimate = await estimateFor(jobs[0], { expectedMinutes: argv["expected-minutes"] as number | undefined, pricePerHour: argv["price-per-hour"] as number | undefined, subjects: jobs.length });
     if (estimate) process.stderr.write(`${estimateLine(estimate)}\n`);
-    options.printJson({ dryRun: true, subjects: list.subjects, ...(selection ? { excluded: selection.excluded } : {}), ...(shown ? { subjectInputs: shown } : {}), quotas: { ...capacity, plan }, ...(estimate ? { estimate } : {}), jobs: jobs.map(dryRun) });
+    options.printJson({ dryRun: true, subjects: list.subjects, ...(selection ? { excluded: selection.excluded } : {}), ...(shown ? { subjectInputs: shown } : {}), quotas: { ...capacity, plan }, ...(choice ? { instanceTypeChoice: choice } : {}), ...(estimate ? { estimate } : {}), jobs: jobs.map(dryRun) });
     return 0;
   }
   for (const job of jobs) printWarnings(await checkRegions(job, cache), seen);
@@ -112,11 +136,11 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
     rerun,
     pricePerHour: argv["price-per-hour"] as number | undefined,
     json: Boolean(argv.json),
-    workerArgs: options.workerArgs,
+    workerArgs,
     subjectArgs,
     signal: options.signal(),
   });
   process.stderr.write(batchTable(result));
-  if (argv.json) options.printJson(result);
+  if (argv.json) options.printJson(choice ? { ...result, instanceTypeChoice: choice } : result);
   return result.exitCode;
 }

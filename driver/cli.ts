@@ -21,7 +21,6 @@ const batchCommand = () => require("./batch-command") as typeof import("./batch-
 const commands = () => require("./commands") as typeof import("./commands");
 const inspect = () => require("./inspect") as typeof import("./inspect");
 
-
 /** A key's flag as yargs declares it; its help says the default and the key it overrides. */
 function keyOption(entry: ConfigKey): Options {
   const { form, choices } = entry.flag;
@@ -46,7 +45,8 @@ const RUN_OPTIONS = {
   json: { type: "boolean", default: false, describe: "Print one JSON result on stdout (progress stays on stderr); a batch prints one JSON event per line, its result last" },
   retries: { type: "number", default: 0, describe: "Retry a spot-interrupted job, or one whose instance EC2 lost (Server.* reasons); never other failures. The last retry is on-demand" },
   "price-per-hour": { type: "number", describe: "USD/hour for the cost estimate instead of the built-in on-demand/spot price" },
-  "expected-minutes": { type: "number", describe: "With --dry-run: estimate the cost if each job runs this many minutes (instance and volume, as AWS bills them), with the price's source and date" },
+  "expected-minutes": { type: "number", describe: "With --dry-run: estimate the cost if each job runs this many minutes (instance and volume, as AWS bills them), with the price's source and date; without it the estimate uses a comparison's measured time for the instance type, if there is one" },
+  "time-budget": { type: "number", describe: "With --instance-type auto (and needed by it): the minutes a job may take; auto picks the cheapest type the latest comparison (run --compare) saw finish within them" },
   verbose: { type: "boolean", default: false, describe: "Show the Pulumi engine's output" },
   "subjects-file": { type: "string", describe: "Batch: run one job per subject listed in this file (one per line or first column; a CSV header subject,input[,input.NAME] gives per-subject input URLs)" },
   "all-subjects": { type: "boolean", describe: "Batch: every subject the manifest (or --nda-package's) holds a file for (with --data-type/--session/--pick); the others are listed with the reason" },
@@ -141,7 +141,6 @@ function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, process.stdout.isTTY ? 2 : undefined) + "\n");
 }
 
-/** Run flags are checked whether or not the mode they belong to is in use: a typo must not pass silently. */
 /**
  * What the user typed for a number flag: yargs has already turned "abc" into NaN, which says nothing. Read from the
  * command line (`--flag X` or `--flag=X`); a batch worker's flags come from its environment, so NaN stays there.
@@ -155,6 +154,7 @@ function typedValue(flag: string, value: unknown, args: readonly string[] = proc
   return String(value);
 }
 
+/** Run flags are checked whether or not the mode they belong to is in use: a typo must not pass silently. */
 function checkRunFlags(argv: Record<string, unknown>): void {
   for (const [flag, option] of Object.entries(SPEC_OPTIONS)) {
     const value = argv[flag];
@@ -180,10 +180,11 @@ function checkRunFlags(argv: Record<string, unknown>): void {
   if (price !== undefined && (typeof price !== "number" || !Number.isFinite(price) || price < 0)) {
     throw new BadInputError(`--price-per-hour ${typedValue("price-per-hour", price)}: expected USD per hour, a number >= 0`);
   }
-  const minutes = argv["expected-minutes"];
-  if (minutes !== undefined && (typeof minutes !== "number" || !Number.isFinite(minutes) || minutes <= 0)) {
-    throw new BadInputError(`--expected-minutes ${typedValue("expected-minutes", minutes)}: expected minutes, a number > 0`);
+  for (const flag of ["expected-minutes", "time-budget"]) {
+    const value = argv[flag];
+    if (value !== undefined && (typeof value !== "number" || !Number.isFinite(value) || value <= 0)) throw new BadInputError(`--${flag} ${typedValue(flag, value)}: expected minutes, a number > 0`);
   }
+  const minutes = argv["expected-minutes"];
   if (minutes !== undefined && !argv["dry-run"]) throw new BadInputError("--expected-minutes is for --dry-run's cost estimate: add --dry-run");
   for (const flag of ALL_KEYS.filter((entry) => entry.flag.form === "number").map((entry) => entry.flag.name)) {
     const value = argv[flag];
@@ -209,7 +210,7 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   }
   const { resolvePackageJob } = require("./nda-package") as typeof import("./nda-package");
   const { inputSignerFor } = require("./input-signing") as typeof import("./input-signing");
-  const { checkRegions, printWarnings } = batchCommand();
+  const { checkRegions, printJobNotes, printWarnings } = batchCommand();
   const { RegionCache } = require("./regions") as typeof import("./regions");
   const { dryRun, runJobWithRetries } = runModule();
   const { jobSummary } = require("./summary") as typeof import("./summary");
@@ -220,7 +221,7 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   const rowInputs = argv[SUBJECT_INPUTS_FLAG] === undefined ? undefined : (JSON.parse(String(argv[SUBJECT_INPUTS_FLAG])) as { urls: Record<string, string>; where: string });
   const extra = rowInputs ? { inputOverrides: rowInputs } : {};
   const resolved = await resolvePackageJob(flags, {}, extra, await inputSignerFor(flags));
-  printWarnings(resolved.warnings);
+  printJobNotes(resolved);
   // A batch's parent checked every subject's regions (one lookup per bucket) before starting its workers.
   if (!argv["dry-run"] && process.env.CLOUDCOMPUTE_WORKER !== "1") printWarnings(await checkRegions(resolved, new RegionCache()));
   // Quotas before anything exists (aws): a job that cannot fit is refused, an unreadable quota only warned about. A
@@ -233,11 +234,11 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   if (argv["dry-run"]) {
     const secrets = secretsPassphraseProblem(resolved.spec, backendUrl(resolved.backend));
     if (secrets) printWarnings([`without --dry-run this job would be refused (exit 2): ${secrets}`]);
-    const minutes = argv["expected-minutes"] as number | undefined;
     const { estimateFor, estimateLine } = require("./dry-run") as typeof import("./dry-run");
-    const estimate = minutes === undefined ? undefined : await estimateFor(resolved, minutes, { pricePerHour: argv["price-per-hour"] as number | undefined });
+    const estimate = await estimateFor(resolved, { expectedMinutes: argv["expected-minutes"] as number | undefined, pricePerHour: argv["price-per-hour"] as number | undefined });
     if (estimate) process.stderr.write(`${estimateLine(estimate)}\n`);
-    const rendered: Record<string, unknown> = { ...dryRun(resolved), quotas, ...(estimate ? { estimate } : {}) };
+    const { instanceTypeChoice } = resolved;
+    const rendered: Record<string, unknown> = { ...dryRun(resolved), quotas, ...(instanceTypeChoice ? { instanceTypeChoice } : {}), ...(estimate ? { estimate } : {}) };
     if (json) printJson(rendered);
     else {
       const { userData, ...rest } = rendered;
@@ -255,7 +256,7 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
     freshInputs: async () => (await resolvePackageJob(flags, {}, extra, await inputSignerFor(flags))).spec.inputs,
   });
   process.stderr.write(jobSummary(result));
-  if (json) printJson(result);
+  if (json) printJson(resolved.instanceTypeChoice ? { ...result, instanceTypeChoice: resolved.instanceTypeChoice } : result);
   return result.exitCode;
 }
 

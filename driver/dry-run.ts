@@ -6,7 +6,9 @@ import type { ResolvedJob } from "./options";
 import { platformNamed } from "./platform";
 import { stagedSpec } from "./preflight";
 import { formatCost, formatPrice, formatRate } from "./summary";
-import { estimateCost, flatPrices, type Estimate } from "../job/pricing";
+import { estimateCost, estimateForSeconds, flatPrices, type Estimate } from "../job/pricing";
+import { comparisonKey } from "../job/comparison";
+import { comparisonsFor } from "./comparisons";
 
 /** `--dry-run`: everything the job would be, nothing created. */
 export function dryRun(resolved: ResolvedJob): Record<string, unknown> {
@@ -28,23 +30,50 @@ export function dryRun(resolved: ResolvedJob): Record<string, unknown> {
   };
 }
 
+/** What a dry run's estimate is asked for: `--expected-minutes` (else a comparison's measure), `--price-per-hour`, a batch's subjects. */
+export interface EstimateRequest {
+  expectedMinutes?: number;
+  pricePerHour?: number;
+  subjects?: number;
+}
+
+/** The newest comparison's measured run of the job's own instance type (succeeded), for its image, command, platform and region. */
+export function measuredRun(resolved: ResolvedJob): { comparisonId: string; createdAt: string; measuredSeconds: number } | undefined {
+  const { spec } = resolved;
+  for (const comparison of comparisonsFor(comparisonKey(spec.container.image, spec.container.command), { platform: resolved.platform, region: spec.instance.region })) {
+    const run = comparison.types.find((t) => t.instanceType === spec.instance.type && t.outcome === "succeeded" && (t.billedSeconds ?? t.instanceSeconds) !== undefined);
+    if (run) return { comparisonId: comparison.comparisonId, createdAt: comparison.createdAt, measuredSeconds: (run.billedSeconds ?? run.instanceSeconds)! };
+  }
+  return undefined;
+}
+
 /**
- * `--expected-minutes` with `--dry-run`: what the job (times `subjects`, for a batch) would cost if it ran that long,
- * at the prices a finished job is charged at (or `--price-per-hour`), with their source and date.
+ * `--dry-run`'s estimate: what the job (times `subjects`, for a batch) would cost, at the prices a finished job is
+ * charged at (or `--price-per-hour`), with their source and date, for the seconds a comparison measured on this
+ * instance type — or `--expected-minutes`, which wins when given. Undefined when neither says how long it runs.
  */
-export async function estimateFor(resolved: ResolvedJob, minutes: number, options: { pricePerHour?: number; subjects?: number } = {}): Promise<Estimate | { unknown: string }> {
+export async function estimateFor(resolved: ResolvedJob, request: EstimateRequest = {}): Promise<Estimate | { unknown: string } | undefined> {
+  const measured = measuredRun(resolved);
+  if (request.expectedMinutes === undefined && !measured) return undefined;
   const platform = platformNamed(resolved.platform);
-  const prices = options.pricePerHour !== undefined ? flatPrices(options.pricePerHour) : await platform.prices(resolved.spec).catch(() => undefined);
+  const prices = request.pricePerHour !== undefined ? flatPrices(request.pricePerHour) : await platform.prices(resolved.spec).catch(() => undefined);
   if (!prices) return { unknown: `no price known for ${resolved.spec.instance.type} in ${resolved.spec.instance.region}: give --price-per-hour` };
-  return estimateCost(minutes, prices, options.subjects);
+  const subjects = request.subjects ?? 1;
+  if (request.expectedMinutes !== undefined) return estimateCost(request.expectedMinutes, prices, subjects, { kind: "expected-minutes", ...(measured ? { overrides: measured } : {}) });
+  return estimateForSeconds(measured!.measuredSeconds, prices, subjects, { kind: "comparison", instanceType: resolved.spec.instance.type, ...measured! });
 }
 
 /** The estimate as one line for the terminal. */
 export function estimateLine(estimate: Estimate | { unknown: string }): string {
   if ("unknown" in estimate) return `estimate: ${estimate.unknown}`;
-  const { instance, volume } = estimate;
+  const { instance, volume, basis } = estimate;
   const parts = [`instance ${formatCost(instance.usd)} at ${formatRate(instance.usdPerHour)} (${formatPrice(instance)})`];
   if (volume) parts.push(`${volume.gib} GiB gp3 ${formatCost(volume.usd)} (${formatPrice(volume)})`);
   const batch = estimate.subjects > 1 ? `; ${estimate.subjects} subjects ${formatCost(estimate.totalUsd)}` : "";
-  return `estimate: ${formatCost(estimate.perSubjectUsd)} per subject for ${estimate.expectedMinutes} min: ${parts.join(" + ")}${batch}`;
+  const running =
+    basis.kind === "comparison"
+      ? `${basis.measuredSeconds} s as measured on ${basis.instanceType} (from comparison ${basis.comparisonId} of ${basis.createdAt})`
+      : `${estimate.expectedMinutes} min`;
+  const overridden = basis.kind === "expected-minutes" && basis.overrides ? `; --expected-minutes wins over comparison ${basis.overrides.comparisonId} of ${basis.overrides.createdAt} (measured ${basis.overrides.measuredSeconds} s)` : "";
+  return `estimate: ${formatCost(estimate.perSubjectUsd)} per subject for ${running}: ${parts.join(" + ")}${batch}${overridden}`;
 }

@@ -16,6 +16,10 @@ import type { PlatformName } from "./platform";
 import { checkPresignedExpiry } from "../job/presigned";
 import { checkNamedSubject } from "../job/input-templates";
 import { archiveKindFor } from "../job/input-file";
+import { autoBudget, resolveAutoInstanceType, type InstanceTypeChoice } from "./instance-type-auto";
+
+/** Holds `--instance-type auto`'s place while the rest of the spec is read; replaced by the choice before anyone sees it. */
+const PROVISIONAL_INSTANCE_TYPE = "auto0.provisional";
 
 /**
  * The job-describing flags every run command (single job or batch) accepts, by the camelCase names yargs gives them
@@ -151,6 +155,8 @@ export interface ResolvedJob {
   leaseSeconds: number;
   /** Lines to print before the job starts (e.g. a presigned URL that does not say when it expires). */
   warnings: string[];
+  /** `--instance-type auto`: the type chosen, from which comparison (spec.instance.type holds the type). */
+  instanceTypeChoice?: InstanceTypeChoice;
 }
 
 /** What an NDA package (driver/nda-package.ts) gives the reading of the config: its own manifest. */
@@ -176,10 +182,14 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date(), extra: Reso
   let spec: JobSpec;
   let platform: PlatformName;
   let agentBundle: string | undefined;
+  let instanceTypeChoice: InstanceTypeChoice | undefined;
   try {
     checkConfigKeys(file.keys);
     const base = manifestBase(flags, file);
     const overrides = flagOverrides(flags);
+    const typeKey = "cloudcompute:instanceType";
+    const budget = autoBudget(overrides[typeKey] ?? file.lookup(typeKey), flags.timeBudget);
+    if (budget !== undefined) overrides[typeKey] = PROVISIONAL_INSTANCE_TYPE;
     // The package's own manifest (driver/nda-package.ts) stands in for --manifest when none is given.
     const packaged = extra.packageManifest;
     if (packaged && overrides[SOURCE_KEYS.manifest.key] === undefined && file.lookup(SOURCE_KEYS.manifest.key) === undefined) overrides[SOURCE_KEYS.manifest.key] = packaged.name;
@@ -188,6 +198,10 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date(), extra: Reso
     const platformFlag = deployFlag(flags, DEPLOY_KEYS.platform);
     const deploy = deployConfigFromConfig((key) => (key === DEPLOY_KEYS.platform.key ? platformFlag : undefined) ?? lookup(key));
     platform = deploy.platform;
+    if (budget !== undefined) {
+      instanceTypeChoice = resolveAutoInstanceType({ image: spec.container.image, command: spec.container.command, platform, region: spec.instance.region }, budget);
+      spec = parseJobSpec({ ...spec, instance: { ...spec.instance, type: instanceTypeChoice.chosen } }, "--instance-type auto");
+    }
     checkPlatformSupport(spec, platform);
     // What the stack program would refuse during `up` (a GPU on a type without one), refused before anything exists.
     if (platform === "aws") {
@@ -213,7 +227,7 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date(), extra: Reso
   if (expiry.problems.length > 0) throw new BadInputError(`presigned input(s) would expire before the job could end:\n  ${expiry.problems.join("\n  ")}`);
   // A bundle path from the file is relative to the file.
   const agentBundlePath = agentBundle ? path.resolve(file.path ? path.dirname(file.path) : process.cwd(), agentBundle) : defaultAgentBundlePath();
-  return { spec, platform, agentBundlePath, backend: deployFlag(flags, DEPLOY_KEYS.backend) ?? file.lookup(DEPLOY_KEYS.backend.key), configPath: file.path, warnings: [...expiry.warnings, ...ndaBucketWarnings(spec, platform)], ...accessOptions(flags, file) };
+  return { spec, platform, agentBundlePath, backend: deployFlag(flags, DEPLOY_KEYS.backend) ?? file.lookup(DEPLOY_KEYS.backend.key), configPath: file.path, warnings: [...expiry.warnings, ...ndaBucketWarnings(spec, platform)], ...accessOptions(flags, file), ...(instanceTypeChoice ? { instanceTypeChoice } : {}) };
 }
 
 /**

@@ -149,8 +149,8 @@ export const CONFIG_KEYS: readonly (ConfigKey & { specPath: readonly string[] })
   },
   {
     key: "cloudcompute:instanceType", specPath: ["instance", "type"], kind: "string", required: true,
-    expected: "an EC2 instance type such as m5.4xlarge",
-    help: "EC2 instance type (Graviton types get arm64 AMIs)",
+    expected: "an EC2 instance type such as m5.4xlarge, or auto (driver only, with --time-budget)",
+    help: "EC2 instance type (Graviton types get arm64 AMIs); auto: the cheapest per subject that the latest comparison (run --compare) saw finish within --time-budget MINUTES, for the same image, command, platform and region",
     flag: { name: "instance-type", form: "text" },
   },
   {

@@ -63,6 +63,10 @@ export function specFromConfig(get: ConfigLookup, overrides: Readonly<Record<str
   const draft: Record<string, unknown> = { apiVersion: API_VERSION };
   const subject = JobSpec.shape.subject.safeParse(lookup("cloudcompute:subject") ?? "");
   const manifestPath = lookup(SOURCE_KEYS.manifest.key);
+  if (lookup("cloudcompute:instanceType")?.trim() === "auto") {
+    // The driver replaces auto before it gets here; pulumi up has no comparisons to choose from.
+    problems.push("cloudcompute:instanceType: auto is chosen by the driver from a comparison (npm run job -- --instance-type auto --time-budget MINUTES), not by pulumi up: give a type such as m5.4xlarge");
+  }
   for (const entry of CONFIG_KEYS) {
     // With a manifest and no inputs, the job's one input is the subject's file(s) from the manifest.
     const raw = lookup(entry.key) ?? (entry.kind === "inputs" && manifestPath !== undefined ? '{"url":"{manifest}"}' : undefined);

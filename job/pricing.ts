@@ -119,6 +119,11 @@ export function tableVolumePrice(gib: number): VolumePrice {
   return { gib, usdPerGibMonth: PRICE_TABLE.gp3UsdPerGibMonth, source: PRICE_TABLE.source, asOf: PRICE_TABLE.asOf };
 }
 
+/** Where an estimate's running time came from: a comparison's measured seconds, or `--expected-minutes`. */
+export type EstimateBasis =
+  | { kind: "comparison"; comparisonId: string; createdAt: string; instanceType: string; measuredSeconds: number }
+  | { kind: "expected-minutes"; overrides?: { comparisonId: string; createdAt: string; measuredSeconds: number } };
+
 export interface Estimate {
   expectedMinutes: number;
   /** Per subject: the instance (billing rules above) and its volume for the expected minutes. */
@@ -127,21 +132,28 @@ export interface Estimate {
   volume?: VolumePrice & { usd: number };
   subjects: number;
   totalUsd: number;
+  basis: EstimateBasis;
 }
 
 /** What a job (or `subjects` of them) is expected to cost if each runs `minutes`. */
-export function estimateCost(minutes: number, prices: JobPrices, subjects = 1): Estimate {
-  const billed = billedSeconds(minutes * 60);
+export function estimateCost(minutes: number, prices: JobPrices, subjects = 1, basis: EstimateBasis = { kind: "expected-minutes" }): Estimate {
+  return { ...estimateForSeconds(minutes * 60, prices, subjects, basis), expectedMinutes: minutes };
+}
+
+/** The same for a running time in seconds (a comparison's measured ones), billed as AWS bills them. */
+export function estimateForSeconds(seconds: number, prices: JobPrices, subjects: number, basis: EstimateBasis): Estimate {
+  const billed = billedSeconds(seconds);
   const instanceUsd = roundUsd((billed * prices.instance.usdPerHour) / 3600);
   const volumeUsd = prices.volume ? roundUsd((billed * volumeUsdPerHour(prices.volume)) / 3600) : 0;
   const perSubjectUsd = roundUsd(instanceUsd + volumeUsd);
   return {
-    expectedMinutes: minutes,
+    expectedMinutes: Math.round((seconds / 60) * 100) / 100,
     perSubjectUsd,
     instance: { ...prices.instance, billedSeconds: billed, usd: instanceUsd },
     ...(prices.volume ? { volume: { ...prices.volume, usd: volumeUsd } } : {}),
     subjects,
     totalUsd: roundUsd(perSubjectUsd * subjects),
+    basis,
   };
 }
 
