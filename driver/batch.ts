@@ -29,6 +29,8 @@ import type { SubjectLease } from "../common/lease";
 import type { BatchJournal } from "./batch-resume";
 import type { BatchEventSink } from "./batch-events";
 import { batchViewMode, createBatchView } from "./batch-view";
+import { batchTotals } from "./batch-totals";
+import { writeBatchReport } from "./batch-report";
 
 export interface BatchOptions {
   /** Each subject's job, resolved by the batch's command, in the batch's order (one output prefix and layout). */
@@ -65,13 +67,27 @@ export interface BatchEntry {
   /** The earlier successful job, for skipped subjects. */
   succeededBefore?: string;
   costUsd?: number;
+  /** Wall seconds the batch spent on the subject, every attempt included. */
   seconds?: number;
+  /** The instance's seconds as AWS bills them (60 s minimum). */
+  billedSeconds?: number;
+  /** The subject's results: set only when this job succeeded (a failed job's results folder is not its output). */
+  resultsUrl?: string;
+  /** The job's log in S3. */
+  logUrl?: string;
+  /** The batch's own log of the subject (driver/batch-scheduler.ts). */
   logPath?: string;
+  /** What spot saved against on demand, and what interruptions cost (lost attempts): set by the pricing of spot jobs. */
+  spotSavedUsd?: number;
+  interruptionCostUsd?: number;
 }
 
 /** A subject's entry from its job's result (the fields a batch reports of it). */
 export function entryOf(result: JobResult): BatchEntry {
-  return { subject: result.subject, outcome: result.outcome, exitCode: result.exitCode, jobId: result.jobId, reason: result.reason, message: result.message, costUsd: result.costUsd };
+  return {
+    subject: result.subject, outcome: result.outcome, exitCode: result.exitCode, jobId: result.jobId, reason: result.reason, message: result.message, costUsd: result.costUsd,
+    billedSeconds: result.billedSeconds, resultsUrl: result.outcome === "succeeded" ? result.resultsUrl : undefined, logUrl: result.logUrl || undefined,
+  };
 }
 
 export interface BatchResult {
@@ -79,6 +95,11 @@ export interface BatchResult {
   entries: BatchEntry[];
   exitCode: number;
   summaryPath: string;
+  /** The page beside summary.json (driver/batch-report.ts). */
+  reportPath?: string;
+  /** This run of the batch: its start and end (ISO). */
+  startedAt?: string;
+  endedAt?: string;
 }
 
 /** Subjects from a file: one per line (or the first column of a CSV/TSV), `#` comments and blank lines ignored. */
@@ -219,11 +240,10 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
     }
     const ordered = subjects.map((subject) => entries.get(subject)!);
     const summaryPath = path.join(logDir, "summary.json");
-    const result: BatchResult = { batchId, entries: ordered, exitCode: batchExitCode(ordered, options.signal.aborted), summaryPath };
+    const result: BatchResult = { batchId, entries: ordered, exitCode: batchExitCode(ordered, options.signal.aborted), summaryPath, startedAt: now, endedAt: new Date().toISOString() };
+    result.reportPath = writeBatchReport(result); // report.html beside summary.json; unset if it could not be written
     fs.writeFileSync(summaryPath, JSON.stringify(result, null, 2) + "\n");
-    const counts: Record<string, number> = {};
-    for (const e of ordered) counts[e.outcome] = (counts[e.outcome] ?? 0) + 1;
-    const costUsd = Math.round(ordered.reduce((sum, e) => sum + (e.costUsd ?? 0), 0) * 10000) / 10000;
+    const { counts, costUsd } = batchTotals(ordered);
     emit({ event: "batch-end", batchId, exitCode: result.exitCode, counts, costUsd, summaryPath });
     return result;
   } finally {
@@ -249,6 +269,6 @@ export function batchTable(result: BatchResult): string {
       ["SUBJECT", "OUTCOME", "JOB", "REASON", "SECONDS", "COST"],
       // Subjects skipped as done before are counted below, not listed: a study has thousands.
       result.entries.filter((e) => e.outcome !== "skipped").map((e) => [e.subject, e.outcome, e.jobId ?? e.succeededBefore ?? "", e.reason ?? "", e.seconds === undefined ? "" : String(e.seconds), e.costUsd === undefined ? "" : formatCost(e.costUsd)]),
-    ) + `${[...counts].map(([k, v]) => `${v} ${k}`).join(", ")}; summary ${result.summaryPath}\n`
+    ) + `${[...counts].map(([k, v]) => `${v} ${k}`).join(", ")}; summary ${result.summaryPath}${result.reportPath ? `, report ${result.reportPath}` : ""}\n`
   );
 }
