@@ -60,7 +60,7 @@ export function renderBatchReport(result: BatchResult, options: ReportOptions = 
     `<dl class="totals">`,
     total("subject-count", "subjects", result.entries.length, String(result.entries.length)),
     total("total-cost", "cost (estimated)", totals.costUsd, formatCost(totals.costUsd)),
-    total("total-billed-seconds", "billed instance time", totals.billedSeconds, `${totals.billedSeconds} s (${(totals.billedSeconds / 3600).toFixed(2)} h)`),
+    total("total-billed-seconds", "billed instance time", totals.billedSeconds, `${Number(totals.billedSeconds.toFixed(1))} s (${(totals.billedSeconds / 3600).toFixed(2)} h)`),
     wallSeconds !== undefined ? total("batch-wall-seconds", "batch wall time", Math.round(wallSeconds), formatDuration(wallSeconds)) : "",
     totals.spotSavedUsd !== undefined ? total("spot-saved", "saved by spot", totals.spotSavedUsd, formatCost(totals.spotSavedUsd)) : "",
     totals.interruptionCostUsd !== undefined ? total("interruption-cost", "cost of interruptions", totals.interruptionCostUsd, formatCost(totals.interruptionCostUsd)) : "",

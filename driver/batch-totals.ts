@@ -30,7 +30,7 @@ export function batchTotals(entries: readonly BatchEntry[]): BatchTotals {
   return {
     counts,
     costUsd: toHundredthCent(costUsd),
-    billedSeconds,
+    billedSeconds: Math.round(billedSeconds * 1000) / 1000, // local jobs bill fractions of seconds
     ...(spotSavedUsd !== undefined ? { spotSavedUsd: toHundredthCent(spotSavedUsd) } : {}),
     ...(interruptionCostUsd !== undefined ? { interruptionCostUsd: toHundredthCent(interruptionCostUsd) } : {}),
   };
