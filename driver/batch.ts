@@ -29,6 +29,8 @@ import type { SubjectLease } from "../common/lease";
 import type { BatchJournal } from "./batch-resume";
 import type { BatchEventSink } from "./batch-events";
 import { batchViewMode, createBatchView } from "./batch-view";
+import { batchTotals } from "./batch-totals";
+import { writeBatchReport } from "./batch-report";
 
 export interface BatchOptions {
   /** Each subject's job, resolved by the batch's command, in the batch's order (one output prefix and layout). */
@@ -65,17 +67,31 @@ export interface BatchEntry {
   /** The earlier successful job, for skipped subjects. */
   succeededBefore?: string;
   costUsd?: number;
-  /** Spot jobs: what spot saved against on-demand; retried jobs: what the lost attempts cost (included in costUsd). */
+  /** Wall seconds the batch spent on the subject, every attempt included. */
+  seconds?: number;
+  /** The instance's seconds as AWS bills them (60 s minimum). */
+  billedSeconds?: number;
+  /** The subject's results: set only when this job succeeded (a failed job's results folder is not its output). */
+  resultsUrl?: string;
+  /** The job's log in S3. */
+  logUrl?: string;
+  /** The batch's own log of the subject (driver/batch-scheduler.ts). */
+  logPath?: string;
+  /** What spot saved against on demand, and what interruptions cost (lost attempts): set by the pricing of spot jobs. */
   spotSavedUsd?: number;
   interruptionCostUsd?: number;
-  seconds?: number;
-  logPath?: string;
 }
 
 /** A subject's entry from its job's result (the fields a batch reports of it). */
 export function entryOf(result: JobResult): BatchEntry {
   const spot = result.spot && { spotSavedUsd: result.spot.savedUsd, interruptionCostUsd: result.spot.interruptionsUsd };
-  return { subject: result.subject, outcome: result.outcome, exitCode: result.exitCode, jobId: result.jobId, reason: result.reason, message: result.message, costUsd: result.costUsd, ...spot };
+  // Every attempt is billed: a retried job's billed seconds are all of its attempts'.
+  const attempts = result.attemptCosts ?? [];
+  const billedSeconds = attempts.length > 1 && attempts.every((a) => a.billedSeconds !== undefined) ? attempts.reduce((sum, a) => sum + a.billedSeconds!, 0) : result.billedSeconds;
+  return {
+    subject: result.subject, outcome: result.outcome, exitCode: result.exitCode, jobId: result.jobId, reason: result.reason, message: result.message, costUsd: result.costUsd,
+    billedSeconds, resultsUrl: result.outcome === "succeeded" ? result.resultsUrl : undefined, logUrl: result.logUrl || undefined, ...spot,
+  };
 }
 
 export interface BatchResult {
@@ -83,6 +99,11 @@ export interface BatchResult {
   entries: BatchEntry[];
   exitCode: number;
   summaryPath: string;
+  /** The page beside summary.json (driver/batch-report.ts). */
+  reportPath?: string;
+  /** This run of the batch: its start and end (ISO). */
+  startedAt?: string;
+  endedAt?: string;
 }
 
 /** Subjects from a file: one per line (or the first column of a CSV/TSV), `#` comments and blank lines ignored. */
@@ -223,13 +244,11 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
     }
     const ordered = subjects.map((subject) => entries.get(subject)!);
     const summaryPath = path.join(logDir, "summary.json");
-    const result: BatchResult = { batchId, entries: ordered, exitCode: batchExitCode(ordered, options.signal.aborted), summaryPath };
+    const result: BatchResult = { batchId, entries: ordered, exitCode: batchExitCode(ordered, options.signal.aborted), summaryPath, startedAt: now, endedAt: new Date().toISOString() };
+    result.reportPath = writeBatchReport(result); // report.html beside summary.json; unset if it could not be written
     fs.writeFileSync(summaryPath, JSON.stringify(result, null, 2) + "\n");
-    const counts: Record<string, number> = {};
-    for (const e of ordered) counts[e.outcome] = (counts[e.outcome] ?? 0) + 1;
-    const sum = (field: "costUsd" | "spotSavedUsd" | "interruptionCostUsd") => Math.round(ordered.reduce((total, e) => total + (e[field] ?? 0), 0) * 10000) / 10000;
-    const spot = ordered.some((e) => e.spotSavedUsd !== undefined || e.interruptionCostUsd !== undefined) ? { spotSavedUsd: sum("spotSavedUsd"), interruptionCostUsd: sum("interruptionCostUsd") } : {};
-    emit({ event: "batch-end", batchId, exitCode: result.exitCode, counts, costUsd: sum("costUsd"), ...spot, summaryPath });
+    const { counts, costUsd, spotSavedUsd, interruptionCostUsd } = batchTotals(ordered);
+    emit({ event: "batch-end", batchId, exitCode: result.exitCode, counts, costUsd, ...(spotSavedUsd !== undefined ? { spotSavedUsd } : {}), ...(interruptionCostUsd !== undefined ? { interruptionCostUsd } : {}), summaryPath });
     return result;
   } finally {
     process.removeListener("SIGUSR2", ignoreStrayCancel);
@@ -254,6 +273,6 @@ export function batchTable(result: BatchResult): string {
       ["SUBJECT", "OUTCOME", "JOB", "REASON", "SECONDS", "COST"],
       // Subjects skipped as done before are counted below, not listed: a study has thousands.
       result.entries.filter((e) => e.outcome !== "skipped").map((e) => [e.subject, e.outcome, e.jobId ?? e.succeededBefore ?? "", e.reason ?? "", e.seconds === undefined ? "" : String(e.seconds), e.costUsd === undefined ? "" : formatCost(e.costUsd)]),
-    ) + `${[...counts].map(([k, v]) => `${v} ${k}`).join(", ")}; summary ${result.summaryPath}\n`
+    ) + `${[...counts].map(([k, v]) => `${v} ${k}`).join(", ")}; summary ${result.summaryPath}${result.reportPath ? `, report ${result.reportPath}` : ""}\n`
   );
 }

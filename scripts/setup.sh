@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # podman + runc run containers (crun fails on these machines), awscli is the old scripts' peer tool in benchmarks,
-# the user-data tests run shellcheck, docker-registry serves images locally, busybox-static builds the test image.
-apt_packages=(podman runc awscli shellcheck docker-registry busybox-static openssl)
+# the user-data tests run shellcheck, docker-registry serves images locally, busybox-static builds the test image,
+# headless chromium renders the batch report page in its tests (with DejaVu fonts the page names).
+apt_packages=(podman runc awscli shellcheck docker-registry busybox-static openssl chromium fonts-dejavu-core)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
