@@ -21,7 +21,6 @@ const batchCommand = () => require("./batch-command") as typeof import("./batch-
 const commands = () => require("./commands") as typeof import("./commands");
 const inspect = () => require("./inspect") as typeof import("./inspect");
 
-
 /** A key's flag as yargs declares it; its help says the default and the key it overrides. */
 function keyOption(entry: ConfigKey): Options {
   const { form, choices } = entry.flag;
@@ -55,6 +54,8 @@ const RUN_OPTIONS = {
   "engine-concurrency": { type: "number", describe: "Batch: jobs being created or destroyed at once (each a Pulumi engine process, CPU-bound for its seconds, ~450 MB at peak); running jobs need none, so this caps launch and teardown speed, not --concurrency; default one per core" },
   "engine-worker": { type: "boolean", hidden: true, describe: "A batch's engine worker (its request on stdin)" },
   rerun: { type: "boolean", default: false, describe: "Batch: also run subjects that already have a success marker" },
+  compare: { type: "string", describe: "Run the subject on each of these instance types at once and compare time and cost: TYPE[=USD_PER_HOUR[/SPOT_USD_PER_HOUR]],... (2 to 8; local: every price given)" },
+  subjects: { type: "number", describe: "With --compare: extrapolate cost and wall time to a batch of this many subjects (--concurrency at a time); default 1" },
 } as const satisfies Record<string, Options>;
 
 /** `list`'s filters (driver/inspect.ts checks their values). */
@@ -141,7 +142,6 @@ function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, process.stdout.isTTY ? 2 : undefined) + "\n");
 }
 
-/** Run flags are checked whether or not the mode they belong to is in use: a typo must not pass silently. */
 /**
  * What the user typed for a number flag: yargs has already turned "abc" into NaN, which says nothing. Read from the
  * command line (`--flag X` or `--flag=X`); a batch worker's flags come from its environment, so NaN stays there.
@@ -155,6 +155,7 @@ function typedValue(flag: string, value: unknown, args: readonly string[] = proc
   return String(value);
 }
 
+/** Run flags are checked whether or not the mode they belong to is in use: a typo must not pass silently. */
 function checkRunFlags(argv: Record<string, unknown>): void {
   for (const [flag, option] of Object.entries(SPEC_OPTIONS)) {
     const value = argv[flag];
@@ -195,6 +196,7 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   checkRunFlags(argv);
   const flags: SpecFlags = argv;
   const json = Boolean(argv.json);
+  if (argv.compare !== undefined || argv.subjects !== undefined) return (require("./compare") as typeof import("./compare")).runCompareCommand(argv, flags, { signal: () => interruptController().signal, printJson });
   if (argv["subjects-file"] !== undefined || argv["all-subjects"]) {
     const { runBatchCommand } = batchCommand();
     return runBatchCommand(argv, flags, { workerArgs: workerArgs(argv), signal: () => interruptController().signal, printJson });
