@@ -20,7 +20,6 @@ const runModule = () => (loadedRun ??= require("./run") as typeof import("./run"
 const batchCommand = () => require("./batch-command") as typeof import("./batch-command");
 const commands = () => require("./commands") as typeof import("./commands");
 const inspect = () => require("./inspect") as typeof import("./inspect");
-
 /** A key's flag as yargs declares it; its help says the default and the key it overrides. */
 function keyOption(entry: ConfigKey): Options {
   const { form, choices } = entry.flag;

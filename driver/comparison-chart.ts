@@ -99,13 +99,17 @@ export function comparisonChartSvg(c: Comparison): string {
   parts.push(`<text x="22" y="${(y0 + y1) / 2}" text-anchor="middle" transform="rotate(-90 22 ${(y0 + y1) / 2})">cost per subject (USD)</text>`);
   // Points, cheapest first; a label to the right, or to the left near the right edge.
   const byCost = [...points].sort((a, b) => a.usd - b.usd || a.minutes - b.minutes);
+  // Labels top to bottom, each at least a line below the one above: points close together stay readable.
+  const labelY = new Map<ChartPoint, number>();
+  let lastY = -Infinity;
+  for (const p of [...points].sort((a, b) => a.y - b.y)) labelY.set(p, (lastY = Math.max(round(p.y - 8), lastY + 15)));
   byCost.forEach((p, i) => {
     const color = COLORS[i % COLORS.length];
     const onLeft = p.x > x1 - 200;
     const label = `${p.instanceType}  $${p.usd} · ${Number(p.minutes.toFixed(2))} min`;
     parts.push(`<g class="point" data-type="${escapeXml(p.instanceType)}" data-usd="${p.usd}" data-minutes="${p.minutes}">`);
     parts.push(`<circle cx="${p.x}" cy="${p.y}" r="6" fill="${color}" stroke="#000" stroke-width="0.75"/>`);
-    parts.push(`<text x="${round(p.x + (onLeft ? -10 : 10))}" y="${round(p.y - 8)}" text-anchor="${onLeft ? "end" : "start"}" fill="#000">${escapeXml(label)}</text>`);
+    parts.push(`<text x="${round(p.x + (onLeft ? -10 : 10))}" y="${labelY.get(p)}" text-anchor="${onLeft ? "end" : "start"}" fill="#000">${escapeXml(label)}</text>`);
     parts.push(`</g>`);
   });
   if (points.length === 0) parts.push(`<text x="${(x0 + x1) / 2}" y="${(y0 + y1) / 2}" text-anchor="middle" fill="#a00">no type succeeded: nothing to plot</text>`);

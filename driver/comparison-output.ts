@@ -49,7 +49,8 @@ export function comparisonTable(c: Comparison, options: { concurrencyGiven: bool
     t.costPerSubjectUsd === undefined ? "unknown" : formatCost(t.costPerSubjectUsd),
     ...(many ? [t.batch ? formatCost(t.batch.costUsd) : "", t.batch ? formatDuration(t.batch.wallSeconds) : ""] : []),
   ]);
-  const priceText = (kind: string, p: Price | undefined) => (p ? `${kind} ${formatRate(p.usdPerHour)} (${formatPrice(p)})` : `${kind} unknown`);
+  // Local prices are only ever given; on aws a missing one could not be looked up.
+  const priceText = (kind: string, p: Price | undefined) => (p ? `${kind} ${formatRate(p.usdPerHour)} (${formatPrice(p)})` : `${kind} ${c.platform === "local" ? "not given" : "unknown"}`);
   const notes = [
     `comparison ${c.comparisonId}: subject ${c.subject}, image ${c.image}, ${c.platform} ${c.region}`,
     "PER SUBJECT is the cost as run (spot when the job ran on spot): billed seconds at the type's price (looked-up prices add the root volume)",
