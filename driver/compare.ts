@@ -39,7 +39,7 @@ export function makeComparisonId(at: Date): string {
 }
 
 /** Given prices as they are; the others looked up as a finished job's are (aws only: local needs every price given). */
-async function pricesFor(item: CompareItem, resolved: ResolvedJob, asOf: string): Promise<TypePrices> {
+export async function pricesFor(item: CompareItem, resolved: ResolvedJob, asOf: string): Promise<TypePrices> {
   const given = (usdPerHour: number): Price => ({ usdPerHour, source: "--compare", asOf });
   const prices: TypePrices = {
     ...(item.onDemandUsdPerHour !== undefined ? { onDemand: given(item.onDemandUsdPerHour) } : {}),
