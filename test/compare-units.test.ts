@@ -9,6 +9,8 @@ import { checkCompareFlags, extrapolate, parseCompareItems, requirePrices } from
 import { comparisonCsv, csvField } from "../driver/comparison-output";
 import { CHART, chartGeometry, comparisonChartSvg, niceTicks } from "../driver/comparison-chart";
 import { BadInputError } from "../driver/errors";
+import { jobPolicyDocument } from "../infra/policy";
+import { kwykSpec, OUTPUT_PREFIX } from "./support/job-specs";
 
 function refused(run: () => unknown, message: RegExp): void {
   let error: unknown;
@@ -79,6 +81,17 @@ describe("run --compare: items, extrapolation, CSV, chart", () => {
   it("puts each type's jobs under a prefix of its own, beside the subjects' folders", () => {
     expect(comparisonPrefix("s3://study/results", "comparison-1", "m5.xlarge")).to.equal("s3://study/results/_comparisons/comparison-1/m5.xlarge/");
     expect(comparisonPrefix("s3://study/", "c", "t3.micro")).to.equal("s3://study/_comparisons/c/t3.micro/");
+  });
+
+  it("a comparison job's instance role reaches only its own prefix: never the subject's real results, pointer or lease", () => {
+    const prefix = comparisonPrefix(OUTPUT_PREFIX, "comparison-1", "m5.xlarge");
+    const spec = kwykSpec({ outputs: { prefix } });
+    const policy = jobPolicyDocument({ ...spec, agent: { url: `${prefix}_cloudcompute/agent/agent-x.js`, sha256: "0".repeat(64) } });
+    const writable = policy.Statement.filter((s) => s.Action.some((a) => a !== "s3:GetObject")).flatMap((s) => s.Resource);
+    expect(writable.length).to.be.greaterThan(0);
+    for (const arn of writable) expect(arn).to.match(/^arn:aws:s3:::lab-results-bucket\/kwyk\/_comparisons\/comparison-1\/m5\.xlarge\//);
+    const readable = policy.Statement.flatMap((s) => s.Resource).filter((arn) => arn.includes("lab-results-bucket/kwyk/"));
+    expect(readable.filter((arn) => !arn.includes("/kwyk/_comparisons/comparison-1/m5.xlarge/")), "reaches outside the comparison").to.deep.equal([]);
   });
 
   it("quotes CSV fields as RFC 4180 says, numbers unformatted", () => {
