@@ -5,6 +5,7 @@
 import { INSTANCE_TYPE_PATTERN } from "../job/spec";
 import { roundUsd } from "../job/pricing";
 import { BadInputError } from "./errors";
+import type { CapacityReport } from "./quotas";
 
 export const MIN_COMPARED_TYPES = 2;
 export const MAX_COMPARED_TYPES = 8;
@@ -90,4 +91,29 @@ export function checkCompareFlags(argv: Record<string, unknown>): void {
 export function extrapolate(perSubjectUsd: number, wallSeconds: number, subjects: number, concurrency: number): { costUsd: number; wallSeconds: number } {
   // Rounded to the millisecond: 100 × 19.9 s is 1990 s, not 1989.9999999999998.
   return { costUsd: roundUsd(perSubjectUsd * subjects), wallSeconds: Math.round(Math.ceil(subjects / concurrency) * wallSeconds * 1000) / 1000 };
+}
+
+/**
+ * The types run at once, so together they must fit the account's quotas now: the vCPUs of each quota they share
+ * (each type alone was checked as a job is) and one IAM role and instance profile each. Unread quotas only warn.
+ */
+export function checkTypesFitTogether(reports: ReadonlyArray<{ instanceType: string; report: CapacityReport }>): void {
+  const byQuota = new Map<string, { name: string; free: number; need: number; types: string[] }>();
+  for (const { instanceType, report } of reports) {
+    const vcpus = report.vcpus;
+    if (!vcpus) continue;
+    const entry = byQuota.get(vcpus.quotaCode) ?? { name: vcpus.quotaName, free: Math.max(0, vcpus.quota - vcpus.inUse), need: 0, types: [] };
+    entry.need += vcpus.perJob;
+    entry.types.push(`${instanceType} ${vcpus.perJob}`);
+    byQuota.set(vcpus.quotaCode, entry);
+  }
+  for (const quota of byQuota.values()) {
+    if (quota.need > quota.free) {
+      throw new BadInputError(`--compare: the types run at once need ${quota.need} vCPUs of "${quota.name}" (${quota.types.join(", ")}) and ${quota.free} are free now; nothing was created: compare fewer or smaller types, or raise the quota`);
+    }
+  }
+  const iam = reports.find((r) => r.report.iam)?.report.iam;
+  if (iam && iam.fitsJobs < reports.length) {
+    throw new BadInputError(`--compare: ${reports.length} jobs need ${reports.length} IAM roles and instance profiles and ${iam.fitsJobs} fit now (roles ${iam.roles.left} left, instance profiles ${iam.instanceProfiles.left} left); nothing was created`);
+  }
 }

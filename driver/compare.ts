@@ -10,7 +10,7 @@ import { errorMessage } from "../common/errors";
 import { ExitCode } from "./errors";
 import type { ResolvedJob, SpecFlags } from "./options";
 import type { JobResult } from "./run";
-import { checkCompareFlags, extrapolate, parseCompareItems, requirePrices, type CompareItem } from "./compare-items";
+import { checkCompareFlags, checkTypesFitTogether, extrapolate, parseCompareItems, requirePrices, type CompareItem } from "./compare-items";
 import { DEFAULT_CONCURRENCY } from "./worker-env";
 
 export interface CompareCommandOptions {
@@ -178,9 +178,12 @@ function failedToStart(resolved: ResolvedJob, err: unknown): JobResult {
 async function checkQuotas(planned: PlannedType[], printWarnings: (lines: Iterable<string>) => void): Promise<void> {
   const { capacityFor } = require("./quota-reads") as typeof import("./quota-reads");
   const { checkJobFits, quotaWarnings } = require("./quotas") as typeof import("./quotas");
-  for (const { resolved } of planned) {
-    const quotas = await capacityFor(resolved);
-    printWarnings(quotaWarnings(quotas));
-    checkJobFits(quotas);
+  const reports = [];
+  for (const { item, resolved } of planned) {
+    const report = await capacityFor(resolved);
+    printWarnings(quotaWarnings(report));
+    checkJobFits(report);
+    reports.push({ instanceType: item.instanceType, report });
   }
+  checkTypesFitTogether(reports);
 }

@@ -5,7 +5,8 @@
 import { expect } from "chai";
 import { COMPARISON_KIND, COMPARISON_VERSION, type Comparison, type ComparedType } from "../job/comparison";
 import { comparisonPrefix } from "../job/layout";
-import { checkCompareFlags, extrapolate, parseCompareItems, requirePrices } from "../driver/compare-items";
+import { checkCompareFlags, checkTypesFitTogether, extrapolate, parseCompareItems, requirePrices } from "../driver/compare-items";
+import type { CapacityReport } from "../driver/quotas";
 import { comparisonCsv, csvField } from "../driver/comparison-output";
 import { CHART, chartGeometry, comparisonChartSvg, niceTicks } from "../driver/comparison-chart";
 import { BadInputError } from "../driver/errors";
@@ -76,6 +77,25 @@ describe("run --compare: items, extrapolation, CSV, chart", () => {
     expect(extrapolate(0.5, 100, 5, 4)).to.deep.equal({ costUsd: 2.5, wallSeconds: 200 });
     expect(extrapolate(0.0008, 19.9, 1000, 10)).to.deep.equal({ costUsd: 0.8, wallSeconds: 1990 });
     expect(extrapolate(1, 60, 1, 4)).to.deep.equal({ costUsd: 1, wallSeconds: 60 });
+  });
+
+  it("refuses types that fit the quotas alone but not all at once", () => {
+    const report = (perJob: number, quotaCode = "L-1216C47A"): CapacityReport => ({
+      checked: true,
+      unknown: [],
+      vcpus: { quotaCode, quotaName: "Running On-Demand Standard instances", quota: 64, inUse: 16, perJob, fitsJobs: Math.floor(48 / perJob) },
+      iam: { roles: { used: 10, quota: 1000, left: 990 }, instanceProfiles: { used: 10, quota: 1000, left: 990 }, fitsJobs: 990 },
+    });
+    expect(() => checkTypesFitTogether([{ instanceType: "m5.xlarge", report: report(4) }, { instanceType: "m5.4xlarge", report: report(16) }])).not.to.throw();
+    refused(
+      () => checkTypesFitTogether([{ instanceType: "m5.8xlarge", report: report(32) }, { instanceType: "m5.4xlarge", report: report(16) }, { instanceType: "m5.xlarge", report: report(4) }]),
+      /need 52 vCPUs of "Running On-Demand Standard instances" \(m5\.8xlarge 32, m5\.4xlarge 16, m5\.xlarge 4\) and 48 are free now/,
+    );
+    // Different quotas (a GPU type beside a standard one) are counted apart.
+    expect(() => checkTypesFitTogether([{ instanceType: "m5.8xlarge", report: report(32) }, { instanceType: "g5.8xlarge", report: report(32, "L-DB2E81BA") }])).not.to.throw();
+    const fewRoles = { ...report(4), iam: { roles: { used: 999, quota: 1000, left: 1 }, instanceProfiles: { used: 10, quota: 1000, left: 990 }, fitsJobs: 1 } };
+    refused(() => checkTypesFitTogether([{ instanceType: "m5.xlarge", report: fewRoles }, { instanceType: "c5.xlarge", report: fewRoles }]), /2 jobs need 2 IAM roles and instance profiles and 1 fit now/);
+    expect(() => checkTypesFitTogether([{ instanceType: "m5.xlarge", report: { checked: false, unknown: [] } }, { instanceType: "c5.xlarge", report: { checked: false, unknown: [] } }])).not.to.throw();
   });
 
   it("puts each type's jobs under a prefix of its own, beside the subjects' folders", () => {
