@@ -20,7 +20,6 @@ const runModule = () => (loadedRun ??= require("./run") as typeof import("./run"
 const batchCommand = () => require("./batch-command") as typeof import("./batch-command");
 const commands = () => require("./commands") as typeof import("./commands");
 const inspect = () => require("./inspect") as typeof import("./inspect");
-
 /** A key's flag as yargs declares it; its help says the default and the key it overrides. */
 function keyOption(entry: ConfigKey): Options {
   const { form, choices } = entry.flag;
@@ -55,6 +54,8 @@ const RUN_OPTIONS = {
   "engine-concurrency": { type: "number", describe: "Batch: jobs being created or destroyed at once (each a Pulumi engine process, CPU-bound for its seconds, ~450 MB at peak); running jobs need none, so this caps launch and teardown speed, not --concurrency; default one per core" },
   "engine-worker": { type: "boolean", hidden: true, describe: "A batch's engine worker (its request on stdin)" },
   rerun: { type: "boolean", default: false, describe: "Batch: also run subjects that already have a success marker" },
+  compare: { type: "string", describe: "Run the subject on each of these instance types at once and compare time and cost: TYPE[=USD_PER_HOUR[/SPOT_USD_PER_HOUR]],... (2 to 8; local: every price given)" },
+  subjects: { type: "number", describe: "With --compare: extrapolate cost and wall time to a batch of this many subjects (--concurrency at a time); default 1" },
 } as const satisfies Record<string, Options>;
 
 /** `list`'s filters (driver/inspect.ts checks their values). */
@@ -196,6 +197,7 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   checkRunFlags(argv);
   const flags: SpecFlags = argv;
   const json = Boolean(argv.json);
+  if (argv.compare !== undefined || argv.subjects !== undefined) return (require("./compare") as typeof import("./compare")).runCompareCommand(argv, flags, { signal: () => interruptController().signal, printJson });
   if (argv["subjects-file"] !== undefined || argv["all-subjects"]) {
     const { runBatchCommand } = batchCommand();
     return runBatchCommand(argv, flags, { workerArgs: workerArgs(argv), signal: () => interruptController().signal, printJson });
@@ -212,12 +214,10 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   const { inputSignerFor } = require("./input-signing") as typeof import("./input-signing");
   const { checkRegions, printJobNotes, printWarnings } = batchCommand();
   const { RegionCache } = require("./regions") as typeof import("./regions");
-  const { dryRun, runJobWithRetries } = runModule();
+  const { runJobWithRetries } = runModule();
   const { jobSummary } = require("./summary") as typeof import("./summary");
   const { capacityFor } = require("./quota-reads") as typeof import("./quota-reads");
   const { checkJobFits, quotaWarnings } = require("./quotas") as typeof import("./quotas");
-  const { secretsPassphraseProblem } = require("./preflight") as typeof import("./preflight");
-  const { backendUrl } = require("../common/paths") as typeof import("../common/paths");
   const rowInputs = argv[SUBJECT_INPUTS_FLAG] === undefined ? undefined : (JSON.parse(String(argv[SUBJECT_INPUTS_FLAG])) as { urls: Record<string, string>; where: string });
   const extra = rowInputs ? { inputOverrides: rowInputs } : {};
   const resolved = await resolvePackageJob(flags, {}, extra, await inputSignerFor(flags));
@@ -232,20 +232,8 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
     checkJobFits(quotas);
   }
   if (argv["dry-run"]) {
-    const secrets = secretsPassphraseProblem(resolved.spec, backendUrl(resolved.backend));
-    if (secrets) printWarnings([`without --dry-run this job would be refused (exit 2): ${secrets}`]);
-    const { estimateFor, estimateLine } = require("./dry-run") as typeof import("./dry-run");
-    const estimate = await estimateFor(resolved, { expectedMinutes: argv["expected-minutes"] as number | undefined, pricePerHour: argv["price-per-hour"] as number | undefined });
-    if (estimate) process.stderr.write(`${estimateLine(estimate)}\n`);
-    const { instanceTypeChoice } = resolved;
-    const rendered: Record<string, unknown> = { ...dryRun(resolved), quotas, ...(instanceTypeChoice ? { instanceTypeChoice } : {}), ...(estimate ? { estimate } : {}) };
-    if (json) printJson(rendered);
-    else {
-      const { userData, ...rest } = rendered;
-      process.stdout.write(JSON.stringify(rest, null, 2) + "\n");
-      if (typeof userData === "string") process.stdout.write(`--- user-data ---\n${userData}`);
-    }
-    return ExitCode.ok;
+    const { showDryRun } = require("./dry-run") as typeof import("./dry-run");
+    return showDryRun(resolved, { quotas, expectedMinutes: argv["expected-minutes"] as number | undefined, pricePerHour: argv["price-per-hour"] as number | undefined, json, printJson, warn: (line) => printWarnings([line]) });
   }
   const result = await runJobWithRetries(resolved, {
     retries: Number(argv.retries ?? 0),

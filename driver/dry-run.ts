@@ -4,7 +4,7 @@ import { redactSpec } from "../job/spec";
 import { backendUrl } from "../common/paths";
 import type { ResolvedJob } from "./options";
 import { platformNamed } from "./platform";
-import { stagedSpec } from "./preflight";
+import { secretsPassphraseProblem, stagedSpec } from "./preflight";
 import { formatCost, formatPrice, formatRate } from "./summary";
 import { estimateCost, estimateForSeconds, flatPrices, type Estimate } from "../job/pricing";
 import { comparisonKey } from "../job/comparison";
@@ -76,4 +76,27 @@ export function estimateLine(estimate: Estimate | { unknown: string }): string {
       : `${estimate.expectedMinutes} min`;
   const overridden = basis.kind === "expected-minutes" && basis.overrides ? `; --expected-minutes wins over comparison ${basis.overrides.comparisonId} of ${basis.overrides.createdAt} (measured ${basis.overrides.measuredSeconds} s)` : "";
   return `estimate: ${formatCost(estimate.perSubjectUsd)} per subject for ${running}: ${parts.join(" + ")}${batch}${overridden}`;
+}
+
+/**
+ * A single job's `--dry-run`: what would be refused (as a warning), the estimate (stderr line and `estimate`), the
+ * spec, stack and compute as JSON, and the user-data after it in the plain form. Exit 0: nothing was created.
+ */
+export async function showDryRun(
+  resolved: ResolvedJob,
+  options: { quotas?: unknown; expectedMinutes?: number; pricePerHour?: number; json: boolean; printJson: (value: unknown) => void; warn: (line: string) => void },
+): Promise<number> {
+  const secrets = secretsPassphraseProblem(resolved.spec, backendUrl(resolved.backend));
+  if (secrets) options.warn(`without --dry-run this job would be refused (exit 2): ${secrets}`);
+  const estimate = await estimateFor(resolved, { expectedMinutes: options.expectedMinutes, pricePerHour: options.pricePerHour });
+  if (estimate) process.stderr.write(`${estimateLine(estimate)}\n`);
+  const { instanceTypeChoice } = resolved;
+  const rendered: Record<string, unknown> = { ...dryRun(resolved), quotas: options.quotas, ...(instanceTypeChoice ? { instanceTypeChoice } : {}), ...(estimate ? { estimate } : {}) };
+  if (options.json) options.printJson(rendered);
+  else {
+    const { userData, ...rest } = rendered;
+    process.stdout.write(JSON.stringify(rest, null, 2) + "\n");
+    if (typeof userData === "string") process.stdout.write(`--- user-data ---\n${userData}`);
+  }
+  return 0;
 }

@@ -49,6 +49,18 @@ export function jobIdTime(jobId: string): Date | undefined {
   return new Date(Date.UTC(+y, +mo - 1, +d, +h, +mi, +s, +ms));
 }
 
+/**
+ * Where `run --compare` puts each type's job: `<prefix>/_comparisons/<comparisonId>/<type>/`, a prefix of its own, so
+ * its results, results pointer and lease are never the subject's real ones (a batch still sees the subject as not
+ * done). A folder starting with '_' is never a subject's, and nothing else lists it.
+ */
+export const COMPARISONS_DIR = "_comparisons";
+
+export function comparisonPrefix(outputPrefix: string, comparisonId: string, instanceType: string): string {
+  const prefix = parseS3Url(outputPrefix);
+  return formatS3Url({ bucket: prefix.bucket, key: joinKey(prefix.key, COMPARISONS_DIR, comparisonId, instanceType) + "/" });
+}
+
 /** The BIDS-derivatives description kept at the output prefix with layout bids (agent/dataset-description.ts). */
 export const DATASET_DESCRIPTION = "dataset_description.json";
 

@@ -4,7 +4,7 @@
  */
 import { PRICE_TABLE } from "./price-table";
 
-export type PriceSource = "pricing-api" | "spot-history" | "cache" | "built-in table" | "--price-per-hour" | "local (no charge)";
+export type PriceSource = "pricing-api" | "spot-history" | "cache" | "built-in table" | "--price-per-hour" | "--compare" | "local (no charge)";
 
 /** A price as a summary shows it: USD per hour, where it came from, and its date (ISO). */
 export interface Price {

@@ -152,9 +152,12 @@ export const LimitsSpec = z
   .strict();
 export type LimitsSpec = z.infer<typeof LimitsSpec>;
 
+/** An EC2 instance type's name: family (with generation digit) and size, e.g. m5.4xlarge, c7gn.16xlarge. */
+export const INSTANCE_TYPE_PATTERN = /^[a-z][a-z0-9-]*\d[a-z0-9-]*\.[a-z0-9]+$/;
+
 export const InstanceSpec = z
   .object({
-    type: z.string().regex(/^[a-z][a-z0-9-]*\d[a-z0-9-]*\.[a-z0-9]+$/, "expected an EC2 instance type such as m5.4xlarge"),
+    type: z.string().regex(INSTANCE_TYPE_PATTERN, "expected an EC2 instance type such as m5.4xlarge"),
     spot: z.boolean().default(false),
     /** An explicit AMI id; otherwise `amiParameter`, otherwise the Amazon Linux 2023 (or GPU) public parameter. */
     ami: z.string().regex(/^ami-[0-9a-f]{8,17}$/, "expected an AMI id ami-...").optional(),
