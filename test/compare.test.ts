@@ -6,11 +6,13 @@
  */
 import { expect } from "chai";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { ListObjectsV2Command } from "@aws-sdk/client-s3";
 import type { Comparison } from "../job/comparison";
 import { roundUsd } from "../job/pricing";
 import { findSuccess } from "../driver/batch";
+import { dumpDom, screenshot } from "./support/chromium";
 import { DriverSandbox, localJobConfig, processesIn, startDriverSandbox, waitForRecord } from "../sandbox/driver-sandbox";
 
 /** RFC 4180 records: quoted fields may hold commas, doubled quotes and line breaks. */
@@ -128,6 +130,15 @@ describe("run --compare (real Pulumi engine, local platform, moto)", function ()
     expect(points.map((p) => p.usd), "points ordered by cost").to.deep.equal(costs);
     for (let i = 1; i < points.length; i++) expect(points[i].cy, "a dearer point sits higher").to.be.at.most(points[i - 1].cy);
     expect(svg).to.include(`subject ${SUBJECT}`);
+    // In a real browser: the chart renders as an SVG document with its three points, and a screenshot of it is kept.
+    const dom = dumpDom(path.join(dir, "chart.svg"));
+    expect(dom).to.match(/^\s*(<\?xml[^>]*>\s*)?<svg/);
+    expect([...dom.matchAll(/<g class="point"/g)]).to.have.length(3);
+    const shot = path.join(os.tmpdir(), "cloudcompute-chart-screenshot.png");
+    screenshot(path.join(dir, "chart.svg"), shot, 900, 650);
+    expect(fs.readFileSync(shot).subarray(0, 8).toString("hex"), "a PNG").to.equal("89504e470d0a1a0a");
+    expect(fs.statSync(shot).size, "more than a blank page").to.be.greaterThan(10_000);
+    process.stderr.write(`      chart screenshot: ${shot}\n`);
 
     // Each type's results are under the comparison's own prefix; the subject's real results, pointer and lease are not touched.
     for (const t of comparison.types) {
