@@ -220,7 +220,13 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   const { checkJobFits, quotaWarnings } = require("./quotas") as typeof import("./quotas");
   const rowInputs = argv[SUBJECT_INPUTS_FLAG] === undefined ? undefined : (JSON.parse(String(argv[SUBJECT_INPUTS_FLAG])) as { urls: Record<string, string>; where: string });
   const extra = rowInputs ? { inputOverrides: rowInputs } : {};
-  const resolved = await resolvePackageJob(flags, {}, extra, await inputSignerFor(flags));
+  const resolved = await resolvePackageJob(flags, {}, extra, await inputSignerFor(flags)).catch(async (err: unknown) => {
+    // A refused dry run still answers what the instance would cost (it depends on nothing refused); exit 2 stands.
+    const minutes = argv["expected-minutes"] as number | undefined;
+    const request = { expectedMinutes: minutes!, pricePerHour: argv["price-per-hour"] as number | undefined };
+    if (err instanceof BadInputError && minutes !== undefined) await (require("./dry-run") as typeof import("./dry-run")).showRefusedEstimate(flags, err, request, json, printJson);
+    throw err;
+  });
   printJobNotes(resolved);
   // A batch's parent checked every subject's regions (one lookup per bucket) before starting its workers.
   if (!argv["dry-run"] && process.env.CLOUDCOMPUTE_WORKER !== "1") printWarnings(await checkRegions(resolved, new RegionCache()));

@@ -9,6 +9,9 @@ import { formatCost, formatPrice, formatRate } from "./summary";
 import { estimateCost, estimateForSeconds, flatPrices, type Estimate } from "../job/pricing";
 import { comparisonKey } from "../job/comparison";
 import { comparisonsFor } from "./comparisons";
+import { CONFIG_KEYS, DEPLOY_KEYS } from "../job/config-keys";
+import { INSTANCE_TYPE_PATTERN, type JobSpec } from "../job/spec";
+import { flagOrFile, readConfigFile, type SpecFlags } from "./options";
 
 /** `--dry-run`: everything the job would be, nothing created. */
 export function dryRun(resolved: ResolvedJob): Record<string, unknown> {
@@ -99,4 +102,39 @@ export async function showDryRun(
     if (typeof userData === "string") process.stdout.write(`--- user-data ---\n${userData}`);
   }
   return 0;
+}
+
+/**
+ * `--expected-minutes` of a dry run whose job is refused (an input naming another subject, a missing image...): the
+ * cost depends only on the instance, so it is still estimated, from the instance keys of the flags and config file,
+ * beside the refusal. Undefined when those do not name a plain instance type and region.
+ */
+export async function estimateOfRefusedJob(flags: SpecFlags, request: EstimateRequest & { expectedMinutes: number }): Promise<Estimate | { unknown: string } | undefined> {
+  let file;
+  try {
+    file = readConfigFile(flags.config);
+  } catch {
+    return undefined;
+  }
+  const value = (specPath: string) => {
+    const entry = CONFIG_KEYS.find((key) => key.specPath.join(".") === specPath);
+    return entry && flagOrFile(flags, file, entry);
+  };
+  const type = value("instance.type");
+  const region = value("instance.region");
+  const platform = flagOrFile(flags, file, DEPLOY_KEYS.platform) ?? "aws";
+  if (!type || !INSTANCE_TYPE_PATTERN.test(type) || !region || !/^[a-z]{2}(-[a-z]+)+-\d$/.test(region) || (platform !== "aws" && platform !== "local")) return undefined;
+  const gib = Number(value("instance.rootVolumeGiB") ?? 50);
+  const instance = { type, region, spot: value("instance.spot") === "true", rootVolumeGiB: Number.isInteger(gib) && gib > 0 ? gib : 50 } as JobSpec["instance"];
+  const prices = request.pricePerHour !== undefined ? flatPrices(request.pricePerHour) : await platformNamed(platform).prices({ instance } as JobSpec).catch(() => undefined);
+  if (!prices) return { unknown: `no price known for ${type} in ${region}: give --price-per-hour` };
+  return estimateCost(request.expectedMinutes, prices, request.subjects ?? 1, { kind: "expected-minutes" });
+}
+
+/** A refused dry run's estimate: the line on stderr and, with --json, `{ dryRun, refused, estimate }` on stdout. */
+export async function showRefusedEstimate(flags: SpecFlags, refusal: Error, request: EstimateRequest & { expectedMinutes: number }, json: boolean, printJson: (value: unknown) => void): Promise<void> {
+  const estimate = await estimateOfRefusedJob(flags, request).catch(() => undefined);
+  if (!estimate) return;
+  process.stderr.write(`${estimateLine(estimate)} (the job itself is refused, below)\n`);
+  if (json) printJson({ dryRun: true, refused: { exitCode: 2, message: refusal.message }, estimate });
 }

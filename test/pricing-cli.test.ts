@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { DriverSandbox, localJobConfig, startDriverSandbox } from "../sandbox/driver-sandbox";
+import { DriverSandbox, localJobConfig, REPO_ROOT, startDriverSandbox } from "../sandbox/driver-sandbox";
 import { PRICE_TABLE } from "../job/price-table";
 
 const SUBJECTS = ["NDARINV0000AAAA", "NDARINV0000BBBB", "NDARINV0000CCCC"];
@@ -42,6 +42,20 @@ describe("cost estimate and price through the CLI", function () {
     expect(estimate.volume).to.include({ gib: 50, usdPerGibMonth: 0.08, source: "built-in table" });
     expect(res.stderr).to.match(/estimate: \$0\.13 per subject for 10 min: instance \$0\.13 at \$0\.768\/h \(built-in table, 2026-11-29/);
     expect(fs.existsSync(path.join(sandbox.home, "prices", "us-east-1.json")), "a table price is not cached").to.equal(false);
+  });
+
+  it("the issue's command with the repository's Pulumi.dev.yaml (its input names another subject): the estimate beside the refusal, exit 2", async () => {
+    const res = await sandbox.run(["--config", path.join(REPO_ROOT, "Pulumi.dev.yaml"), "--subject", "sub-01", "--instance-type", "m5.4xlarge", "--region", "us-east-1", "--expected-minutes", "10", "--dry-run", "--json"]);
+    expect(res.code, res.stderr).to.equal(2);
+    const out = lastJson(res.stdout);
+    expect(out.refused.message).to.match(/names subject NDARINV1A2B3C4D, but this job's subject is sub-01/);
+    expect(out.estimate.perSubjectUsd).to.be.within(0.12, 0.16);
+    expect(out.estimate.instance).to.include({ usdPerHour: 0.768, source: "built-in table", asOf: PRICE_TABLE.asOf });
+    expect(res.stderr).to.match(/estimate: \$0\.13 per subject for 10 min.*\(the job itself is refused, below\)\nerror: invalid configuration/s);
+    // Without --expected-minutes a refused dry run prints nothing on stdout, as any refusal.
+    const plain = await sandbox.run(["--config", path.join(REPO_ROOT, "Pulumi.dev.yaml"), "--subject", "sub-01", "--dry-run", "--json"]);
+    expect(plain.code).to.equal(2);
+    expect(plain.stdout).to.equal("");
   });
 
   it("uses --price-per-hour when given, and a batch dry run multiplies by its subjects", async () => {
