@@ -42,7 +42,7 @@ export function parseComparison(text: string, expectedId?: string): Comparison |
   const c = value as Record<string, unknown>;
   if (c.kind !== COMPARISON_KIND || c.version !== COMPARISON_VERSION) return undefined;
   if (typeof c.comparisonId !== "string" || !SAFE_ID.test(c.comparisonId) || (expectedId !== undefined && c.comparisonId !== expectedId)) return undefined;
-  if (typeof c.createdAt !== "string" || Number.isNaN(Date.parse(c.createdAt))) return undefined;
+  if (typeof c.createdAt !== "string" || Number.isNaN(Date.parse(c.createdAt)) || Date.parse(c.createdAt) > Date.now() + FUTURE_SLACK_MS) return undefined;
   if (typeof c.key !== "string" || typeof c.image !== "string" || !Array.isArray(c.command) || !c.command.every((a) => typeof a === "string")) return undefined;
   // A key that is not its own image and command's would speak for another job's work.
   if (c.key !== comparisonKey(c.image, c.command as string[])) return undefined;
@@ -52,16 +52,30 @@ export function parseComparison(text: string, expectedId?: string): Comparison |
   return { ...(value as Comparison), createdAt: new Date(c.createdAt).toISOString() };
 }
 
-/** A regular file of sane size, read; undefined for anything else (a link to a device, a directory, a huge file). */
+/**
+ * A regular file of sane size that this user owns, read; undefined for anything else (a link, a device or FIFO, a
+ * directory, a huge file, another user's file in a shared home). Opened without following links and without
+ * blocking, then checked on the open descriptor: nothing can be swapped in between the check and the read.
+ */
 function readSmallFile(file: string): string | undefined {
+  let fd: number | undefined;
   try {
-    const stat = fs.lstatSync(file);
+    const dir = fs.lstatSync(path.dirname(file));
+    if (!dir.isDirectory()) return undefined;
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    const stat = fs.fstatSync(fd);
     if (!stat.isFile() || stat.size > MAX_FILE_BYTES) return undefined;
-    return fs.readFileSync(file, "utf8");
+    if (typeof process.getuid === "function" && stat.uid !== process.getuid()) return undefined;
+    return fs.readFileSync(fd, "utf8");
   } catch {
     return undefined;
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
   }
 }
+
+/** A comparison dated in the future (a clock ahead, or a planted file) would shadow every real one for ever. */
+const FUTURE_SLACK_MS = 10 * 60 * 1000;
 
 /** Every readable comparison under $CLOUDCOMPUTE_HOME/comparisons, newest first. */
 export function listComparisons(dir = comparisonsDir()): Comparison[] {

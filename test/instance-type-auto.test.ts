@@ -6,6 +6,7 @@
  * as `run --compare` saves them; the CLI runs for real (`--dry-run` on the local platform creates nothing).
  */
 import { expect } from "chai";
+import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -149,6 +150,21 @@ describe("--instance-type auto: which comparison", () => {
     fs.symlinkSync("/dev/zero", path.join(dir(), "dev-zero", "comparison.json"));
     save(home, " ".repeat(2 * 1024 * 1024) + newer("huge", {}), "huge");
     fs.writeFileSync(path.join(dir(), "stray-file"), "x");
+    // Dated far ahead (a planted file, or a clock running ahead): it would shadow every real comparison for ever.
+    save(home, newer("future", { createdAt: "+275760-09-13T00:00:00.000Z" }), "future");
+    save(home, newer("next-year", { createdAt: new Date(Date.now() + 365 * 86400_000).toISOString() }), "next-year");
+    // A FIFO would hang a plain read; a folder that is a link to another user's comparisons is not ours.
+    fs.mkdirSync(path.join(dir(), "fifo"));
+    execFileSync("mkfifo", [path.join(dir(), "fifo", "comparison.json")]);
+    const elsewhere = fs.mkdtempSync(path.join(os.tmpdir(), "cc-other-comparison-"));
+    fs.mkdirSync(path.join(elsewhere, "linked"));
+    fs.writeFileSync(path.join(elsewhere, "linked", "comparison.json"), newer("linked", {}));
+    fs.symlinkSync(path.join(elsewhere, "linked"), path.join(dir(), "linked"));
+    // Another user's file in a shared home (only root can make one here).
+    if (process.getuid?.() === 0) {
+      save(home, newer("other-user", {}), "other-user");
+      fs.chownSync(path.join(dir(), "other-user", "comparison.json"), 12345, 12345);
+    }
     expect(listComparisons(dir()).map((c) => c.comparisonId)).to.deep.equal(["good"]);
     expect(resolveAutoInstanceType(job, 30, dir())).to.include({ comparisonId: "good", chosen: "m5.large" });
     expect(latestComparison(KEY, { platform: "local" }, path.join(home, "nowhere"))).to.equal(undefined);
