@@ -53,7 +53,7 @@ export type BatchEvent =
     })
   /** A line worth a person's attention (a job's progress note, a warning), with the subject it concerns if any. */
   | (EventBase & { event: "note"; subject?: string; message: string })
-  | (EventBase & { event: "batch-end"; batchId: string; exitCode: number; counts: Record<string, number>; costUsd: number; spotSavedUsd?: number; interruptionCostUsd?: number; summaryPath: string });
+  | (EventBase & { event: "batch-end"; batchId: string; exitCode: number; counts: Record<string, number>; costUsd: number; unknownCostSubjects?: number; spotSavedUsd?: number; interruptionCostUsd?: number; spotNetSavedUsd?: number; summaryPath: string });
 
 export type BatchEventName = BatchEvent["event"];
 

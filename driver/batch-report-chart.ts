@@ -32,8 +32,13 @@ function niceStep(raw: number): number {
 /** Equal bins on round edges covering [min, max], about √n of them (at most 12); one bin when all values are equal. */
 export function binsOf(values: readonly number[]): Bin[] {
   if (values.length === 0) return [];
-  const min = Math.min(...values);
-  const max = Math.max(...values);
+  // A loop, not Math.min(...values): spreading a study's hundreds of thousands of values overflows the stack.
+  let min = Infinity;
+  let max = -Infinity;
+  for (const v of values) {
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
   if (max === min) return [{ from: min, to: max, count: values.length }];
   const target = Math.min(MAX_BINS, Math.max(2, Math.ceil(Math.sqrt(values.length))));
   const step = niceStep((max - min) / target);
@@ -55,7 +60,7 @@ export function histogramSvg(values: readonly number[], options: HistogramOption
   }
   const plotW = WIDTH - PAD.left - PAD.right;
   const plotH = HEIGHT - PAD.top - PAD.bottom;
-  const maxCount = Math.max(...bins.map((b) => b.count));
+  const maxCount = bins.reduce((most, b) => Math.max(most, b.count), 0);
   const barW = plotW / bins.length;
   const binWidth = bins[0].to - bins[0].from;
   const baseY = PAD.top + plotH;

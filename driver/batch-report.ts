@@ -59,11 +59,12 @@ export function renderBatchReport(result: BatchResult, options: ReportOptions = 
     `<ul class="counts" id="counts">${Object.entries(totals.counts).map(([outcome, n]) => `<li class="${cssClass(outcome)}" data-outcome="${escapeHtml(outcome)}" data-count="${n}">${n} ${escapeHtml(outcome)}</li>`).join("")}</ul>`,
     `<dl class="totals">`,
     total("subject-count", "subjects", result.entries.length, String(result.entries.length)),
-    total("total-cost", "cost (estimated)", totals.costUsd, formatCost(totals.costUsd)),
+    total("total-cost", "cost (estimated)", totals.costUsd, totals.unknownCostSubjects > 0 ? `at least ${formatCost(totals.costUsd)} (${totals.unknownCostSubjects} subject(s)' cost unknown)` : formatCost(totals.costUsd)),
     total("total-billed-seconds", "billed instance time", totals.billedSeconds, `${Number(totals.billedSeconds.toFixed(1))} s (${(totals.billedSeconds / 3600).toFixed(2)} h)`),
     wallSeconds !== undefined ? total("batch-wall-seconds", "batch wall time", Math.round(wallSeconds), formatDuration(wallSeconds)) : "",
     totals.spotSavedUsd !== undefined ? total("spot-saved", "saved by spot", totals.spotSavedUsd, formatCost(totals.spotSavedUsd)) : "",
-    totals.interruptionCostUsd !== undefined ? total("interruption-cost", "cost of interruptions", totals.interruptionCostUsd, formatCost(totals.interruptionCostUsd)) : "",
+    totals.interruptionCostUsd !== undefined ? total("interruption-cost", "cost of lost attempts (in the cost)", totals.interruptionCostUsd, formatCost(totals.interruptionCostUsd)) : "",
+    totals.spotNetSavedUsd !== undefined ? total("spot-net-saved", "net against on demand", totals.spotNetSavedUsd, totals.spotNetSavedUsd >= 0 ? `${formatCost(totals.spotNetSavedUsd)} saved` : `${formatCost(-totals.spotNetSavedUsd)} lost`) : "",
     `</dl>`,
   ];
 
@@ -117,9 +118,12 @@ function subjectRow(e: BatchEntry, dir: string, localLogs: ReadonlySet<string> |
   ].join("");
 }
 
-/** A link only to S3 or to a file beside the page; any other URL (javascript:, http:) is shown as text. */
+/**
+ * A link only to S3 or to a file beside the page (relative, plain characters); any other URL (javascript:, http:,
+ * one padded with whitespace that a browser would strip) is shown as text.
+ */
 function link(href: string, text: string, kind: string): string {
-  const safe = href.startsWith("s3://") || !/^[a-z][a-z0-9+.-]*:/i.test(href);
+  const safe = /^s3:\/\/[^\s\x00-\x1f]+$/.test(href) || /^[A-Za-z0-9%._~-][A-Za-z0-9%._~/-]*$/.test(href);
   return safe ? `<a href="${escapeHtml(href)}" data-link="${kind}">${escapeHtml(text)}</a>` : escapeHtml(text);
 }
 
@@ -134,7 +138,10 @@ export function writeBatchReport(result: BatchResult): string | undefined {
   const reportPath = result.reportPath ?? path.join(path.dirname(result.summaryPath), "report.html");
   const localLogs = new Set(result.entries.filter((e) => e.logPath && fs.existsSync(e.logPath)).map((e) => e.subject));
   try {
-    fs.writeFileSync(reportPath, renderBatchReport(result, { localLogs }));
+    // A whole page or none, and never written through a link planted at its name.
+    const tmp = `${reportPath}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, renderBatchReport(result, { localLogs }), { flag: "wx" });
+    fs.renameSync(tmp, reportPath);
     return reportPath;
   } catch (err) {
     process.stderr.write(`cloudcompute: the batch report could not be written to ${reportPath}: ${(err as Error).message}\n`);

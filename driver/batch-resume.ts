@@ -17,7 +17,8 @@ import { redactSpec } from "../job/spec";
 import { belongsToLaunch, parseCompletionMarker } from "../job/records";
 import { parseS3Url } from "../job/s3url";
 import { ExitCode, InfraError } from "./errors";
-import { isRetryable } from "./job-outcomes";
+import { attemptCostOfRecord, costOfAttempts, isRetryable, withEarlierAttempts } from "./job-outcomes";
+import type { AttemptCost } from "../job/pricing";
 import type { SubjectLease } from "../common/lease";
 import { listJobRecords, readJobRecord, updateJobRecord, type JobRecord } from "./jobindex";
 import { currentOwner, ownerState, type Owner } from "./owner";
@@ -29,7 +30,7 @@ import type { ResolvedJob } from "./options";
 import type { JobContext, Ending } from "./job-phases";
 import type { JobEdges } from "./engine-workers";
 import type { AdoptedJob } from "./batch-scheduler";
-import { entryOf, type BatchEntry } from "./batch";
+import { entryCosts, entryOf, type BatchEntry } from "./batch";
 
 export interface BatchJournal {
   kind: "batch-journal";
@@ -168,13 +169,15 @@ async function engineWorkersDone(batchId: string, log: (line: string) => void): 
 /** A job's context rebuilt from its record and this start's resolution of the subject's job (same key: same spec). */
 export function contextOf(record: JobRecord, job: ResolvedJob): JobContext {
   return {
-    spec: redactSpec({ ...job.spec, jobId: record.jobId, launchId: record.launchId }),
+    // Spot as this job ran (a last retry runs on demand whatever the batch's spec says): its price follows from it.
+    spec: redactSpec({ ...job.spec, jobId: record.jobId, launchId: record.launchId, instance: { ...job.spec.instance, spot: record.spot ?? job.spec.instance.spot } }),
     platform: job.platform,
     backend: job.backend,
     agentBundlePath: job.agentBundlePath,
     record,
     t0: Date.parse(record.createdAt),
     computeStartedAt: record.runningAt ? Date.parse(record.runningAt) : undefined,
+    launchedAt: record.launchedAt ? Date.parse(record.launchedAt) : undefined,
     instanceId: record.instanceId,
     driverTimings: {},
   };
@@ -191,6 +194,8 @@ export interface Resumed {
   adopted: Map<string, AdoptedJob>;
   /** Subjects whose job in the earlier run ended (or was ended now): their result, not launched again. */
   finished: Map<string, BatchEntry>;
+  /** Subjects launched again (interrupted, or a retryable failure): what their earlier attempts cost. */
+  earlierCosts: Map<string, AttemptCost[]>;
 }
 
 /**
@@ -200,7 +205,7 @@ export interface Resumed {
  */
 /** `log(subject, line)`: subject "" for lines about the whole batch. */
 export async function resumeJobs(journal: BatchJournal, jobs: ResolvedJob[], edges: JobEdges, log: (subject: string, line: string) => void, options: { retries: number } = { retries: 0 }): Promise<Resumed> {
-  const resumed: Resumed = { adopted: new Map(), finished: new Map() };
+  const resumed: Resumed = { adopted: new Map(), finished: new Map(), earlierCosts: new Map() };
   await engineWorkersDone(journal.batchId, (line) => log("", line));
   const bySubject = new Map(jobs.map((job) => [job.spec.subject, job]));
   // One read of the job index for the whole batch (a study's index holds tens of thousands of records).
@@ -215,19 +220,28 @@ export async function resumeJobs(journal: BatchJournal, jobs: ResolvedJob[], edg
   for (const [subject, record] of latest) {
     const job = bySubject.get(subject)!;
     const note = (line: string) => log(subject, line);
-    const attempts = ofBatch.filter((r) => r.subject === subject && r.jobId !== record.jobId).map((r) => r.jobId);
+    const earlier = ofBatch.filter((r) => r.subject === subject && r.jobId !== record.jobId).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+    const attempts = earlier.map((r) => r.jobId);
+    // Every attempt was billed: what ends here, or is launched again, adds to what the earlier attempts cost.
+    const earlierCosts = earlier.map(attemptCostOfRecord);
     const context = contextOf(record, job);
     const teardown = async (ending: Ending): Promise<BatchEntry> => {
       const reply = await edges.finish({ op: "finish", context, ending }, note);
-      if (reply.kind === "finished") return { ...entryOf(reply.result), subject, jobId: record.jobId };
+      if (reply.kind === "finished") return { ...entryOf(withEarlierAttempts(earlierCosts, reply.result)), subject, jobId: record.jobId };
       return { subject, outcome: "error", exitCode: ExitCode.infra, jobId: record.jobId, reason: "destroy-failed", message: `${reply.message}\nThe job's resources may still exist: clean up with  npm run job -- cancel ${record.jobId}` };
     };
     if (FINAL_STATES.has(record.state)) {
       // A teardown that failed gets another; an interrupted job or a retryable failure is launched again; any
       // other end (a cancel included) is the subject's result in this batch.
       if (record.reason === "destroy-failed") resumed.finished.set(subject, await teardown({ failure: { outcome: "error", exitCode: ExitCode.infra, reason: "destroy-failed", message: record.message ?? "an earlier teardown failed" } }));
-      else if ((record.state === "interrupted" && record.reason !== "cancelled") || retryable(record)) continue;
-      else resumed.finished.set(subject, { subject, outcome: record.state as BatchEntry["outcome"], exitCode: record.exitCode ?? ExitCode.jobFailed, jobId: record.jobId, reason: record.reason, message: `${record.message ?? record.state} (in the earlier run of this batch)`, costUsd: record.costUsd });
+      else if ((record.state === "interrupted" && record.reason !== "cancelled") || retryable(record)) {
+        resumed.earlierCosts.set(subject, [...earlierCosts, attemptCostOfRecord(record)]);
+        continue;
+      } else {
+        const costs = [...earlierCosts, attemptCostOfRecord(record)];
+        const message = `${record.message ?? record.state} (in the earlier run of this batch)`;
+        resumed.finished.set(subject, { subject, outcome: record.state as BatchEntry["outcome"], exitCode: record.exitCode ?? ExitCode.jobFailed, jobId: record.jobId, reason: record.reason, message, ...entryCosts({ ...costOfAttempts(costs), attemptCosts: costs }) });
+      }
       continue;
     }
     if (record.state === "running") {

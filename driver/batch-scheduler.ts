@@ -20,14 +20,14 @@ import { platformNamed } from "./platform";
 import { waitForCompletion } from "./wait";
 import { PollPacer } from "./poll-pacer";
 import type { Ending, JobContext } from "./job-phases";
-import { failureOfError, isRetryable, withEarlierAttempts } from "./job-outcomes";
+import { attemptCostOfRecord, failureOfError, isRetryable, withEarlierAttempts } from "./job-outcomes";
 import type { AttemptCost } from "../job/pricing";
 import type { JobEdges, LaunchReply } from "./engine-workers";
 import type { JobResult } from "./run";
 import type { Progress } from "./progress";
 import { stamped, type BatchEventSink, type UnstampedEvent } from "./batch-events";
 import type { BatchEntry } from "./batch";
-import { alreadySucceeded, entryOf } from "./batch";
+import { alreadySucceeded, entryCosts, entryOf } from "./batch";
 import { readJobRecord, updateJobRecord } from "./jobindex";
 import { contextOf } from "./batch-resume";
 
@@ -54,6 +54,8 @@ export interface ScheduleOptions {
   signal: AbortSignal;
   sink: BatchEventSink;
   pacer?: PollPacer;
+  /** What a resumed subject's earlier attempts cost (they were billed): its relaunch's cost adds to them. */
+  earlierCosts?: Map<string, AttemptCost[]>;
   /** Leases an earlier, dead run of this batch holds: taken over (driver/batch-resume.ts). */
   takeOverFrom?: (lease: SubjectLease) => boolean;
 }
@@ -196,7 +198,7 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
       const signal = AbortSignal.any([options.signal, lease.lost]);
       const attempts = [...(adopted?.attempts ?? [])];
       // Earlier attempts (of a resumed batch) were billed too: their costs from their records.
-      let costs: AttemptCost[] = attempts.map((id) => readJobRecord(id)?.attemptCost ?? { jobId: id, spot: false, costUsd: readJobRecord(id)?.costUsd });
+      let costs: AttemptCost[] = options.earlierCosts?.get(subject) ?? attempts.map((id) => attemptCostOfRecord(readJobRecord(id) ?? { jobId: id }));
       let result: JobResult | undefined;
       let refused: { exitCode: number; message: string } | undefined;
       let adoptNext = Boolean(adopted);
@@ -270,7 +272,7 @@ export async function scheduleJobs(options: ScheduleOptions): Promise<Map<string
         const interrupted = refused.exitCode === ExitCode.interrupted;
         const reason = interrupted ? "interrupted" : refused.exitCode === ExitCode.badInput ? "refused" : "engine-error";
         const before = result ? ` (after ${result.jobId}: ${result.outcome}${result.reason ? `, ${result.reason}` : ""})` : "";
-        return { subject, outcome: interrupted ? "interrupted" : "error", exitCode: refused.exitCode, jobId: result?.jobId, reason, message: `${refused.message}${before}`, costUsd: result?.costUsd, seconds: elapsed, logPath };
+        return { subject, outcome: interrupted ? "interrupted" : "error", exitCode: refused.exitCode, jobId: result?.jobId, reason, message: `${refused.message}${before}`, ...(result ? entryCosts(result) : {}), seconds: elapsed, logPath };
       }
       if (!result) return { subject, outcome: "interrupted", exitCode: ExitCode.interrupted, message: "not started: the batch was interrupted", logPath };
       return { ...entryOf(result), seconds: elapsed, logPath };

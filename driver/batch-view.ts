@@ -101,15 +101,19 @@ function eventLines(e: BatchEvent, tally: BatchTally, everyChange: boolean): str
         .filter(([, n]) => n > 0)
         .map(([outcome, n]) => `${n} ${oneLine(outcome)}`);
       return [
-        `${oneLine(tally.batchId ?? e.batchId)} ended (exit ${e.exitCode}): ${counts.join(", ") || "no jobs"}; cost ${formatCost(e.costUsd)}${spotPart(e)}; summary in ${oneLine(e.summaryPath)}`,
+        `${oneLine(tally.batchId ?? e.batchId)} ended (exit ${e.exitCode}): ${counts.join(", ") || "no jobs"}; cost ${e.unknownCostSubjects ? `at least ${formatCost(e.costUsd)} (${e.unknownCostSubjects} subject(s)' cost unknown)` : formatCost(e.costUsd)}${spotPart(e)}; summary in ${oneLine(e.summaryPath)}`,
       ];
     }
   }
 }
 
-/** The batch's spot savings and lost attempts' cost, when it had any. */
-function spotPart(e: { spotSavedUsd?: number; interruptionCostUsd?: number }): string {
-  const parts = [e.spotSavedUsd !== undefined ? `spot saved ${formatCost(e.spotSavedUsd)}` : "", e.interruptionCostUsd ? `lost attempts cost ${formatCost(e.interruptionCostUsd)} of it` : ""].filter(Boolean);
+/** The batch's spot savings, lost attempts' cost and the net, when it had any. */
+function spotPart(e: { spotSavedUsd?: number; interruptionCostUsd?: number; spotNetSavedUsd?: number }): string {
+  const parts = [
+    e.spotSavedUsd !== undefined ? `spot saved ${formatCost(e.spotSavedUsd)}` : "",
+    e.interruptionCostUsd ? `lost attempts cost ${formatCost(e.interruptionCostUsd)} of it` : "",
+    e.spotNetSavedUsd !== undefined ? `net ${e.spotNetSavedUsd >= 0 ? `${formatCost(e.spotNetSavedUsd)} saved` : `${formatCost(-e.spotNetSavedUsd)} lost`} against on demand` : "",
+  ].filter(Boolean);
   return parts.length > 0 ? ` (${parts.join(", ")})` : "";
 }
 

@@ -28,6 +28,7 @@ import { PollPacer } from "./poll-pacer";
 import type { SubjectLease } from "../common/lease";
 import type { BatchJournal } from "./batch-resume";
 import type { BatchEventSink } from "./batch-events";
+import type { AttemptCost } from "../job/pricing";
 import { batchViewMode, createBatchView } from "./batch-view";
 import { batchTotals } from "./batch-totals";
 import { writeBatchReport } from "./batch-report";
@@ -66,7 +67,9 @@ export interface BatchEntry {
   message?: string;
   /** The earlier successful job, for skipped subjects. */
   succeededBefore?: string;
+  /** Every attempt's cost, summed; with costIncomplete some attempt's cost is unknown and this is a lower bound. */
   costUsd?: number;
+  costIncomplete?: boolean;
   /** Wall seconds the batch spent on the subject, every attempt included. */
   seconds?: number;
   /** The instance's seconds as AWS bills them (60 s minimum). */
@@ -77,20 +80,31 @@ export interface BatchEntry {
   logUrl?: string;
   /** The batch's own log of the subject (driver/batch-scheduler.ts). */
   logPath?: string;
-  /** What spot saved against on demand, and what interruptions cost (lost attempts): set by the pricing of spot jobs. */
+  /** Spot and lost attempts (job/pricing.ts SpotAccount): what spot saved against on demand, what lost attempts cost, and the net. */
   spotSavedUsd?: number;
   interruptionCostUsd?: number;
+  spotNetSavedUsd?: number;
+}
+
+/** What a subject's attempts cost, as its entry says it: their sum and billed seconds, and spot's account. */
+export function entryCosts(result: Pick<JobResult, "costUsd" | "costIncomplete" | "billedSeconds" | "attemptCosts" | "spot">): Partial<BatchEntry> {
+  // Every attempt is billed: a retried job's billed seconds are all of its attempts'.
+  const attempts = result.attemptCosts ?? [];
+  const billedSeconds = attempts.length > 1 && attempts.every((a) => a.billedSeconds !== undefined) ? attempts.reduce((sum, a) => sum + a.billedSeconds!, 0) : result.billedSeconds;
+  const { spot } = result;
+  return {
+    costUsd: result.costUsd,
+    ...(result.costIncomplete ? { costIncomplete: true } : {}),
+    billedSeconds,
+    ...(spot ? { spotSavedUsd: spot.savedUsd, interruptionCostUsd: spot.interruptionsUsd, spotNetSavedUsd: spot.netSavedUsd } : {}),
+  };
 }
 
 /** A subject's entry from its job's result (the fields a batch reports of it). */
 export function entryOf(result: JobResult): BatchEntry {
-  const spot = result.spot && { spotSavedUsd: result.spot.savedUsd, interruptionCostUsd: result.spot.interruptionsUsd };
-  // Every attempt is billed: a retried job's billed seconds are all of its attempts'.
-  const attempts = result.attemptCosts ?? [];
-  const billedSeconds = attempts.length > 1 && attempts.every((a) => a.billedSeconds !== undefined) ? attempts.reduce((sum, a) => sum + a.billedSeconds!, 0) : result.billedSeconds;
   return {
-    subject: result.subject, outcome: result.outcome, exitCode: result.exitCode, jobId: result.jobId, reason: result.reason, message: result.message, costUsd: result.costUsd,
-    billedSeconds, resultsUrl: result.outcome === "succeeded" ? result.resultsUrl : undefined, logUrl: result.logUrl || undefined, ...spot,
+    subject: result.subject, outcome: result.outcome, exitCode: result.exitCode, jobId: result.jobId, reason: result.reason, message: result.message,
+    ...entryCosts(result), resultsUrl: result.outcome === "succeeded" ? result.resultsUrl : undefined, logUrl: result.logUrl || undefined,
   };
 }
 
@@ -203,12 +217,14 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
   process.on("SIGUSR2", ignoreStrayCancel);
   try {
     let adopted = new Map<string, AdoptedJob>();
+    let earlierCosts: Map<string, AttemptCost[]> | undefined;
     // Leases the batch's dead processes held for subjects not adopted (not launched yet, or finished) are its own to take.
     const takeOverFrom = earlier && ((lease: SubjectLease) => heldByBatch(earlier, lease));
     if (earlier) {
       emit({ event: "note", message: `resuming ${batchId}: its process (pid ${earlier.owner.pid}, started ${earlier.startedAt}) is gone; adopting its running jobs` });
       const resumed = await resumeJobs(earlier, options.jobs, edges, logLine, { retries: options.retries });
       adopted = resumed.adopted;
+      earlierCosts = resumed.earlierCosts;
       for (const [subject, entry] of resumed.finished) entries.set(subject, entry);
     }
     // Done before (its results pointer and marker), or run by another driver now (its live lease): not started here.
@@ -236,7 +252,7 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
       const earlierRun = entry.outcome !== "skipped" && entry.outcome !== "held";
       emit({ event: "job-done", subject: entry.subject, jobId: entry.jobId ?? entry.succeededBefore, outcome: entry.outcome, reason: entry.reason, message: entry.message, ...(earlierRun ? { earlierRun } : {}) });
     }
-    const ran = await scheduleJobs({ batchId, logDir, jobs: pending, adopted, concurrency: options.concurrency, engineConcurrency: options.engineConcurrency, retries: options.retries, rerun: options.rerun, edges, signal: options.signal, sink, takeOverFrom, pacer });
+    const ran = await scheduleJobs({ batchId, logDir, jobs: pending, adopted, concurrency: options.concurrency, engineConcurrency: options.engineConcurrency, retries: options.retries, rerun: options.rerun, edges, signal: options.signal, sink, takeOverFrom, pacer, earlierCosts });
     for (const [subject, entry] of ran) entries.set(subject, entry);
     for (const job of pending) {
       const subject = job.spec.subject;
@@ -247,8 +263,9 @@ export async function runBatch(options: BatchOptions): Promise<BatchResult> {
     const result: BatchResult = { batchId, entries: ordered, exitCode: batchExitCode(ordered, options.signal.aborted), summaryPath, startedAt: now, endedAt: new Date().toISOString() };
     result.reportPath = writeBatchReport(result); // report.html beside summary.json; unset if it could not be written
     fs.writeFileSync(summaryPath, JSON.stringify(result, null, 2) + "\n");
-    const { counts, costUsd, spotSavedUsd, interruptionCostUsd } = batchTotals(ordered);
-    emit({ event: "batch-end", batchId, exitCode: result.exitCode, counts, costUsd, ...(spotSavedUsd !== undefined ? { spotSavedUsd } : {}), ...(interruptionCostUsd !== undefined ? { interruptionCostUsd } : {}), summaryPath });
+    const { counts, costUsd, spotSavedUsd, interruptionCostUsd, spotNetSavedUsd, unknownCostSubjects } = batchTotals(ordered);
+    const optional = Object.fromEntries(Object.entries({ spotSavedUsd, interruptionCostUsd, spotNetSavedUsd }).filter(([, v]) => v !== undefined));
+    emit({ event: "batch-end", batchId, exitCode: result.exitCode, counts, costUsd, ...(unknownCostSubjects > 0 ? { unknownCostSubjects } : {}), ...optional, summaryPath });
     return result;
   } finally {
     process.removeListener("SIGUSR2", ignoreStrayCancel);

@@ -8,6 +8,7 @@ import { errorMessage } from "../common/errors";
 import { ExitCode, InterruptedError } from "./errors";
 import { classifyAwsFailure } from "./backoff";
 import type { HeldLease } from "./lease";
+import type { JobRecord } from "./jobindex";
 import type { WaitResult } from "./wait";
 import type { JobResult, Outcome } from "./run";
 
@@ -92,13 +93,27 @@ export function withSpotAccount(attemptCosts: readonly AttemptCost[]): Pick<JobR
 }
 
 /**
+ * What a job's attempts cost together, as result fields: their sum (every attempt is billed), marked incomplete when
+ * some attempt's cost is unknown — a lower bound then, never a silent zero — and the spot account.
+ */
+export function costOfAttempts(attemptCosts: readonly AttemptCost[]): Pick<JobResult, "costUsd" | "costIncomplete" | "spot"> {
+  const known = attemptCosts.filter((a) => a.costUsd !== undefined);
+  const costUsd = known.length > 0 ? roundUsd(known.reduce((sum, a) => sum + a.costUsd!, 0)) : undefined;
+  return { costUsd, ...(known.length < attemptCosts.length ? { costIncomplete: true } : {}), ...withSpotAccount(attemptCosts) };
+}
+
+/** An attempt's cost as its job record keeps it (records from before attemptCost: the cost alone, not spot). */
+export function attemptCostOfRecord(record: Pick<JobRecord, "jobId" | "costUsd" | "reason" | "attemptCost">): AttemptCost {
+  return record.attemptCost ?? { jobId: record.jobId, spot: false, costUsd: record.costUsd, ...(record.reason ? { reason: record.reason } : {}) };
+}
+
+/**
  * The result of a job's latest attempt with every earlier attempt's cost folded in: a retried job is billed for all
  * of them, so its cost is their sum, and its spot account says what spot saved and what the lost attempts cost.
  */
 export function withEarlierAttempts(earlier: readonly AttemptCost[], result: JobResult): JobResult {
   if (earlier.length === 0) return result;
   const attemptCosts = [...earlier, ...(result.attemptCosts ?? [{ jobId: result.jobId, spot: false, costUsd: result.costUsd }])];
-  const known = attemptCosts.every((a) => a.costUsd !== undefined);
-  const { spot: _last, ...rest } = result;
-  return { ...rest, attemptCosts, costUsd: known ? roundUsd(attemptCosts.reduce((sum, a) => sum + a.costUsd!, 0)) : undefined, ...withSpotAccount(attemptCosts) };
+  const { spot: _last, costIncomplete: _lastIncomplete, ...rest } = result;
+  return { ...rest, attemptCosts, ...costOfAttempts(attemptCosts) };
 }

@@ -174,7 +174,8 @@ export async function launchJob(resolved: ResolvedJob, spec: JobSpec, options: L
     driverTimings.up = seconds(context.computeStartedAt - tUp);
     context.instanceId = String(up.outputs.instanceId?.value ?? "");
     context.launchedAt = billingStart(await platform.launchedAt(context.instanceId, spec).catch(() => undefined), tUp, context.computeStartedAt);
-    context.record = { ...record, state: "running", instanceId: context.instanceId, runningAt: new Date(context.computeStartedAt).toISOString() };
+    const launchedAt = context.launchedAt === undefined ? {} : { launchedAt: new Date(context.launchedAt).toISOString() };
+    context.record = { ...record, state: "running", instanceId: context.instanceId, runningAt: new Date(context.computeStartedAt).toISOString(), spot: spec.instance.spot, ...launchedAt };
     writeJobRecord(context.record);
     progress.note(`running on ${context.instanceId}; results will go to ${formatS3Url(layout.results)}`);
     return { kind: "running", context, stack };

@@ -43,6 +43,9 @@ export interface JobRecord {
   exitCode?: number;
   instanceSeconds?: number;
   costUsd?: number;
+  /** Whether this attempt ran on spot (a batch's last retry runs on demand), and when EC2 launched its instance (billing's start). */
+  spot?: boolean;
+  launchedAt?: string;
   /** This attempt as billed (spot or not, and on-demand's price for the same seconds): a resumed batch sums attempts from it. */
   attemptCost?: AttemptCost;
   /** 1 for the first attempt; retries after spot interruptions count up. */

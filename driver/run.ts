@@ -51,6 +51,8 @@ export interface JobResult {
   price?: Price;
   /** Every attempt's billed seconds and cost, first to last; costUsd above is their sum (each attempt is billed). */
   attemptCosts?: AttemptCost[];
+  /** Some attempt's cost is unknown (no price, or no instance time): costUsd is what is known, a lower bound. */
+  costIncomplete?: boolean;
   /** For spot or retried jobs: what spot saved against on-demand, and what the lost attempts cost. */
   spot?: SpotAccount;
   /** Every attempt's job id, first to last (retries after lost instances add more). */

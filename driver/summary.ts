@@ -50,7 +50,7 @@ export function jobSummary(result: JobResult & { price?: Price }): string {
   if (result.instanceSeconds !== undefined) {
     const price = result.price ? ` at ${formatRate(result.price.usdPerHour)} (${formatPrice(result.price)})` : "";
     const all = result.attempts.length > 1 ? ` (all ${result.attempts.length} attempts)` : "";
-    lines.push(`  instance: ${result.instanceSeconds}s (billed ${result.billedSeconds}s)${price}, estimated cost ${formatCost(result.costUsd)}${all}`);
+    lines.push(`  instance: ${result.instanceSeconds}s (billed ${result.billedSeconds}s)${price}, estimated cost ${result.costIncomplete ? "at least " : ""}${formatCost(result.costUsd)}${all}${result.costIncomplete ? " (an attempt's cost is unknown)" : ""}`);
   }
   if (result.spot) lines.push(`  ${spotLine(result.spot)}`);
   if (result.attempts.length > 1) {
@@ -66,7 +66,7 @@ export function jobSummary(result: JobResult & { price?: Price }): string {
 
 /** What spot saved and what lost attempts cost, in a line: the bill's other half for spot and retried jobs. */
 export function spotLine(spot: SpotAccount): string {
-  const parts = [`spot saved ${formatCost(spot.savedUsd)} against on-demand prices`];
+  const parts = [spot.savedUsd !== undefined ? `spot saved ${formatCost(spot.savedUsd)} against on-demand prices` : "no spot saving to claim (no spot run finished at a known spot price)"];
   if (spot.lostAttempts > 0) parts.push(`${spot.lostAttempts} lost attempt${spot.lostAttempts === 1 ? "" : "s"} cost ${formatCost(spot.interruptionsUsd)} (included in the cost)`);
   if (spot.netSavedUsd !== undefined) parts.push(spot.netSavedUsd >= 0 ? `net ${formatCost(spot.netSavedUsd)} below one on-demand run` : `net ${formatCost(-spot.netSavedUsd)} above one on-demand run`);
   return parts.join("; ");

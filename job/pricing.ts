@@ -73,32 +73,38 @@ export interface AttemptCost {
   reason?: string;
 }
 
+/** Reasons an attempt's compute was lost: the work it paid for is gone (retried or not). */
+const LOST_REASONS: ReadonlySet<string> = new Set(["spot-interrupted", "instance-lost"]);
+
 /**
- * What spot (and retries) did to a job's bill. `savedUsd`: spot attempts' on-demand cost less their spot cost.
- * `interruptionsUsd`: every attempt before the last, paid in full and lost. `netSavedUsd`: one on-demand run of the
- * last attempt's seconds less everything paid — negative when interruptions cost more than spot saved.
+ * What spot (and retries) did to a job's bill. An attempt is lost when another followed it, or when its compute was
+ * lost (spot-interrupted, instance-lost). `savedUsd`: the on-demand cost less the spot cost of the spot attempts that
+ * were not lost (undefined when none has a known spot and on-demand cost: nothing saved can be claimed).
+ * `interruptionsUsd`: what the lost attempts cost. `netSavedUsd`, only for a job whose last attempt was not lost: one
+ * on-demand run of that attempt's seconds less everything paid — negative when interruptions cost more than spot saved.
  */
 export interface SpotAccount {
-  savedUsd: number;
+  savedUsd?: number;
   interruptionsUsd: number;
   lostAttempts: number;
   netSavedUsd?: number;
 }
 
-/** Undefined for a job that neither ran on spot nor was retried: nothing to account for. */
+/** Undefined for a job that neither ran on spot nor lost an attempt: nothing to account for. */
 export function spotAccount(attempts: readonly AttemptCost[]): SpotAccount | undefined {
-  if (attempts.length === 0 || (attempts.length === 1 && !attempts[0].spot)) return undefined;
-  const savedUsd = attempts.filter((a) => a.spot && a.onDemandUsd !== undefined && a.costUsd !== undefined).reduce((sum, a) => sum + (a.onDemandUsd! - a.costUsd!), 0);
-  const lost = attempts.slice(0, -1);
-  const interruptionsUsd = lost.reduce((sum, a) => sum + (a.costUsd ?? 0), 0);
+  if (attempts.length === 0) return undefined;
+  const isLost = (a: AttemptCost, i: number) => i < attempts.length - 1 || (a.reason !== undefined && LOST_REASONS.has(a.reason));
+  const lost = attempts.filter(isLost);
+  if (lost.length === 0 && !attempts.some((a) => a.spot)) return undefined;
+  const kept = attempts.filter((a, i) => !isLost(a, i) && a.spot && a.onDemandUsd !== undefined && a.costUsd !== undefined);
   const last = attempts[attempts.length - 1];
   const lastOnDemand = last.spot ? last.onDemandUsd : last.costUsd;
   const paid = attempts.every((a) => a.costUsd !== undefined) ? attempts.reduce((sum, a) => sum + a.costUsd!, 0) : undefined;
   return {
-    savedUsd: roundUsd(savedUsd),
-    interruptionsUsd: roundUsd(interruptionsUsd),
+    ...(kept.length > 0 ? { savedUsd: roundUsd(kept.reduce((sum, a) => sum + (a.onDemandUsd! - a.costUsd!), 0)) } : {}),
+    interruptionsUsd: roundUsd(lost.reduce((sum, a) => sum + (a.costUsd ?? 0), 0)),
     lostAttempts: lost.length,
-    ...(lastOnDemand !== undefined && paid !== undefined ? { netSavedUsd: roundUsd(lastOnDemand - paid) } : {}),
+    ...(!isLost(last, attempts.length - 1) && lastOnDemand !== undefined && paid !== undefined ? { netSavedUsd: roundUsd(lastOnDemand - paid) } : {}),
   };
 }
 

@@ -28,7 +28,7 @@ describe("batch costs: retried attempts are billed (moto S3, stand-in engine edg
     else process.env.CLOUDCOMPUTE_HOME = savedHome;
   });
 
-  it("sums a subject's attempts into its cost, and says what spot saved and what the interruption cost", async () => {
+  it("sums a subject's attempts into its cost, and says what the interruption cost and the net against on demand", async () => {
     const logDir = fs.mkdtempSync(path.join(os.tmpdir(), "cc-batch-costs-log-"));
     const job = (subject: string): ResolvedJob => ({ spec: kwykSpec({ subject, outputs: { prefix: `s3://${bucket}/results` }, instance: { ...kwykSpec().instance, spot: true } }), platform: "aws", agentBundlePath: "/nonexistent", allowCrossRegion: false, leaseSeconds: 60, warnings: [] });
     const ended = (request: { jobId: string; subject: string }, cost: AttemptCost, failed: boolean): LaunchReply => ({
@@ -58,6 +58,20 @@ describe("batch costs: retried attempts are billed (moto S3, stand-in engine edg
     expect(entry.outcome).to.equal("succeeded");
     expect(entry.costUsd, "both attempts are paid").to.equal(0.1336);
     expect(entry.interruptionCostUsd).to.equal(0.005);
-    expect(entry.spotSavedUsd).to.equal(0.0078);
+    // The only spot attempt was lost: no saving is claimed for it, and the net says the job paid more than on demand.
+    expect(entry.spotSavedUsd).to.equal(undefined);
+    expect(entry.spotNetSavedUsd).to.equal(-0.005);
+    expect(entry.billedSeconds, "every attempt's billed seconds").to.equal(663);
+
+    // A resumed batch relaunching the subject (its earlier attempt was lost while the batch was down) adds the
+    // relaunch's cost to the earlier attempt's, read from its record.
+    launches.length = 0;
+    const resumed = await scheduleJobs({
+      batchId: "batch-costs-resumed", logDir, jobs: [job("sub-resumed")], concurrency: 1, engineConcurrency: 1, retries: 1, rerun: true,
+      edges: { ...edges, launch: async (request) => ended(request, { jobId: request.jobId, spot: false, billedSeconds: 603, costUsd: 0.1286 }, false) },
+      signal: new AbortController().signal, sink: { event: () => undefined, close: () => undefined },
+      earlierCosts: new Map([["sub-resumed", [{ jobId: "job-sub-resumed-earlier", spot: true, billedSeconds: 60, costUsd: 0.005, onDemandUsd: 0.0128, reason: "spot-interrupted" }]]]),
+    });
+    expect(resumed.get("sub-resumed")).to.include({ outcome: "succeeded", costUsd: 0.1336, interruptionCostUsd: 0.005 });
   });
 });

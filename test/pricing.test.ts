@@ -69,16 +69,24 @@ describe("pricing: billing arithmetic (per second, 60 s minimum)", () => {
     // One spot attempt of 603 s: $0.0503 at spot, $0.1286 at on-demand.
     const once = spotAccount([{ jobId: "a", spot: true, billedSeconds: 603, costUsd: 0.0503, onDemandUsd: 0.1286 }]);
     expect(once).to.deep.equal({ savedUsd: 0.0783, interruptionsUsd: 0, lostAttempts: 0, netSavedUsd: 0.0783 });
-    // Interrupted after 30 s (billed 60 s: $0.005 at spot, $0.0128 on demand), then on demand for 603 s: spot saved
-    // $0.0078 on the lost attempt, which cost $0.005, and the whole bill is $0.005 above one on-demand run.
+    // Interrupted after 30 s (billed 60 s: $0.005 at spot), then on demand for 603 s: the lost attempt saved nothing
+    // (its work is gone), it cost $0.005, and the whole bill is $0.005 above one on-demand run.
     const retried = spotAccount([
       { jobId: "a", spot: true, billedSeconds: 60, costUsd: 0.005, onDemandUsd: 0.0128, reason: "spot-interrupted" },
       { jobId: "b", spot: false, billedSeconds: 603, costUsd: 0.1286 },
     ]);
-    expect(retried).to.deep.equal({ savedUsd: 0.0078, interruptionsUsd: 0.005, lostAttempts: 1, netSavedUsd: -0.005 });
-    // On demand, once: nothing to account for. A spot attempt without a known on-demand price: no net, no saving claimed.
+    expect(retried).to.deep.equal({ interruptionsUsd: 0.005, lostAttempts: 1, netSavedUsd: -0.005 });
+    // Interrupted with no retry left: the job's only attempt is lost; no saving, no net, its whole cost lost.
+    expect(spotAccount([{ jobId: "a", spot: true, costUsd: 0.1, onDemandUsd: 0.3, reason: "spot-interrupted" }])).to.deep.equal({ interruptionsUsd: 0.1, lostAttempts: 1 });
+    // Lost on spot, then a spot attempt that finished: only the finished one's saving counts.
+    expect(spotAccount([
+      { jobId: "a", spot: true, costUsd: 0.005, onDemandUsd: 0.0128, reason: "spot-interrupted" },
+      { jobId: "b", spot: true, costUsd: 0.0503, onDemandUsd: 0.1286 },
+    ])).to.deep.equal({ savedUsd: 0.0783, interruptionsUsd: 0.005, lostAttempts: 1, netSavedUsd: 0.0733 });
+    // On demand, once: nothing to account for. A spot attempt without a known on-demand price (spot priced as on
+    // demand when no spot price was found): no saving claimed, no net.
     expect(spotAccount([{ jobId: "a", spot: false, costUsd: 0.1286 }])).to.equal(undefined);
-    expect(spotAccount([{ jobId: "a", spot: true, costUsd: 0.0503 }])).to.deep.equal({ savedUsd: 0, interruptionsUsd: 0, lostAttempts: 0 });
+    expect(spotAccount([{ jobId: "a", spot: true, costUsd: 0.0503 }])).to.deep.equal({ interruptionsUsd: 0, lostAttempts: 0 });
   });
 
   it("folds every earlier attempt into a retried job's cost", () => {
@@ -87,8 +95,8 @@ describe("pricing: billing arithmetic (per second, 60 s minimum)", () => {
     expect(folded.costUsd).to.equal(0.1336);
     expect(folded.attemptCosts!.map((a) => a.jobId)).to.deep.equal(["a", "b"]);
     expect(folded.spot).to.include({ interruptionsUsd: 0.005, lostAttempts: 1, netSavedUsd: -0.005 });
-    // An attempt whose cost is unknown leaves the total unknown rather than too low.
-    expect(withEarlierAttempts([{ jobId: "a", spot: false }], last).costUsd).to.equal(undefined);
+    // An attempt whose cost is unknown: the known part, marked as a lower bound (never a silent zero).
+    expect(withEarlierAttempts([{ jobId: "a", spot: false }], last)).to.include({ costUsd: 0.1286, costIncomplete: true });
     expect(withEarlierAttempts([], last)).to.equal(last);
   });
 
