@@ -10,7 +10,7 @@ import { batchTotals } from "./batch-totals";
 import { histogramSvg } from "./batch-report-chart";
 import { escapeHtml } from "./html";
 import { formatDuration } from "./progress";
-import { formatCost, printable } from "./summary";
+import { formatCost, formatPrice, formatRate, printable } from "./summary";
 
 export interface ReportOptions {
   /** Subjects whose batch log file (entry.logPath) exists: linked relative to the page. */
@@ -60,6 +60,7 @@ export function renderBatchReport(result: BatchResult, options: ReportOptions = 
     `<dl class="totals">`,
     total("subject-count", "subjects", result.entries.length, String(result.entries.length)),
     total("total-cost", "cost (estimated)", totals.costUsd, totals.unknownCostSubjects > 0 ? `at least ${formatCost(totals.costUsd)} (${totals.unknownCostSubjects} subject(s)' cost unknown)` : formatCost(totals.costUsd)),
+    pricesUsed(result.entries),
     total("total-billed-seconds", "billed instance time", totals.billedSeconds, `${Number(totals.billedSeconds.toFixed(1))} s (${(totals.billedSeconds / 3600).toFixed(2)} h)`),
     wallSeconds !== undefined ? total("batch-wall-seconds", "batch wall time", Math.round(wallSeconds), formatDuration(wallSeconds)) : "",
     totals.spotSavedUsd !== undefined ? total("spot-saved", "saved by spot", totals.spotSavedUsd, formatCost(totals.spotSavedUsd)) : "",
@@ -132,6 +133,18 @@ const decimalsFor = (width: number, least: number) => (width > 0 ? Math.min(6, M
 const numbers = (entries: BatchEntry[], of: (e: BatchEntry) => number | undefined) => entries.map(of).filter((v): v is number => v !== undefined && Number.isFinite(v));
 const clip = (text: string) => (text.length > MESSAGE_CHARS ? `${text.slice(0, MESSAGE_CHARS)}…` : text);
 const cssClass = (outcome: string) => outcome.replace(/[^a-z-]/g, "");
+
+/** The instance types and prices the costs were reckoned at, each with its source and date (a cost is traceable). */
+function pricesUsed(entries: readonly BatchEntry[]): string {
+  const seen = new Map<string, string>();
+  for (const e of entries) {
+    if (!e.price) continue;
+    const text = `${e.instanceType ?? "instance"} at ${formatRate(e.price.usdPerHour)} (${formatPrice(e.price)})`;
+    seen.set(text, text);
+  }
+  if (seen.size === 0) return "";
+  return `<dt>priced at</dt><dd id="prices">${[...seen.values()].map((t) => `<span class="price">${escapeHtml(printable(t))}</span>`).join("<br>")}</dd>`;
+}
 
 /** Write the page beside the batch's summary.json; a failure to write it is said, never fatal to the batch. */
 export function writeBatchReport(result: BatchResult): string | undefined {

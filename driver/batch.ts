@@ -28,7 +28,7 @@ import { PollPacer } from "./poll-pacer";
 import type { SubjectLease } from "../common/lease";
 import type { BatchJournal } from "./batch-resume";
 import type { BatchEventSink } from "./batch-events";
-import type { AttemptCost } from "../job/pricing";
+import type { AttemptCost, Price } from "../job/pricing";
 import { batchViewMode, createBatchView } from "./batch-view";
 import { batchTotals } from "./batch-totals";
 import { writeBatchReport } from "./batch-report";
@@ -67,6 +67,9 @@ export interface BatchEntry {
   message?: string;
   /** The earlier successful job, for skipped subjects. */
   succeededBefore?: string;
+  /** The instance type and the price its cost was reckoned at, with source and date. */
+  instanceType?: string;
+  price?: Price;
   /** Every attempt's cost, summed; with costIncomplete some attempt's cost is unknown and this is a lower bound. */
   costUsd?: number;
   costIncomplete?: boolean;
@@ -104,6 +107,7 @@ export function entryCosts(result: Pick<JobResult, "costUsd" | "costIncomplete" 
 export function entryOf(result: JobResult): BatchEntry {
   return {
     subject: result.subject, outcome: result.outcome, exitCode: result.exitCode, jobId: result.jobId, reason: result.reason, message: result.message,
+    ...(result.instanceType ? { instanceType: result.instanceType } : {}), ...(result.price ? { price: result.price } : {}),
     ...entryCosts(result), resultsUrl: result.outcome === "succeeded" ? result.resultsUrl : undefined, logUrl: result.logUrl || undefined,
   };
 }

@@ -79,6 +79,7 @@ function baseResult(spec: JobSpec, platform: PlatformName) {
     jobId: spec.jobId,
     subject: spec.subject,
     platform,
+    instanceType: spec.instance.type,
     resultsUrl: formatS3Url(layout.results),
     markerUrl: formatS3Url(layout.marker),
     logUrl: formatS3Url(layout.log),
@@ -122,6 +123,7 @@ export async function launchJob(resolved: ResolvedJob, spec: JobSpec, options: L
     driverHost: owner.host,
     driverPidStart: owner.pidStart,
     region: spec.instance.region,
+    instanceType: spec.instance.type,
     markerUrl: formatS3Url(layout.marker),
     resultsUrl: formatS3Url(layout.results),
     statusUrl: formatS3Url(layout.status),
@@ -246,7 +248,9 @@ export async function finishJob(context: JobContext, ending: Ending, options: Ph
   // Billed from the instance's launch (else the end of up) to the end of destroy, which waits for its termination.
   const billedFrom = context.launchedAt ?? context.computeStartedAt;
   const instanceSeconds = billedFrom ? seconds(computeEndedAt - billedFrom) : undefined;
-  const billedSeconds = instanceSeconds === undefined ? undefined : platform.name === "aws" ? billedSecondsOf(instanceSeconds) : instanceSeconds;
+  // Billed as AWS bills Linux on every platform: a local job given a price (a comparison's "types") is reckoned the
+  // same way, so its cost, a comparison's and an estimate's agree.
+  const billedSeconds = instanceSeconds === undefined ? undefined : billedSecondsOf(instanceSeconds);
   const prices = options.pricePerHour !== undefined ? flatPrices(options.pricePerHour) : await platform.prices(spec).catch(() => undefined);
   const costAt = (perHour: number) => (billedSeconds !== undefined ? roundUsd((billedSeconds * perHour) / 3600) : undefined);
   const costUsd = prices ? costAt(totalUsdPerHour(prices)) : undefined;
@@ -283,6 +287,7 @@ export async function finishJob(context: JobContext, ending: Ending, options: Ph
     instanceSeconds,
     costUsd,
     attemptCost: attemptCosts[0],
+    ...(prices ? { price: prices.instance } : {}),
     timings: { ...driverTimings, ...Object.fromEntries(Object.entries(result.timings.agent).map(([k, v]) => [`agent.${k}`, v ?? 0])) },
   });
   return result;

@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { AttemptCost } from "../job/pricing";
+import type { AttemptCost, Price } from "../job/pricing";
 import { isJobId } from "../job/layout";
 import type { PlatformName } from "../job/platform";
 import type { Owner } from "./owner";
@@ -43,6 +43,9 @@ export interface JobRecord {
   exitCode?: number;
   instanceSeconds?: number;
   costUsd?: number;
+  /** The instance type, and the price its cost was reckoned at (source and date): a cost traceable after the fact. */
+  instanceType?: string;
+  price?: Price;
   /** Whether this attempt ran on spot (a batch's last retry runs on demand), and when EC2 launched its instance (billing's start). */
   spot?: boolean;
   launchedAt?: string;

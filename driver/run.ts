@@ -30,6 +30,8 @@ export interface JobResult {
   jobId: string;
   subject: string;
   platform: string;
+  /** The instance type the job ran on (a comparison's or auto's choice included). */
+  instanceType?: string;
   outcome: Outcome;
   exitCode: ExitCode;
   /** Why it failed: the marker's reason, or the driver's (instance-lost, spot-interrupted, heartbeat-lost, max-runtime, up-failed, insufficient-capacity, interrupted). */

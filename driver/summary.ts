@@ -39,14 +39,16 @@ export function jobSummary(result: JobResult & { price?: Price }): string {
   } else {
     // The subject's results folder holds an earlier run's results (or none): never present them as this job's.
     const kept = result.outputs && result.outputs.count > 0 ? `; its ${result.outputs.count} partial output(s) are in the job's area` : "";
-    lines.push(`  results:  none from this job (${result.resultsUrl} is not its output${kept})`);
+    lines.push(result.resultsUrl ? `  results:  none from this job (${result.resultsUrl} is not its output${kept})` : "  results:  none from this job");
   }
-  lines.push(`  log:      ${result.logUrl}`);
+  // A job that never started has no log, and the driver no steps: no empty lines for them.
+  if (result.logUrl) lines.push(`  log:      ${result.logUrl}`);
   if (result.provenanceUrl) lines.push(`  provenance: ${result.provenanceUrl} (image digest, input and output checksums)`);
   const agent = Object.entries(result.timings.agent).filter(([, v]) => v !== undefined);
   if (agent.length > 0) lines.push(`  phases:   ${agent.map(([phase, s]) => `${phase} ${formatDuration(s ?? 0)}`).join(", ")}`);
   const d = result.timings.driver;
-  lines.push(`  driver:   ${["create", "up", "wait", "destroy", "total"].filter((k) => d[k] !== undefined).map((k) => `${k} ${d[k]}s`).join(", ")}`);
+  const steps = ["create", "up", "wait", "destroy", "total"].filter((k) => d[k] !== undefined);
+  if (steps.length > 0) lines.push(`  driver:   ${steps.map((k) => `${k} ${d[k]}s`).join(", ")}`);
   if (result.instanceSeconds !== undefined) {
     const price = result.price ? ` at ${formatRate(result.price.usdPerHour)} (${formatPrice(result.price)})` : "";
     const all = result.attempts.length > 1 ? ` (all ${result.attempts.length} attempts)` : "";

@@ -129,6 +129,9 @@ describe("batch report page (real batch on --platform local, headless Chromium)"
     expect(Number(valueOf(dom, "batch-wall-seconds"))).to.equal(Math.round(wall));
     const counts = Object.fromEntries([...dom.matchAll(/data-outcome="([^"]+)" data-count="(\d+)"/g)].map(([, o, n]) => [o, Number(n)]));
     expect(counts).to.deep.equal({ succeeded: 2, failed: 1 });
+    // Every cost traceable: the entries and the page name the type and the price, with its source and date.
+    for (const e of summary.entries) expect(e.price, `${e.subject} price`).to.include({ usdPerHour: 0.5, source: "--price-per-hour" });
+    expect(/<dd id="prices">([\s\S]*?)<\/dd>/.exec(dom)?.[1]).to.match(/\S+ at \$0\.5\/h \(--price-per-hour, \d{4}-\d\d-\d\d\)/);
     // Spot figures appear only when entries carry them; these do not.
     expect(dom).to.not.include('id="spot-saved"').and.not.include('id="interruption-cost"');
     // Both charts drew a bar per subject that had a value.

@@ -251,6 +251,12 @@ describe("driver: summaries a terminal can trust", () => {
     expect(text).to.include("attempts: job-a (spot, $0.0050, spot-interrupted), job-b (on-demand, $0.13)");
   });
 
+  it("a job that never started gets no empty results, log or driver lines", () => {
+    const text = jobSummary({ ...base, resultsUrl: "", logUrl: "", markerUrl: "", outputs: undefined, timings: { driver: {}, agent: {} } });
+    expect(text).to.include("  results:  none from this job\n");
+    expect(text).to.not.match(/log:|driver:|\( is not/);
+  });
+
   it("never presents the subject's results folder as a failed job's output", () => {
     expect(jobSummary(base)).to.include("results:  none from this job (s3://lab/results/sub-01/ is not its output; its 2 partial output(s) are in the job's area)");
     expect(jobSummary({ ...base, outcome: "succeeded", reason: undefined, outputs: { count: 3, bytes: 2048, partial: false } })).to.include("results:  s3://lab/results/sub-01/ (3 objects");
