@@ -7,6 +7,7 @@ import { BadInputError } from "./errors";
 import { batchTable, checkDistinctFolders, runBatch } from "./batch";
 import { dryRun } from "./run";
 import { estimateFor, estimateLine } from "./dry-run";
+import { printable } from "./summary";
 import { secretsPassphraseProblem } from "./preflight";
 import { backendUrl } from "../common/paths";
 import type { ResolvedJob, SpecFlags } from "./options";
@@ -121,7 +122,10 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
     // One instance type and region for every job: one price, times the subjects.
     const estimate = await estimateFor(jobs[0], { expectedMinutes: argv["expected-minutes"] as number | undefined, pricePerHour: argv["price-per-hour"] as number | undefined, subjects: jobs.length });
     if (estimate) process.stderr.write(`${estimateLine(estimate)}\n`);
-    options.printJson({ dryRun: true, subjects: list.subjects, ...(selection ? { excluded: selection.excluded } : {}), ...(shown ? { subjectInputs: shown } : {}), quotas: { ...capacity, plan }, ...(choice ? { instanceTypeChoice: choice } : {}), ...(estimate ? { estimate } : {}), jobs: jobs.map(dryRun) });
+    const preview = { dryRun: true, subjects: list.subjects, ...(selection ? { excluded: selection.excluded } : {}), ...(shown ? { subjectInputs: shown } : {}), quotas: { ...capacity, plan }, ...(choice ? { instanceTypeChoice: choice } : {}), ...(estimate ? { estimate } : {}), jobs: jobs.map(dryRun) };
+    // Every job's spec and user-data is megabytes for a study: a terminal gets the gist, --json the whole.
+    if (argv.json) options.printJson(preview);
+    else process.stdout.write(batchPreview(jobs, plan.concurrency));
     return 0;
   }
   for (const job of jobs) printWarnings(await checkRegions(job, cache), seen);
@@ -143,4 +147,17 @@ export async function runBatchCommand(argv: Record<string, unknown>, flags: Spec
   process.stderr.write(batchTable(result));
   if (argv.json) options.printJson(choice ? { ...result, instanceTypeChoice: choice } : result);
   return result.exitCode;
+}
+
+/** A batch dry run in a few lines (the estimate is on stderr): what would run where, how many at once, how to see it all. */
+function batchPreview(jobs: ResolvedJob[], concurrency: number): string {
+  const { instance, container, outputs } = jobs[0].spec;
+  const first = dryRun(jobs[0]);
+  return [
+    `dry run: ${jobs.length} subject(s), one job each; nothing was created`,
+    `  platform ${jobs[0].platform}: ${instance.type} in ${instance.region} (${instance.spot ? "spot" : "on demand"}), ${concurrency} job(s) at once`,
+    `  image ${printable(container.image)}; results under ${printable(String(outputs.prefix))}`,
+    `  first job: stack ${String(first.stack)}, results ${String(first.resultsUrl)}`,
+    "  --json prints every job's spec, stack and user-data",
+  ].join("\n") + "\n";
 }

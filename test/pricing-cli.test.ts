@@ -71,6 +71,12 @@ describe("cost estimate and price through the CLI", function () {
     const { estimate } = lastJson(batch.stdout);
     expect(estimate).to.include({ perSubjectUsd: 0.1289, subjects: 3, totalUsd: 0.3867 });
     expect(batch.stderr).to.match(/3 subjects \$0\.39/);
+    // Without --json a terminal gets the gist, not every job's spec and user-data.
+    const plain = await sandbox.run(["--config", config, "--subjects-file", file, ...aws, "--expected-minutes", "10", "--dry-run"]);
+    expect(plain.code, plain.stderr).to.equal(0);
+    expect(plain.stdout).to.match(/^dry run: \d+ subject\(s\), one job each; nothing was created\n  platform aws: m5\.4xlarge in us-east-1 \(on demand\)/);
+    expect(plain.stdout.split("\n").length, "a few lines").to.be.lessThan(10);
+    expect(plain.stderr).to.match(/estimate: .* subjects \$/);
   });
 
   it("refuses a non-positive or non-numeric --expected-minutes, and one without --dry-run (exit 2)", async () => {
