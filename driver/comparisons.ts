@@ -27,7 +27,8 @@ function validType(value: unknown): value is ComparedType {
   if (typeof value !== "object" || value === null) return false;
   const t = value as Record<string, unknown>;
   return typeof t.instanceType === "string" && INSTANCE_TYPE.test(t.instanceType) && typeof t.outcome === "string" && SAFE_TEXT.test(t.outcome)
-    && isNumber(t.wallSeconds) && optionalNumber(t.instanceSeconds) && optionalNumber(t.billedSeconds) && optionalNumber(t.costPerSubjectUsd);
+    && isNumber(t.wallSeconds) && optionalNumber(t.instanceSeconds) && optionalNumber(t.billedSeconds) && optionalNumber(t.costPerSubjectUsd)
+    && optionalNumber(t.onDemandUsd) && optionalNumber(t.spotUsd);
 }
 
 /** The comparison `text` holds, or undefined when it is not one of this version (whatever it is instead). */
@@ -46,7 +47,7 @@ export function parseComparison(text: string, expectedId?: string): Comparison |
   if (typeof c.key !== "string" || typeof c.image !== "string" || !Array.isArray(c.command) || !c.command.every((a) => typeof a === "string")) return undefined;
   // A key that is not its own image and command's would speak for another job's work.
   if (c.key !== comparisonKey(c.image, c.command as string[])) return undefined;
-  if (typeof c.platform !== "string" || typeof c.region !== "string") return undefined;
+  if (typeof c.platform !== "string" || typeof c.region !== "string" || (c.spot !== undefined && typeof c.spot !== "boolean")) return undefined;
   if (!Array.isArray(c.types) || !c.types.every(validType)) return undefined;
   // Printed and compared as ISO: a createdAt written otherwise is normalised, never echoed as given.
   return { ...(value as Comparison), createdAt: new Date(c.createdAt).toISOString() };

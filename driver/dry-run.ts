@@ -40,10 +40,15 @@ export interface EstimateRequest {
   subjects?: number;
 }
 
-/** The newest comparison's measured run of the job's own instance type (succeeded), for its image, command, platform and region. */
+/**
+ * The measured run of the job's own instance type (succeeded), for its image, command, platform and region: from the
+ * comparison `--instance-type auto` chose it from, else the newest that has one (as auto passes over comparisons
+ * where nothing succeeded).
+ */
 export function measuredRun(resolved: ResolvedJob): { comparisonId: string; createdAt: string; measuredSeconds: number } | undefined {
-  const { spec } = resolved;
+  const { spec, instanceTypeChoice } = resolved;
   for (const comparison of comparisonsFor(comparisonKey(spec.container.image, spec.container.command), { platform: resolved.platform, region: spec.instance.region })) {
+    if (instanceTypeChoice && comparison.comparisonId !== instanceTypeChoice.comparisonId) continue;
     const run = comparison.types.find((t) => t.instanceType === spec.instance.type && t.outcome === "succeeded" && (t.billedSeconds ?? t.instanceSeconds) !== undefined);
     if (run) return { comparisonId: comparison.comparisonId, createdAt: comparison.createdAt, measuredSeconds: (run.billedSeconds ?? run.instanceSeconds)! };
   }

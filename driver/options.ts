@@ -17,6 +17,7 @@ import { checkPresignedExpiry } from "../job/presigned";
 import { checkNamedSubject } from "../job/input-templates";
 import { archiveKindFor } from "../job/input-file";
 import { autoBudget, resolveAutoInstanceType, type InstanceTypeChoice } from "./instance-type-auto";
+import { suggestedCompareCommand } from "./auto-compare-command";
 
 /** Holds `--instance-type auto`'s place while the rest of the spec is read; replaced by the choice before anyone sees it. */
 const PROVISIONAL_INSTANCE_TYPE = "auto0.provisional";
@@ -199,7 +200,9 @@ export function resolveJob(flags: SpecFlags, now: Date = new Date(), extra: Reso
     const deploy = deployConfigFromConfig((key) => (key === DEPLOY_KEYS.platform.key ? platformFlag : undefined) ?? lookup(key));
     platform = deploy.platform;
     if (budget !== undefined) {
-      instanceTypeChoice = resolveAutoInstanceType({ image: spec.container.image, command: spec.container.command, platform, region: spec.instance.region }, budget);
+      const job = { image: spec.container.image, command: spec.container.command, platform, region: spec.instance.region, spot: spec.instance.spot };
+      const subject = spec.subject;
+      instanceTypeChoice = resolveAutoInstanceType(job, budget, { suggestion: () => suggestedCompareCommand(flags, subject, platform) });
       spec = parseJobSpec({ ...spec, instance: { ...spec.instance, type: instanceTypeChoice.chosen } }, "--instance-type auto");
     }
     checkPlatformSupport(spec, platform);

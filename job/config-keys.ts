@@ -150,7 +150,7 @@ export const CONFIG_KEYS: readonly (ConfigKey & { specPath: readonly string[] })
   {
     key: "cloudcompute:instanceType", specPath: ["instance", "type"], kind: "string", required: true,
     expected: "an EC2 instance type such as m5.4xlarge, or auto (driver only, with --time-budget)",
-    help: "EC2 instance type (Graviton types get arm64 AMIs); auto: the cheapest per subject that the latest comparison (run --compare) saw finish within --time-budget MINUTES, for the same image, command, platform and region",
+    help: "EC2 instance type (Graviton types get arm64 AMIs); auto: the cheapest per subject (at the job's spot or on-demand cost) that the newest comparison with a succeeded type (run --compare) saw finish within --time-budget MINUTES (each subject's wall time, launch to teardown), for the same image, command, platform and region",
     flag: { name: "instance-type", form: "text" },
   },
   {

@@ -27,7 +27,7 @@ const lastJson = (stdout: string) => JSON.parse(stdout.trim().split("\n").pop()!
 /** One type's measured run: succeeded unless said, billed as measured. */
 function measured(instanceType: string, wallMinutes: number, costPerSubjectUsd: number, more: Partial<ComparedType> = {}): ComparedType {
   const seconds = Math.round(wallMinutes * 60);
-  return { instanceType, jobId: `job-${instanceType}`, outcome: "succeeded", wallSeconds: seconds, phases: { driver: { total: seconds }, agent: {} }, instanceSeconds: seconds - 30, billedSeconds: seconds - 30, costPerSubjectUsd, ...more };
+  return { instanceType, jobId: `job-${instanceType}`, outcome: "succeeded", wallSeconds: seconds, phases: { driver: { total: seconds }, agent: {} }, instanceSeconds: seconds - 30, billedSeconds: seconds - 30, onDemandUsd: costPerSubjectUsd, costPerSubjectUsd, ...more };
 }
 
 function comparison(id: string, createdAt: string, types: ComparedType[], more: Partial<Comparison> = {}): Comparison {
@@ -64,7 +64,7 @@ describe("--instance-type auto: the pick", () => {
 
   it("takes the cheapest type within the budget, not the cheapest overall when it is too slow, never a failed one", () => {
     const choice = chooseInstanceType(comparison("cmp-1", "2026-11-20T10:00:00.000Z", types), 60);
-    expect(choice).to.deep.equal({ comparisonId: "cmp-1", createdAt: "2026-11-20T10:00:00.000Z", chosen: "m5.large", costPerSubjectUsd: 0.09, wallSeconds: 3000, budgetMinutes: 60 });
+    expect(choice).to.deep.equal({ comparisonId: "cmp-1", createdAt: "2026-11-20T10:00:00.000Z", chosen: "m5.large", costPerSubjectUsd: 0.09, costBasis: "on-demand", wallSeconds: 3000, budgetMinutes: 60 });
     expect(chooseInstanceType(comparison("cmp-1", "2026-11-20T10:00:00.000Z", types), 100).chosen).to.equal("t3.large");
     expect(chooseInstanceType(comparison("cmp-1", "2026-11-20T10:00:00.000Z", types), 40).chosen).to.equal("c5.xlarge");
   });
@@ -81,7 +81,7 @@ describe("--instance-type auto: the pick", () => {
     expect(message).to.include("t3.large 95.0 min, m5.large 50.0 min, c5.xlarge 30.0 min, m5.xlarge failed (not a candidate)");
     expect(message).to.include("the fastest is c5.xlarge (30.0 min): give a budget of at least 30 min");
     const allFailed = refusal(() => chooseInstanceType(comparison("cmp-2", "2026-11-20T10:00:00.000Z", [types[3]]), 60));
-    expect(allFailed).to.include("no type of comparison cmp-2 of 2026-11-20T10:00:00.000Z succeeded (m5.xlarge failed (not a candidate))");
+    expect(allFailed).to.include("no type of comparison cmp-2 of 2026-11-20T10:00:00.000Z succeeded with an on-demand cost (m5.xlarge failed (not a candidate))");
   });
 
   it("auto and --time-budget need each other; a budget is minutes > 0", () => {
@@ -105,7 +105,7 @@ describe("--instance-type auto: the pick", () => {
 
 describe("--instance-type auto: which comparison", () => {
   let home: string;
-  const job = { image: IMAGE, command: COMMAND, platform: "local", region: "us-east-1" };
+  const job = { image: IMAGE, command: COMMAND, platform: "local", region: "us-east-1", spot: false };
   beforeEach(() => (home = fs.mkdtempSync(path.join(os.tmpdir(), "cc-cmp-"))));
   afterEach(() => fs.rmSync(home, { recursive: true, force: true }));
   const dir = () => path.join(home, "comparisons");
@@ -114,7 +114,7 @@ describe("--instance-type auto: which comparison", () => {
     save(home, comparison("zz-old", "2026-11-01T00:00:00Z", [measured("m5.large", 10, 0.01)]));
     save(home, comparison("aa-new", "2026-11-25T00:00:00Z", [measured("c5.large", 10, 0.02)]));
     save(home, comparison("mm-mid", "2026-11-10T00:00:00Z", [measured("t3.large", 10, 0.005)]));
-    expect(resolveAutoInstanceType(job, 30, dir())).to.include({ comparisonId: "aa-new", chosen: "c5.large" });
+    expect(resolveAutoInstanceType(job, 30, { dir: dir() })).to.include({ comparisonId: "aa-new", chosen: "c5.large" });
   });
 
   it("another image's or command's comparison, or another platform's or region's, is not used; with none, the --compare command to run", () => {
@@ -122,11 +122,11 @@ describe("--instance-type auto: which comparison", () => {
     save(home, comparison("other-command", "2026-11-25T00:00:00Z", [measured("m5.large", 10, 0.01)], { command: ["false"] }));
     save(home, comparison("other-platform", "2026-11-25T00:00:00Z", [measured("m5.large", 10, 0.01)], { platform: "aws" }));
     save(home, comparison("other-region", "2026-11-25T00:00:00Z", [measured("m5.large", 10, 0.01)], { region: "eu-west-1" }));
-    const message = refusal(() => resolveAutoInstanceType(job, 30, dir()));
+    const message = refusal(() => resolveAutoInstanceType(job, 30, { dir: dir() }));
     expect(message).to.include(`no comparison of instance types for image none with command ["true"] on local in us-east-1`);
-    expect(message).to.include("--compare m5.xlarge,c5.2xlarge,m5.2xlarge");
+    expect(message).to.include("run one first (npm run job -- --subject SUBJECT --compare TYPE,TYPE,...)");
     save(home, comparison("mine", "2026-11-02T00:00:00Z", [measured("m5.2xlarge", 10, 0.3)]));
-    expect(resolveAutoInstanceType(job, 30, dir())).to.include({ comparisonId: "mine", chosen: "m5.2xlarge" });
+    expect(resolveAutoInstanceType(job, 30, { dir: dir() })).to.include({ comparisonId: "mine", chosen: "m5.2xlarge" });
   });
 
   it("crafted and corrupt files are passed over, however new, and none of their text is taken", () => {
@@ -144,6 +144,9 @@ describe("--instance-type auto: which comparison", () => {
     save(home, newer("auto-type", { types: [measured("auto", 10, 0.001)] }), "auto-type");
     save(home, newer("nan", { types: [{ ...measured("c5.large", 10, 0.001), wallSeconds: "10" }] }), "nan");
     save(home, newer("neg", { types: [measured("c5.large", 10, -1)] }), "neg");
+    save(home, newer("neg-spot", { types: [measured("c5.large", 10, 0.001, { spotUsd: -1 })] }), "neg-spot");
+    save(home, newer("text-cost", { types: [{ ...measured("c5.large", 10, 0.001), onDemandUsd: "0" }] }), "text-cost");
+    save(home, newer("spot-text", { spot: "yes" }), "spot-text");
     save(home, newer("bad id\u001b", {}), "x"); // not a plain id either way
     fs.mkdirSync(path.join(dir(), "a-dir", "comparison.json"), { recursive: true });
     fs.mkdirSync(path.join(dir(), "dev-zero"));
@@ -166,7 +169,7 @@ describe("--instance-type auto: which comparison", () => {
       fs.chownSync(path.join(dir(), "other-user", "comparison.json"), 12345, 12345);
     }
     expect(listComparisons(dir()).map((c) => c.comparisonId)).to.deep.equal(["good"]);
-    expect(resolveAutoInstanceType(job, 30, dir())).to.include({ comparisonId: "good", chosen: "m5.large" });
+    expect(resolveAutoInstanceType(job, 30, { dir: dir() })).to.include({ comparisonId: "good", chosen: "m5.large" });
     expect(latestComparison(KEY, { platform: "local" }, path.join(home, "nowhere"))).to.equal(undefined);
   });
 });
@@ -197,8 +200,8 @@ describe("--instance-type auto and the dry run's estimate through the CLI", func
     expect(res.code, res.stderr).to.equal(0);
     const out = lastJson(res.stdout);
     expect(out.spec.instance.type).to.equal("m5.large");
-    expect(out.instanceTypeChoice).to.deep.equal({ comparisonId: "cmp-20261120", createdAt: "2026-11-20T10:00:00.000Z", chosen: "m5.large", costPerSubjectUsd: 0.09, wallSeconds: 3000, budgetMinutes: 60 });
-    expect(res.stderr).to.include("instance type auto: m5.large from comparison cmp-20261120 of 2026-11-20T10:00:00.000Z: $0.09 per subject, 50.0 min wall time, the cheapest within --time-budget 60 min");
+    expect(out.instanceTypeChoice).to.deep.equal({ comparisonId: "cmp-20261120", createdAt: "2026-11-20T10:00:00.000Z", chosen: "m5.large", costPerSubjectUsd: 0.09, costBasis: "on-demand", wallSeconds: 3000, budgetMinutes: 60 });
+    expect(res.stderr).to.include("instance type auto: m5.large from comparison cmp-20261120 of 2026-11-20T10:00:00.000Z: $0.09 per subject on demand, 50.0 min wall time, the cheapest within --time-budget 60 min");
     // The measured 2970 billed seconds at $3.6/h ($0.001 a second).
     expect(out.estimate).to.deep.include({ perSubjectUsd: 2.97, subjects: 1, totalUsd: 2.97 });
     expect(out.estimate.instance).to.include({ billedSeconds: 2970, usdPerHour: 3.6, source: "--price-per-hour" });
