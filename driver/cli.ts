@@ -1,6 +1,7 @@
 /**
  * `npm run job -- ...` / `cloudcompute ...`: a thin yargs layer over the driver's modules. Progress and summaries go
- * to stderr; `--json` puts exactly one JSON document on stdout (a batch: one JSON event per line, its result last).
+ * to stderr (but `run --compare`'s table, its output, goes to stdout); `--json` puts exactly one JSON document on
+ * stdout (a batch: one JSON event per line, its result last).
  * Exit codes: see errors.ts (0/1/2/3/130).
  */
 import yargs, { Argv, Options } from "yargs";
