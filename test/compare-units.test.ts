@@ -10,7 +10,8 @@ import * as path from "node:path";
 import { COMPARISON_KIND, COMPARISON_VERSION, comparisonKey, type Comparison, type ComparedType } from "../job/comparison";
 import { comparisonPrefix } from "../job/layout";
 import { batchConcurrency, checkCompareFlags, checkTypesFitTogether, extrapolate, extrapolationAssumptions, parseCompareItems, requirePrices } from "../driver/compare-items";
-import { compareExitCode, costAt, makeComparisonId } from "../driver/compare";
+import { comparedType, compareExitCode, costAt, makeComparisonId } from "../driver/compare";
+import type { JobResult } from "../driver/run";
 import { parseComparison } from "../driver/comparisons";
 import type { CapacityReport } from "../driver/quotas";
 import { comparisonCsv, comparisonTable, csvField, saveComparison, TABLE_WIDTH } from "../driver/comparison-output";
@@ -232,6 +233,18 @@ describe("run --compare: review fixes (prices, terminal, files, width, exit code
     expect(extrapolationAssumptions(aws)[1]).to.match(/^10 jobs at once must fit the account's quotas, checked now as a batch would: m5\.24xlarge: concurrency capped to 2/);
     expect(extrapolationAssumptions({ ...aws, types: [{ instanceType: "m5.large" }] })[1]).to.match(/they fit$/);
     expect(extrapolationAssumptions({ ...aws, platform: "local" })[1]).to.match(/not checked on --platform local/);
+  });
+
+  it("a type's batch uses the jobs at once the quotas allow, and says so", () => {
+    const result = { jobId: "job-1", subject: "sub-01", platform: "aws", outcome: "succeeded", exitCode: 0, message: "", resultsUrl: "", markerUrl: "", logUrl: "", timings: { driver: { up: 5, total: 100 }, agent: { run: 80 } }, attempts: [], billedSeconds: 92 } as unknown as JobResult;
+    const prices = { onDemand: { usdPerHour: 3.6, source: "--compare" as const, asOf: "2026-11-29" } };
+    const capped = comparedType(result, "m5.24xlarge", prices, false, { subjects: 10, concurrency: 2, capped: "concurrency capped to 2 (asked 5)" });
+    expect(capped.costPerSubjectUsd).to.equal(0.092);
+    expect(capped.batch).to.deep.equal({ costUsd: 0.92, wallSeconds: 500, concurrency: 2, capped: "concurrency capped to 2 (asked 5)" });
+    expect(comparedType(result, "m5.large", prices, false, { subjects: 10, concurrency: 5 }).batch).to.deep.equal({ costUsd: 0.92, wallSeconds: 200 });
+    const unpriceable = comparedType(result, "m5.large", { onDemand: { ...prices.onDemand, usdPerHour: Number.MAX_VALUE } }, false, { subjects: 10, concurrency: 5 });
+    expect(unpriceable).not.to.have.any.keys("onDemandUsd", "costPerSubjectUsd", "batch");
+    expect(JSON.stringify(unpriceable)).not.to.include("null");
   });
 
   it("gives comparisons started in the same millisecond different ids that saved files still accept", () => {
