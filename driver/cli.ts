@@ -1,6 +1,7 @@
 /**
  * `npm run job -- ...` / `cloudcompute ...`: a thin yargs layer over the driver's modules. Progress and summaries go
- * to stderr; `--json` puts exactly one JSON document on stdout (a batch: one JSON event per line, its result last).
+ * to stderr (but `run --compare`'s table, its output, goes to stdout); `--json` puts exactly one JSON document on
+ * stdout (a batch: one JSON event per line, its result last).
  * Exit codes: see errors.ts (0/1/2/3/130).
  */
 import yargs, { Argv, Options } from "yargs";
@@ -56,6 +57,7 @@ const RUN_OPTIONS = {
   rerun: { type: "boolean", default: false, describe: "Batch: also run subjects that already have a success marker" },
   compare: { type: "string", describe: "Run the subject on each of these instance types at once and compare time and cost: TYPE[=USD_PER_HOUR[/SPOT_USD_PER_HOUR]],... (2 to 8; local: every price given)" },
   subjects: { type: "number", describe: "With --compare: extrapolate cost and wall time to a batch of this many subjects (--concurrency at a time); default 1" },
+  wide: { type: "boolean", describe: "With --compare: the table also shows each phase's time (up, the agent's phases, destroy)" },
 } as const satisfies Record<string, Options>;
 
 /** `list`'s filters (driver/inspect.ts checks their values). */
@@ -197,7 +199,11 @@ async function runCommand(argv: Record<string, unknown>): Promise<number> {
   checkRunFlags(argv);
   const flags: SpecFlags = argv;
   const json = Boolean(argv.json);
-  if (argv.compare !== undefined || argv.subjects !== undefined) return (require("./compare") as typeof import("./compare")).runCompareCommand(argv, flags, { signal: () => interruptController().signal, printJson });
+  if (argv.compare !== undefined || argv.subjects !== undefined || argv.wide !== undefined) {
+    // Loaded here so that a second Ctrl-C's "leave now" can name every type's job (run.ts's activeJobs).
+    runModule();
+    return (require("./compare") as typeof import("./compare")).runCompareCommand(argv, flags, { signal: () => interruptController().signal, printJson });
+  }
   if (argv["subjects-file"] !== undefined || argv["all-subjects"]) {
     const { runBatchCommand } = batchCommand();
     return runBatchCommand(argv, flags, { workerArgs: workerArgs(argv), signal: () => interruptController().signal, printJson });

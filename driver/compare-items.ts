@@ -5,10 +5,12 @@
 import { INSTANCE_TYPE_PATTERN } from "../job/spec";
 import { roundUsd } from "../job/pricing";
 import { BadInputError } from "./errors";
-import type { CapacityReport } from "./quotas";
+import { planConcurrency, type CapacityReport } from "./quotas";
 
 export const MIN_COMPARED_TYPES = 2;
 export const MAX_COMPARED_TYPES = 8;
+/** No instance costs more: a larger given price is a typo, and one near Number.MAX_VALUE would make costs Infinity. */
+export const MAX_GIVEN_USD_PER_HOUR = 1000;
 
 export interface CompareItem {
   instanceType: string;
@@ -23,6 +25,9 @@ function priceOf(text: string, what: string, item: string, example: string): num
   const value = Number(text);
   if (text.trim() === "" || !Number.isFinite(value) || value < 0) {
     throw new BadInputError(`--compare "${item}": the ${what} price "${text}" is not USD per hour (a number >= 0, e.g. ${example})`);
+  }
+  if (value > MAX_GIVEN_USD_PER_HOUR) {
+    throw new BadInputError(`--compare "${item}": the ${what} price ${text} USD/hour is more than any instance costs (at most ${MAX_GIVEN_USD_PER_HOUR}): give the price per hour, e.g. ${example}`);
   }
   return value;
 }
@@ -70,12 +75,15 @@ export function checkCompareFlags(argv: Record<string, unknown>): void {
   const comparing = argv.compare !== undefined;
   if (!comparing) {
     if (argv.subjects !== undefined) throw new BadInputError("--subjects is --compare's extrapolation (how many subjects the batch would run): add --compare, or use --subjects-file for a batch");
+    if (argv.wide !== undefined) throw new BadInputError("--wide is --compare's table with every phase's time: add --compare");
     return;
   }
   const refused: Array<[boolean, string]> = [
     [argv["subjects-file"] !== undefined || Boolean(argv["all-subjects"]), "--compare runs one subject on each type: give --subject, not --subjects-file or --all-subjects (use --subjects N to extrapolate to a batch)"],
     [Boolean(argv["dry-run"]), "--compare cannot be a --dry-run: it measures real runs (a --dry-run of one type shows what a job would be)"],
     [argv["instance-type"] !== undefined, "--compare sets each job's instance type: leave out --instance-type"],
+    [argv["time-budget"] !== undefined, "--compare sets each job's instance type (a config's instanceType, auto or not, is ignored): leave out --time-budget"],
+    [argv["engine-concurrency"] !== undefined, "--compare runs each type's engine at once, one per type: leave out --engine-concurrency (it is a batch's)"],
     [argv["price-per-hour"] !== undefined, "--compare takes each type's price in its item (TYPE=USD_PER_HOUR): leave out --price-per-hour"],
     [argv["job-id"] !== undefined, "--compare gives each type's job its own id: leave out --job-id"],
     [Number(argv.retries ?? 0) > 0, "--compare measures one attempt per type: leave out --retries"],
@@ -91,6 +99,28 @@ export function checkCompareFlags(argv: Record<string, unknown>): void {
 export function extrapolate(perSubjectUsd: number, wallSeconds: number, subjects: number, concurrency: number): { costUsd: number; wallSeconds: number } {
   // Rounded to the millisecond: 100 × 19.9 s is 1990 s, not 1989.9999999999998.
   return { costUsd: roundUsd(perSubjectUsd * subjects), wallSeconds: Math.round(Math.ceil(subjects / concurrency) * wallSeconds * 1000) / 1000 };
+}
+
+/** The jobs at once a batch of `subjects` on this type would get from the account's quotas (as a batch plans them). */
+export function batchConcurrency(report: CapacityReport, concurrency: number, subjects: number): { concurrency: number; capped?: string } {
+  const plan = planConcurrency(report, concurrency, false, subjects);
+  return plan.capped ? { concurrency: plan.concurrency, capped: plan.capped } : { concurrency };
+}
+
+/** What the extrapolation takes for granted, said in the table's footer and the JSON. */
+export function extrapolationAssumptions(c: { subject: string; subjects: number; concurrency: number; platform: string; types: ReadonlyArray<{ instanceType: string; batch?: { capped?: string } }> }): string[] {
+  const capped = c.types.filter((t) => t.batch?.capped).map((t) => `${t.instanceType}: ${t.batch!.capped}`);
+  const quotas =
+    c.platform === "aws"
+      ? capped.length > 0
+        ? `${c.concurrency} jobs at once must fit the account's quotas, checked now as a batch would: ${capped.join("; ")}`
+        : `${c.concurrency} jobs at once must fit the account's quotas: checked now for each type, as a batch would, and they fit`
+      : `${c.concurrency} jobs at once must fit the account's quotas: not checked on --platform ${c.platform}`;
+  return [
+    `every subject is assumed to take and cost what ${c.subject} did on each type`,
+    quotas,
+    `WALL includes up and destroy, measured with ${c.types.length} Pulumi engines at once on this machine`,
+  ];
 }
 
 /**

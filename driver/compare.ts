@@ -3,14 +3,15 @@
  * own (job/layout.ts comparisonPrefix: never the subject's real results, pointer or lease), then the Comparison
  * (job/comparison.ts) assembled from their results and prices, printed and saved (driver/comparison-output.ts).
  */
-import { COMPARISON_KIND, COMPARISON_VERSION, comparisonKey, type Comparison, type ComparedType } from "../job/comparison";
+import { randomBytes } from "node:crypto";
+import { COMPARISON_KIND, COMPARISON_VERSION, comparisonKey, type BatchExtrapolation, type Comparison, type ComparedType } from "../job/comparison";
 import { comparisonPrefix, makeJobId } from "../job/layout";
 import { roundUsd, tableVolumePrice, volumeUsdPerHour, type Price, type VolumePrice } from "../job/pricing";
 import { errorMessage } from "../common/errors";
 import { ExitCode } from "./errors";
 import type { ResolvedJob, SpecFlags } from "./options";
 import type { JobResult } from "./run";
-import { checkCompareFlags, checkTypesFitTogether, extrapolate, parseCompareItems, requirePrices, type CompareItem } from "./compare-items";
+import { batchConcurrency, checkCompareFlags, checkTypesFitTogether, extrapolate, extrapolationAssumptions, parseCompareItems, requirePrices, type CompareItem } from "./compare-items";
 import { DEFAULT_CONCURRENCY } from "./worker-env";
 
 export interface CompareCommandOptions {
@@ -31,11 +32,16 @@ interface PlannedType {
   item: CompareItem;
   resolved: ResolvedJob;
   prices: TypePrices;
+  /** Jobs at once a batch of this type would get (aws: capped to the quotas, and why). */
+  batch: { concurrency: number; capped?: string };
 }
 
-/** `comparison-20261129T154800123Z`: sorts by time, as job ids do. */
-export function makeComparisonId(at: Date): string {
-  return `comparison-${at.toISOString().replace(/[-:]/g, "").replace(".", "")}`;
+/**
+ * `comparison-20261129T154800123Z-<pid>-<random>`: sorts by time, as job ids do; the process id and random suffix
+ * keep two comparisons started in the same millisecond apart.
+ */
+export function makeComparisonId(at: Date, unique = `${process.pid.toString(36)}-${randomBytes(3).toString("hex")}`): string {
+  return `comparison-${at.toISOString().replace(/[-:]/g, "").replace(".", "")}-${unique}`;
 }
 
 /** Given prices as they are; the others looked up as a finished job's are (aws only: local needs every price given). */
@@ -54,15 +60,17 @@ export async function pricesFor(item: CompareItem, resolved: ResolvedJob, asOf: 
   return { ...(onDemand ? { onDemand } : {}), ...(spot ? { spot } : {}), volume: tableVolumePrice(rootVolumeGiB) };
 }
 
-/** One subject's cost at `price` for `billedSeconds` (rounded as job/pricing.ts rounds). */
+/** One subject's cost at `price` for `billedSeconds` (rounded as job/pricing.ts rounds); unknown unless finite. */
 export function costAt(billedSeconds: number, price: Price | undefined, volume: VolumePrice | undefined): number | undefined {
   if (price === undefined) return undefined;
   const perHour = price.usdPerHour + (volume && price.source !== "--compare" ? volumeUsdPerHour(volume) : 0);
-  return roundUsd((billedSeconds * perHour) / 3600);
+  const usd = roundUsd((billedSeconds * perHour) / 3600);
+  // JSON has no Infinity or NaN: written, they become null and make the whole file unreadable.
+  return Number.isFinite(usd) ? usd : undefined;
 }
 
 /** A type's row of the Comparison from its job's result; the batch extrapolation for a succeeded one. */
-export function comparedType(result: JobResult, instanceType: string, prices: TypePrices, spot: boolean, batchOf: { subjects: number; concurrency: number }): Comparison["types"][number] {
+export function comparedType(result: JobResult, instanceType: string, prices: TypePrices, spot: boolean, batchOf: { subjects: number; concurrency: number; capped?: string }): Comparison["types"][number] {
   const agent = Object.fromEntries(Object.entries(result.timings.agent).filter((entry): entry is [string, number] => entry[1] !== undefined));
   const wallSeconds = result.timings.driver.total ?? 0;
   const billed = result.billedSeconds;
@@ -85,8 +93,11 @@ export function comparedType(result: JobResult, instanceType: string, prices: Ty
     ...(spotUsd !== undefined ? { spotUsd } : {}),
     ...(costPerSubjectUsd !== undefined ? { costPerSubjectUsd } : {}),
   };
-  const batch = result.outcome === "succeeded" && costPerSubjectUsd !== undefined ? extrapolate(costPerSubjectUsd, wallSeconds, batchOf.subjects, batchOf.concurrency) : undefined;
-  return batch ? { ...type, batch } : type;
+  if (result.outcome !== "succeeded" || costPerSubjectUsd === undefined) return type;
+  const extrapolated = extrapolate(costPerSubjectUsd, wallSeconds, batchOf.subjects, batchOf.concurrency);
+  if (!Number.isFinite(extrapolated.costUsd) || !Number.isFinite(extrapolated.wallSeconds)) return type;
+  const batch: BatchExtrapolation = batchOf.capped ? { ...extrapolated, concurrency: batchOf.concurrency, capped: batchOf.capped } : extrapolated;
+  return { ...type, batch };
 }
 
 /** What the command run: the subject on every type, at once; the Comparison, printed and saved. */
@@ -98,7 +109,9 @@ export async function runCompareCommand(argv: Record<string, unknown>, flags: Sp
   const { checkRegions, printWarnings } = require("./batch-command") as typeof import("./batch-command");
   const { RegionCache } = require("./regions") as typeof import("./regions");
   const signer = await inputSignerFor(flags);
-  const base = await resolvePackageJob(flags, {}, {}, signer);
+  // The config's instance type (auto or not) is never used: each job gets its item's type, so the base takes the first.
+  const typeFlags = (type: string): SpecFlags => ({ ...flags, instanceType: type, "instance-type": type });
+  const base = await resolvePackageJob(typeFlags(items[0].instanceType), {}, {}, signer);
   requirePrices(items, base.platform);
   printWarnings(base.warnings);
   printWarnings(await checkRegions(base, new RegionCache()));
@@ -113,10 +126,10 @@ export async function runCompareCommand(argv: Record<string, unknown>, flags: Sp
     const type = item.instanceType;
     const output = comparisonPrefix(base.spec.outputs.prefix, comparisonId, type);
     const jobId = makeJobId(`${base.spec.subject}-${type}`, createdAt);
-    const resolved = await resolvePackageJob({ ...flags, instanceType: type, "instance-type": type, output, jobId, "job-id": jobId }, {}, {}, signer);
-    planned.push({ item, resolved, prices: {} });
+    const resolved = await resolvePackageJob({ ...typeFlags(type), output, jobId, "job-id": jobId }, {}, {}, signer);
+    planned.push({ item, resolved, prices: {}, batch: { concurrency } });
   }
-  if (base.platform === "aws") await checkQuotas(planned, printWarnings);
+  if (base.platform === "aws") await checkQuotas(planned, subjects, printWarnings);
   for (const plan of planned) plan.prices = await pricesFor(plan.item, plan.resolved, createdAt.toISOString());
 
   const { runJobWithRetries } = require("./run") as typeof import("./run");
@@ -145,15 +158,29 @@ export async function runCompareCommand(argv: Record<string, unknown>, flags: Sp
     region: base.spec.instance.region,
     subjects,
     concurrency,
-    types: planned.map((plan, i) => comparedType(results[i], plan.item.instanceType, plan.prices, plan.resolved.spec.instance.spot, { subjects, concurrency })),
+    spot: base.spec.instance.spot,
+    types: planned.map((plan, i) => comparedType(results[i], plan.item.instanceType, plan.prices, plan.resolved.spec.instance.spot, { subjects, ...plan.batch })),
   };
-  const { comparisonTable, writeComparisonFiles } = require("./comparison-output") as typeof import("./comparison-output");
-  const files = writeComparisonFiles(comparison);
-  process.stderr.write(`\n${comparisonTable(comparison, { concurrencyGiven: argv.concurrency !== undefined })}`);
-  process.stderr.write(`saved: ${files.json}\n       ${files.csv}\n       ${files.svg}\n`);
-  if (argv.json) options.printJson(comparison);
-  if (results.some((r) => r.outcome === "interrupted") && signal.aborted) return ExitCode.interrupted;
-  return results.every((r) => r.outcome === "succeeded") ? ExitCode.ok : ExitCode.jobFailed;
+  comparison.assumptions = extrapolationAssumptions(comparison);
+  const { comparisonTable, saveComparison } = require("./comparison-output") as typeof import("./comparison-output");
+  // Shown before saving: a save that fails must not lose the paid-for results. The table is the output (stdout)
+  // unless --json's document is.
+  const shown = `\n${comparisonTable(comparison, { concurrencyGiven: argv.concurrency !== undefined, wide: Boolean(argv.wide) })}`;
+  if (argv.json) {
+    process.stderr.write(shown);
+    options.printJson(comparison);
+  } else process.stdout.write(shown);
+  const saved = saveComparison(comparison);
+  if ("files" in saved) process.stderr.write(`saved: ${saved.files.json}\n       ${saved.files.csv}\n       ${saved.files.svg}\n`);
+  else process.stderr.write(`warning: the comparison was not saved (${saved.error}): its results are above only, and --instance-type auto will not see it\n`);
+  return compareExitCode(results.map((r) => r.outcome), signal.aborted, "files" in saved);
+}
+
+/** 130 when interrupted; 3 when the comparison could not be saved; 1 when a type did not succeed; else 0. */
+export function compareExitCode(outcomes: readonly string[], aborted: boolean, saved: boolean): number {
+  if (aborted && outcomes.includes("interrupted")) return ExitCode.interrupted;
+  if (!saved) return ExitCode.infra;
+  return outcomes.every((o) => o === "succeeded") ? ExitCode.ok : ExitCode.jobFailed;
 }
 
 /** A type whose job was refused before its stack existed (its lease, say): in the table with the reason. */
@@ -174,16 +201,20 @@ function failedToStart(resolved: ResolvedJob, err: unknown): JobResult {
   };
 }
 
-/** Each type's job against the account's quotas (aws), before anything exists; all of them run at once. */
-async function checkQuotas(planned: PlannedType[], printWarnings: (lines: Iterable<string>) => void): Promise<void> {
+/**
+ * Each type's job against the account's quotas (aws), before anything exists; all of them run at once. Also what
+ * the extrapolated batch's `concurrency` jobs at once would be capped to, as a batch of that type would be.
+ */
+async function checkQuotas(planned: PlannedType[], subjects: number, printWarnings: (lines: Iterable<string>) => void): Promise<void> {
   const { capacityFor } = require("./quota-reads") as typeof import("./quota-reads");
   const { checkJobFits, quotaWarnings } = require("./quotas") as typeof import("./quotas");
   const reports = [];
-  for (const { item, resolved } of planned) {
-    const report = await capacityFor(resolved);
+  for (const plan of planned) {
+    const report = await capacityFor(plan.resolved);
     printWarnings(quotaWarnings(report));
     checkJobFits(report);
-    reports.push({ instanceType: item.instanceType, report });
+    reports.push({ instanceType: plan.item.instanceType, report });
+    plan.batch = batchConcurrency(report, plan.batch.concurrency, subjects);
   }
   checkTypesFitTogether(reports);
 }

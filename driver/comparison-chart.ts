@@ -50,12 +50,14 @@ function round(n: number): number {
   return Math.round(n * 100) / 100;
 }
 
+/** Escaped for text and attributes; characters XML 1.0 cannot hold (C0 controls but tab and line breaks) dropped. */
 export function escapeXml(text: string): string {
-  return text.replace(/[&<>"']/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;" })[ch]!);
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]/g, "").replace(/[&<>"']/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;" })[ch]!);
 }
 
 /** Long names (an image with its registry and digest) cut in the middle, so the title stays on the chart. */
-function shortened(text: string, max: number): string {
+export function shortened(text: string, max: number): string {
   return text.length <= max ? text : `${text.slice(0, Math.ceil(max / 2) - 1)}…${text.slice(text.length - Math.floor(max / 2))}`;
 }
 

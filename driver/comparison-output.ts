@@ -2,12 +2,14 @@
  * A Comparison (job/comparison.ts) for people and programs: the terminal table, comparison.csv (RFC 4180) and the
  * files under $CLOUDCOMPUTE_HOME/comparisons/<comparisonId>/ (comparison.json, comparison.csv, chart.svg).
  */
+import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Comparison } from "../job/comparison";
 import type { Price } from "../job/pricing";
 import { cloudcomputeHome } from "../common/paths";
-import { comparisonChartSvg } from "./comparison-chart";
+import { errorMessage } from "../common/errors";
+import { comparisonChartSvg, shortened } from "./comparison-chart";
 import { formatDuration } from "./progress";
 import { formatCost, formatPrice, formatRate, printable, table } from "./summary";
 import { DEFAULT_CONCURRENCY } from "./worker-env";
@@ -29,43 +31,68 @@ function phaseNames(types: readonly Row[], side: "driver" | "agent"): string[] {
   return [...new Set(types.flatMap((t) => Object.keys(t.phases[side])))];
 }
 
-export function comparisonTable(c: Comparison, options: { concurrencyGiven: boolean }): string {
-  const agentPhases = phaseNames(c.types, "agent");
+/** The widest the table and its notes get: a 120-column terminal shows them unwrapped. */
+export const TABLE_WIDTH = 120;
+
+/** A note cut into lines of at most `width` at spaces, continued with an indent. */
+export function wrapNote(text: string, width = TABLE_WIDTH, indent = "    "): string[] {
+  const lead = /^ */.exec(text)![0];
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.slice(lead.length).split(" ")) {
+    if (line === "") line = lead + word;
+    else if (line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = lead + indent + word;
+    } else line = `${line} ${word}`;
+  }
+  return [...lines, line];
+}
+
+/**
+ * The terminal table: outcome, wall, billed seconds, costs and the batch's; each phase's time only with `wide`
+ * (they are always in the CSV and JSON). Reasons, prices and assumptions follow as notes.
+ */
+export function comparisonTable(c: Comparison, options: { concurrencyGiven: boolean; wide?: boolean }): string {
+  const agentPhases = options.wide ? phaseNames(c.types, "agent") : [];
+  const phaseHeaders = options.wide ? ["UP", ...agentPhases.map((p) => printable(p).toUpperCase()), "DESTROY"] : [];
   const many = c.subjects > 1;
-  const headers = [
-    "TYPE", "OUTCOME", "WALL", "UP", ...agentPhases.map((p) => p.toUpperCase()), "DESTROY", "BILLED", "ON-DEMAND", "SPOT", "PER SUBJECT",
-    ...(many ? [`${c.subjects} SUBJECTS`, "BATCH WALL"] : []),
-  ];
+  const headers = ["TYPE", "OUTCOME", "WALL", ...phaseHeaders, "BILLED", "ON-DEMAND", "SPOT", "PER SUBJECT", ...(many ? [`${c.subjects} SUBJECTS`, "BATCH WALL"] : [])];
   const rows = c.types.map((t) => [
     t.instanceType,
-    t.outcome + (t.reason ? ` (${printable(t.reason).slice(0, 40)})` : ""),
+    printable(t.outcome),
     timeText(t.wallSeconds),
-    timeText(t.phases.driver.up),
-    ...agentPhases.map((p) => timeText(t.phases.agent[p])),
-    timeText(t.phases.driver.destroy),
+    ...(options.wide ? [timeText(t.phases.driver.up), ...agentPhases.map((p) => timeText(t.phases.agent[p])), timeText(t.phases.driver.destroy)] : []),
     t.billedSeconds === undefined ? "" : `${t.billedSeconds}s`,
     t.onDemandUsd === undefined ? "" : formatCost(t.onDemandUsd),
     t.spotUsd === undefined ? "" : formatCost(t.spotUsd),
     t.costPerSubjectUsd === undefined ? "unknown" : formatCost(t.costPerSubjectUsd),
-    ...(many ? [t.batch ? formatCost(t.batch.costUsd) : "", t.batch ? formatDuration(t.batch.wallSeconds) : ""] : []),
+    ...(many ? [t.batch ? formatCost(t.batch.costUsd) : "", t.batch ? formatDuration(t.batch.wallSeconds) + (t.batch.concurrency !== undefined ? "*" : "") : ""] : []),
   ]);
   // Local prices are only ever given; on aws a missing one could not be looked up.
-  const priceText = (kind: string, p: Price | undefined) => (p ? `${kind} ${formatRate(p.usdPerHour)} (${formatPrice(p)})` : `${kind} ${c.platform === "local" ? "not given" : "unknown"}`);
+  const priceText = (kind: string, p: Price | undefined) => (p ? `${kind} ${formatRate(p.usdPerHour)} (${printable(formatPrice(p))})` : `${kind} ${c.platform === "local" ? "not given" : "unknown"}`);
+  const concurrencyText = options.concurrencyGiven ? "--concurrency" : `the default --concurrency, ${DEFAULT_CONCURRENCY}`;
   const notes = [
-    `comparison ${c.comparisonId}: subject ${c.subject}, image ${c.image}, ${c.platform} ${c.region}`,
-    "PER SUBJECT is the cost as run (spot when the job ran on spot): billed seconds at the type's price (looked-up prices add the root volume)",
+    `comparison ${c.comparisonId}: subject ${printable(c.subject)}, image ${printable(shortened(c.image, 60))}, ${printable(c.platform)} ${printable(c.region)}`,
+    ...c.types.filter((t) => t.reason).map((t) => `  ${t.instanceType} ${printable(t.outcome)}: ${printable(t.reason!)}`),
+    `PER SUBJECT is the cost as run (${c.spot ? "on spot" : "on demand"}): billed seconds at the type's price (looked-up prices add the root volume)`,
     ...c.types.map((t) => `  ${t.instanceType}: ${priceText("on-demand", t.onDemandPrice)}; ${priceText("spot", t.spotPrice)}`),
+    ...(options.wide ? [] : ["each phase's time: add --wide, or see comparison.csv"]),
     many
-      ? `${c.subjects} SUBJECTS = ${c.subjects} × PER SUBJECT; BATCH WALL = ceil(${c.subjects} / ${c.concurrency}) × WALL, ${c.concurrency} at a time (${options.concurrencyGiven ? "--concurrency" : `the default --concurrency, ${DEFAULT_CONCURRENCY}`}); succeeded types only`
-      : "for a batch's cost and wall time, add --subjects N (and --concurrency C)",
+      ? `${c.subjects} SUBJECTS = ${c.subjects} × PER SUBJECT; BATCH WALL = ceil(${c.subjects} / ${c.concurrency}) × WALL, ${c.concurrency} at a time (${concurrencyText}${c.types.some((t) => t.batch?.capped) ? "; * fewer: the quotas cap it" : ""}); succeeded types only. Assumed:`
+      : "for a batch's cost and wall time, add --subjects N (and --concurrency C). A batch's figures assume:",
+    ...(c.assumptions ?? []).map((a) => `  - ${printable(a)}`),
   ];
-  return table(headers, rows) + notes.join("\n") + "\n";
+  return table(headers, rows) + notes.flatMap((note) => wrapNote(note)).join("\n") + "\n";
 }
 
-/** One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break; quotes doubled. */
+/**
+ * One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break; quotes doubled. Text that a
+ * spreadsheet would take for a formula (= + - @, tab, CR first) gets a leading ' so it stays text.
+ */
 export function csvField(value: string | number | undefined): string {
   if (value === undefined) return "";
-  const text = String(value);
+  const text = typeof value === "string" && /^[=+\-@\t\r]/.test(value) ? `'${value}` : String(value);
   return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
@@ -101,14 +128,21 @@ export function comparisonCsv(c: Comparison): string {
   return lines.map((fields) => fields.join(",")).join("\r\n") + "\r\n";
 }
 
-/** Save the three files (each written whole, then renamed into place); their paths. */
+/** Save the three files (each written whole to a new file of its own, then renamed into place); their paths. */
 export function writeComparisonFiles(c: Comparison): { dir: string; json: string; csv: string; svg: string } {
   const dir = comparisonDir(c.comparisonId);
   fs.mkdirSync(dir, { recursive: true });
   const write = (name: string, text: string) => {
     const file = path.join(dir, name);
-    fs.writeFileSync(`${file}.tmp`, text);
-    fs.renameSync(`${file}.tmp`, file);
+    // "wx": never through a file (or link) already there; unique: two writers never share one.
+    const temp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
+    try {
+      fs.writeFileSync(temp, text, { flag: "wx" });
+      fs.renameSync(temp, file);
+    } catch (err) {
+      fs.rmSync(temp, { force: true });
+      throw err;
+    }
     return file;
   };
   return {
@@ -117,4 +151,13 @@ export function writeComparisonFiles(c: Comparison): { dir: string; json: string
     csv: write("comparison.csv", comparisonCsv(c)),
     svg: write("chart.svg", comparisonChartSvg(c)),
   };
+}
+
+/** The files saved, or why not (a full disk, an unwritable home): the caller warns, the results are already shown. */
+export function saveComparison(c: Comparison): { files: ReturnType<typeof writeComparisonFiles> } | { error: string } {
+  try {
+    return { files: writeComparisonFiles(c) };
+  } catch (err) {
+    return { error: errorMessage(err) };
+  }
 }

@@ -33,6 +33,14 @@ export interface ComparedType {
   costPerSubjectUsd?: number;
 }
 
+/** `subjects` jobs like the measured one, `concurrency` at a time (fewer when the quotas cap it: `capped` says why). */
+export interface BatchExtrapolation {
+  costUsd: number;
+  wallSeconds: number;
+  concurrency?: number;
+  capped?: string;
+}
+
 export interface Comparison {
   kind: typeof COMPARISON_KIND;
   version: typeof COMPARISON_VERSION;
@@ -50,7 +58,11 @@ export interface Comparison {
   /** Extrapolation: this many subjects, `concurrency` at a time. */
   subjects: number;
   concurrency: number;
-  types: Array<ComparedType & { batch?: { costUsd: number; wallSeconds: number } }>;
+  /** The jobs ran on spot (costPerSubjectUsd is then the spot cost). Absent in files written before it existed. */
+  spot?: boolean;
+  /** What the extrapolation takes for granted (same time and cost per subject, quotas, how wall was measured). */
+  assumptions?: string[];
+  types: Array<ComparedType & { batch?: BatchExtrapolation }>;
 }
 
 /** What a comparison is valid for: the image and the command (the same container doing the same work). */

@@ -1,13 +1,20 @@
 /**
  * `run --compare`'s pure parts: the items parser and the flags it refuses, the batch extrapolation, the CSV's
- * RFC 4180 quoting and the chart's geometry. The whole command runs end to end in test/compare.test.ts.
+ * RFC 4180 quoting and the chart's geometry; the table's width, what reaches the terminal and the SVG, saving and the
+ * exit code. The whole command runs end to end in test/compare.test.ts.
  */
 import { expect } from "chai";
-import { COMPARISON_KIND, COMPARISON_VERSION, type Comparison, type ComparedType } from "../job/comparison";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { COMPARISON_KIND, COMPARISON_VERSION, comparisonKey, type Comparison, type ComparedType } from "../job/comparison";
 import { comparisonPrefix } from "../job/layout";
-import { checkCompareFlags, checkTypesFitTogether, extrapolate, parseCompareItems, requirePrices } from "../driver/compare-items";
+import { batchConcurrency, checkCompareFlags, checkTypesFitTogether, extrapolate, extrapolationAssumptions, parseCompareItems, requirePrices } from "../driver/compare-items";
+import { comparedType, compareExitCode, costAt, makeComparisonId } from "../driver/compare";
+import type { JobResult } from "../driver/run";
+import { parseComparison } from "../driver/comparisons";
 import type { CapacityReport } from "../driver/quotas";
-import { comparisonCsv, csvField } from "../driver/comparison-output";
+import { comparisonCsv, comparisonTable, csvField, saveComparison, TABLE_WIDTH } from "../driver/comparison-output";
 import { CHART, chartGeometry, comparisonChartSvg, niceTicks } from "../driver/comparison-chart";
 import { BadInputError } from "../driver/errors";
 import { jobPolicyDocument } from "../infra/policy";
@@ -156,5 +163,128 @@ describe("run --compare: items, extrapolation, CSV, chart", () => {
     expect(svg).to.include("ghcr.io/lab/seg:1 &lt;x&gt;").and.not.include("<x>");
     expect(svg).to.include("wall time per subject (minutes)").and.include("cost per subject (USD)");
     expect(svg).not.to.match(/href|<script|@import|url\(/);
+  });
+});
+
+describe("run --compare: review fixes (prices, terminal, files, width, exit code)", () => {
+  const report = (fitsJobs: number): CapacityReport => ({
+    checked: true,
+    unknown: [],
+    vcpus: { quotaCode: "L-1216C47A", quotaName: "Running On-Demand Standard instances", quota: 64, inUse: 0, perJob: 64 / fitsJobs, fitsJobs },
+    fitsJobs,
+  });
+
+  it("caps a given price at 1000 USD/h and never writes a cost that is not finite", () => {
+    refused(() => parseCompareItems("m5.large=1e308,c5.large=0.1"), /the on-demand price 1e308 USD\/hour is more than any instance costs \(at most 1000\)/);
+    refused(() => parseCompareItems("m5.large=0.1/1001,c5.large=0.1"), /the spot price 1001 USD\/hour/);
+    expect(parseCompareItems("m5.large=1000,c5.large=0.1")[0].onDemandUsdPerHour).to.equal(1000);
+    expect(costAt(3600, { usdPerHour: Number.MAX_VALUE, source: "--compare", asOf: "2026-11-29" }, undefined)).to.equal(undefined);
+    expect(costAt(3600, { usdPerHour: 0.5, source: "--compare", asOf: "2026-11-29" }, undefined)).to.equal(0.5);
+  });
+
+  it("refuses --time-budget, --engine-concurrency with --compare, and --wide without it", () => {
+    const compare = "m5.xlarge=0.1,c5.large=0.2";
+    refused(() => checkCompareFlags({ compare, "time-budget": 60 }), /a config's instanceType, auto or not, is ignored\): leave out --time-budget/);
+    refused(() => checkCompareFlags({ compare, "engine-concurrency": 2 }), /leave out --engine-concurrency/);
+    refused(() => checkCompareFlags({ wide: true }), /--wide is --compare's table/);
+    expect(() => checkCompareFlags({ compare, wide: true })).not.to.throw();
+  });
+
+  it("keeps control characters off the terminal and out of the SVG; guards CSV cells against formulas", () => {
+    const c = { ...comparisonOf([typeRow("m5.xlarge", "succeeded", 100, 0.01), typeRow("c5.large", "failed", 50, undefined, "exit 1\x1b[2J")]), image: "lab/seg\x1b]0;pwned\x07:1\x00" };
+    const text = comparisonTable(c, { concurrencyGiven: false });
+    expect(text).not.to.match(/[\x00-\x08\x0b-\x1f\x7f]/);
+    expect(text).to.include("lab/seg?]0;pwned?:1?").and.include("c5.large failed: exit 1?[2J");
+    const svg = comparisonChartSvg(c);
+    expect(svg).not.to.match(/[\x00-\x08\x0b\x0c\x0e-\x1f]/);
+    expect(svg).to.include("lab/seg]0;pwned:1");
+    expect(csvField("=HYPERLINK(\"http://x\")")).to.equal("\"'=HYPERLINK(\"\"http://x\"\")\"");
+    for (const cell of ["+1", "-1+2", "@SUM(A1)", "\tx"]) expect(csvField(cell)).to.equal(`'${cell}`);
+    expect(csvField(-1)).to.equal("-1");
+    expect(comparisonCsv(comparisonOf([typeRow("m5.xlarge", "failed", 10, undefined, "=1+1")]))).to.include(",'=1+1,");
+  });
+
+  it("keeps the table within 120 columns for 3 types with --subjects; each phase's time only with --wide", () => {
+    const reason = "the container exited with status 137 after the kernel killed it for using too much memory (oom)";
+    const c: Comparison = {
+      ...comparisonOf([typeRow("m5.xlarge", "succeeded", 4000, 0.2123), typeRow("c5.2xlarge", "succeeded", 3000, 0.3345), typeRow("m5.24xlarge", "interrupted", 50, undefined, reason)]),
+      image: `123456789012.dkr.ecr.us-east-1.amazonaws.com/lab/segmentation@sha256:${"a".repeat(64)}`,
+      subjects: 10000,
+      concurrency: 100,
+    };
+    c.types = c.types.map((t) => (t.costPerSubjectUsd === undefined ? t : { ...t, phases: { driver: { up: 61, destroy: 40, total: t.wallSeconds }, agent: { inputs: 300, pull: 30, run: 2000, outputs: 100 } }, onDemandUsd: 1234.5678, spotUsd: 321.1234, batch: { costUsd: 123456.78, wallSeconds: 400000 } }));
+    c.assumptions = extrapolationAssumptions(c);
+    const narrow = comparisonTable(c, { concurrencyGiven: true });
+    for (const line of narrow.split("\n")) expect(line.length, line).to.be.at.most(TABLE_WIDTH);
+    expect(narrow).not.to.include("DESTROY").and.not.include("INPUTS");
+    expect(narrow).to.include("10000 SUBJECTS").and.include("add --wide");
+    expect(narrow.replace(/\n +/g, " "), "the reason in full, wrapped").to.include(reason);
+    expect(narrow).to.include("every subject is assumed to take and cost what sub-01 did").and.include("measured with 3 Pulumi engines at once on this machine");
+    const wide = comparisonTable(c, { concurrencyGiven: true, wide: true });
+    expect(wide.split("\n")[0]).to.match(/WALL\s+UP\s+INPUTS\s+PULL\s+RUN\s+OUTPUTS\s+DESTROY\s+BILLED/);
+  });
+
+  it("says the assumptions, and what the quotas would cap C jobs at once to (aws)", () => {
+    expect(batchConcurrency(report(8), 4, 1000)).to.deep.equal({ concurrency: 4 });
+    const capped = batchConcurrency(report(2), 10, 1000);
+    expect(capped.concurrency).to.equal(2);
+    expect(capped.capped).to.match(/concurrency capped to 2 \(asked 10\)/);
+    const aws = { subject: "sub-01", subjects: 1000, concurrency: 10, platform: "aws", types: [{ instanceType: "m5.24xlarge", batch: { capped: capped.capped } }, { instanceType: "m5.large" }] };
+    expect(extrapolationAssumptions(aws)[1]).to.match(/^10 jobs at once must fit the account's quotas, checked now as a batch would: m5\.24xlarge: concurrency capped to 2/);
+    expect(extrapolationAssumptions({ ...aws, types: [{ instanceType: "m5.large" }] })[1]).to.match(/they fit$/);
+    expect(extrapolationAssumptions({ ...aws, platform: "local" })[1]).to.match(/not checked on --platform local/);
+  });
+
+  it("a type's batch uses the jobs at once the quotas allow, and says so", () => {
+    const result = { jobId: "job-1", subject: "sub-01", platform: "aws", outcome: "succeeded", exitCode: 0, message: "", resultsUrl: "", markerUrl: "", logUrl: "", timings: { driver: { up: 5, total: 100 }, agent: { run: 80 } }, attempts: [], billedSeconds: 92 } as unknown as JobResult;
+    const prices = { onDemand: { usdPerHour: 3.6, source: "--compare" as const, asOf: "2026-11-29" } };
+    const capped = comparedType(result, "m5.24xlarge", prices, false, { subjects: 10, concurrency: 2, capped: "concurrency capped to 2 (asked 5)" });
+    expect(capped.costPerSubjectUsd).to.equal(0.092);
+    expect(capped.batch).to.deep.equal({ costUsd: 0.92, wallSeconds: 500, concurrency: 2, capped: "concurrency capped to 2 (asked 5)" });
+    expect(comparedType(result, "m5.large", prices, false, { subjects: 10, concurrency: 5 }).batch).to.deep.equal({ costUsd: 0.92, wallSeconds: 200 });
+    const unpriceable = comparedType(result, "m5.large", { onDemand: { ...prices.onDemand, usdPerHour: Number.MAX_VALUE } }, false, { subjects: 10, concurrency: 5 });
+    expect(unpriceable).not.to.have.any.keys("onDemandUsd", "costPerSubjectUsd", "batch");
+    expect(JSON.stringify(unpriceable)).not.to.include("null");
+  });
+
+  it("gives comparisons started in the same millisecond different ids that saved files still accept", () => {
+    const at = new Date("2026-11-29T15:48:00.123Z");
+    const ids = new Set(Array.from({ length: 50 }, () => makeComparisonId(at)));
+    expect(ids.size).to.equal(50);
+    const id = [...ids][0];
+    expect(id).to.match(/^comparison-20261129T154800123Z-[a-z0-9]+-[0-9a-f]{6}$/);
+    const base = comparisonOf([typeRow("m5.xlarge", "succeeded", 100, 0.01)]);
+    const c = { ...base, key: comparisonKey(base.image, base.command), comparisonId: id, spot: true };
+    expect(parseComparison(JSON.stringify(c), id)).to.deep.equal(c);
+    const { spot: _spot, ...older } = c;
+    expect(parseComparison(JSON.stringify(older), id), "a file written before spot was recorded").to.deep.equal(older);
+  });
+
+  it("saves through unique new files, and reports a failed save instead of throwing", () => {
+    const saved = process.env.CLOUDCOMPUTE_HOME;
+    const home = fs.mkdtempSync(path.join(os.tmpdir(), "cc-compare-save-"));
+    try {
+      process.env.CLOUDCOMPUTE_HOME = home;
+      const c = comparisonOf([typeRow("m5.xlarge", "succeeded", 100, 0.01)]);
+      const ok = saveComparison(c);
+      expect(ok).to.have.property("files");
+      expect(fs.readdirSync(path.join(home, "comparisons", c.comparisonId)).sort()).to.deep.equal(["chart.svg", "comparison.csv", "comparison.json"]);
+      fs.writeFileSync(path.join(home, "blocked"), "");
+      process.env.CLOUDCOMPUTE_HOME = path.join(home, "blocked");
+      const failed = saveComparison(c);
+      expect(failed).to.have.property("error").that.matches(/ENOTDIR|EEXIST/);
+    } finally {
+      process.env.CLOUDCOMPUTE_HOME = saved;
+      if (saved === undefined) delete process.env.CLOUDCOMPUTE_HOME;
+      fs.rmSync(home, { recursive: true, force: true });
+    }
+  });
+
+  it("exits 130 when interrupted, 3 when the comparison was not saved, 1 when a type failed, else 0", () => {
+    expect(compareExitCode(["interrupted", "succeeded"], true, false)).to.equal(130);
+    expect(compareExitCode(["succeeded", "succeeded"], false, false)).to.equal(3);
+    expect(compareExitCode(["failed", "succeeded"], false, false)).to.equal(3);
+    expect(compareExitCode(["failed", "succeeded"], false, true)).to.equal(1);
+    expect(compareExitCode(["succeeded", "succeeded"], false, true)).to.equal(0);
   });
 });

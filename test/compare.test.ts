@@ -2,7 +2,8 @@
  * `run --compare` end to end: the real CLI, the real Pulumi engine with `--platform local`, a moto S3 server and the
  * agent running the job's command as a host process (runtime none: the compared thing is the driver, not a
  * container). Three types at made-up prices run at once; the Comparison, its CSV and chart, the subject's real
- * results (untouched) and the stacks (emptied) are checked; then a Ctrl-C tears every type's job down.
+ * results (untouched) and the stacks (emptied) are checked; then a Ctrl-C tears every type's job down, and a second
+ * one leaves at once naming every type's job to cancel.
  */
 import { expect } from "chai";
 import * as fs from "node:fs";
@@ -13,7 +14,8 @@ import type { Comparison } from "../job/comparison";
 import { roundUsd } from "../job/pricing";
 import { findSuccess } from "../driver/batch";
 import { dumpDom, screenshot } from "./support/chromium";
-import { DriverSandbox, localJobConfig, processesIn, startDriverSandbox, waitForRecord } from "../sandbox/driver-sandbox";
+import type { JobRecord } from "../driver/jobindex";
+import { type CliResult, DriverSandbox, localJobConfig, processesIn, startDriverSandbox, waitForRecord } from "../sandbox/driver-sandbox";
 
 /** RFC 4180 records: quoted fields may hold commas, doubled quotes and line breaks. */
 function parseCsv(text: string): string[][] {
@@ -55,7 +57,8 @@ describe("run --compare (real Pulumi engine, local platform, moto)", function ()
     sandbox = await startDriverSandbox();
     await sandbox.seed([SUBJECT]);
     const container = (script: string) => ({ image: "none", runtime: "none", command: ["sh", "-c", script, "sh", "{input}", "{output}", "{subject}"] });
-    config = sandbox.writeConfig("Pulumi.compare.yaml", localJobConfig(sandbox, container('sleep 1; cp "$1" "$2/$3_T1w_copy.nii"')));
+    // instanceType auto in the config: --compare sets each job's type, so it neither asks for --time-budget nor refuses.
+    config = sandbox.writeConfig("Pulumi.compare.yaml", { ...localJobConfig(sandbox, container('sleep 1; cp "$1" "$2/$3_T1w_copy.nii"')), "cloudcompute:instanceType": "auto" });
     slowConfig = sandbox.writeConfig("Pulumi.slow.yaml", localJobConfig(sandbox, container("sleep 300")));
   });
 
@@ -72,6 +75,10 @@ describe("run --compare (real Pulumi engine, local platform, moto)", function ()
       [["--compare", "m5.xlarge=abc,c5.large=0.2"], /the on-demand price "abc" is not USD per hour/],
       [["--compare", compareArg, "--dry-run"], /--compare cannot be a --dry-run/],
       [["--compare", compareArg, "--instance-type", "m5.large"], /leave out --instance-type/],
+      [["--compare", compareArg, "--time-budget", "60"], /leave out --time-budget/],
+      [["--compare", compareArg, "--engine-concurrency", "2"], /leave out --engine-concurrency/],
+      [["--compare", "m5.xlarge=1e308,c5.large=0.2"], /the on-demand price 1e308 USD\/hour is more than any instance costs \(at most 1000\)/],
+      [["--wide"], /--wide is --compare's table/],
       [["--subjects", "10"], /--subjects is --compare's extrapolation/],
     ];
     for (const [args, message] of cases) {
@@ -90,6 +97,10 @@ describe("run --compare (real Pulumi engine, local platform, moto)", function ()
     expect(comparison.kind).to.equal("cloudcompute-comparison");
     expect(comparison.subject).to.equal(SUBJECT);
     expect([comparison.subjects, comparison.concurrency]).to.deep.equal([1000, 10]);
+    expect(comparison.spot).to.equal(false);
+    expect(comparison.assumptions).to.have.length(3);
+    expect(comparison.assumptions![0]).to.equal(`every subject is assumed to take and cost what ${SUBJECT} did on each type`);
+    expect(comparison.assumptions![1]).to.match(/10 jobs at once must fit the account's quotas: not checked on --platform local/);
     expect(comparison.types.map((t) => t.instanceType)).to.deep.equal(Object.keys(PRICES));
     const jobIds = comparison.types.map((t) => t.jobId);
     expect(new Set(jobIds).size).to.equal(3);
@@ -157,20 +168,54 @@ describe("run --compare (real Pulumi engine, local platform, moto)", function ()
     }
   });
 
-  it("a Ctrl-C tears every type's job down: exit 130, no stack keeps resources, no agent left", async () => {
-    let pid = 0;
+  /** The slow comparison of m5.large and c5.large started, once both types' jobs run; its process group. */
+  async function slowComparisonRunning(): Promise<{ run: Promise<CliResult>; group: number; records: JobRecord[] }> {
+    let group = 0;
     const started = Date.now();
-    const run = sandbox.run(["--config", slowConfig, "--subject", SUBJECT, "--compare", "m5.large=0.1,c5.large=0.2", "--json"], { detached: true, onSpawn: (child) => (pid = child.pid!) });
+    const run = sandbox.run(["--config", slowConfig, "--subject", SUBJECT, "--compare", "m5.large=0.1,c5.large=0.2"], { detached: true, onSpawn: (child) => (group = child.pid!) });
     const running = (type: string) => waitForRecord(sandbox, (r) => r.jobId.includes(`-${type}-`) && r.state === "running" && Date.parse(r.createdAt) >= started - 1000, `${type} running`, 300_000);
-    const records = [await running("m5.large"), await running("c5.large")];
-    process.kill(-pid, "SIGINT");
+    return { run, group, records: [await running("m5.large"), await running("c5.large")] };
+  }
+
+  it("a Ctrl-C tears every type's job down: exit 130, the table on stdout, no stack keeps resources, no agent left", async () => {
+    const { run, group, records } = await slowComparisonRunning();
+    process.kill(-group, "SIGINT");
     const res = await run;
     expect(res.code, res.stderr).to.equal(130);
-    const comparison = JSON.parse(res.stdout) as Comparison;
+    // Without --json the table is the output, on stdout; progress stays on stderr.
+    const table = res.stdout.split("\n");
+    expect(table.find((line) => line.startsWith("TYPE "))).to.match(/^TYPE\s+OUTCOME\s+WALL\s+BILLED/);
+    for (const type of ["m5.large", "c5.large"]) expect(table.some((line) => new RegExp(`^${type.replace(".", "\\.")}\\s+interrupted\\s`).test(line)), res.stdout).to.equal(true);
+    for (const line of table) expect(line.length, line).to.be.at.most(120);
+    const id = /^comparison (comparison-\S+):/m.exec(res.stdout)![1];
+    const comparison = JSON.parse(fs.readFileSync(path.join(sandbox.home, "comparisons", id, "comparison.json"), "utf8")) as Comparison;
     expect(comparison.types.map((t) => t.outcome)).to.deep.equal(["interrupted", "interrupted"]);
     for (const record of records) {
       expect(sandbox.stackResources(record.jobId), `${record.jobId} resources`).to.equal(0);
       expect(processesIn(path.join(sandbox.home, "local", record.jobId)), `${record.jobId} processes`).to.deep.equal([]);
     }
+  });
+
+  it("a second Ctrl-C leaves at once naming every type's job to cancel; cancelling each leaves nothing", async () => {
+    const { run, group, records } = await slowComparisonRunning();
+    process.kill(-group, "SIGINT");
+    // Past the window in which copies of one Ctrl-C count as one (driver/cli.ts): a deliberate second one.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    process.kill(-group, "SIGINT");
+    const res = await run;
+    // Cancelled whatever the hint says, so that a failure here leaves no job running.
+    const cancelled: CliResult[] = [];
+    for (const record of records) cancelled.push(await sandbox.run(["cancel", record.jobId]));
+    // The engines the driver left behind leave their provider plugins running (as a single run's "leave now" does):
+    // stopped here, not checked.
+    for (const record of records) for (const pid of processesIn(path.join(sandbox.home, "work", record.jobId))) process.kill(pid, "SIGKILL");
+    expect(res.code, res.stderr).to.equal(130);
+    expect(res.stderr).to.include("leaving now. Resources may remain; clean up with:");
+    for (const record of records) expect(res.stderr).to.include(`npm run job -- cancel ${record.jobId}`);
+    records.forEach((record, i) => {
+      expect(cancelled[i].code, cancelled[i].stderr).to.equal(0);
+      expect(sandbox.stackResources(record.jobId), `${record.jobId} resources`).to.equal(0);
+      expect(processesIn(path.join(sandbox.home, "local", record.jobId)), `${record.jobId} processes`).to.deep.equal([]);
+    });
   });
 });
