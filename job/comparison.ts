@@ -53,8 +53,6 @@ export interface Comparison {
   subject: string;
   platform: string;
   region: string;
-  /** The types ran on spot (their costPerSubjectUsd is a spot cost). */
-  spot?: boolean;
   /** Extrapolation: this many subjects, `concurrency` at a time. */
   subjects: number;
   concurrency: number;
