@@ -12,7 +12,7 @@ import { COMPARISON_KIND, COMPARISON_VERSION, comparisonKey, type Comparison, ty
 import { listComparisons } from "../driver/comparisons";
 import { chooseInstanceType, choiceLine, resolveAutoInstanceType } from "../driver/instance-type-auto";
 import { suggestedCompareCommand } from "../driver/auto-compare-command";
-import { BadInputError } from "../driver/errors";
+import { refusal, saveComparison } from "./support/comparisons";
 import { DriverSandbox, localJobConfig, startDriverSandbox } from "../sandbox/driver-sandbox";
 
 const IMAGE = "none";
@@ -27,22 +27,6 @@ function run(instanceType: string, wallMinutes: number, costs: Partial<ComparedT
 function comparison(id: string, createdAt: string, command: string[], types: ComparedType[], more: Partial<Comparison> = {}): Comparison {
   return { kind: COMPARISON_KIND, version: COMPARISON_VERSION, comparisonId: id, createdAt, key: comparisonKey(IMAGE, command), image: IMAGE, command, subject: SUBJECT, platform: "local", region: "us-east-1", subjects: 1, concurrency: 1, types, ...more };
 }
-
-function save(home: string, value: Comparison): void {
-  const dir = path.join(home, "comparisons", value.comparisonId);
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, "comparison.json"), JSON.stringify(value));
-}
-
-const refusal = (fn: () => unknown): string => {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).to.be.instanceOf(BadInputError);
-    return (err as Error).message;
-  }
-  throw new Error("not refused");
-};
 
 describe("--instance-type auto: the cost that applies to the job", () => {
   const at = "2026-11-20T10:00:00.000Z";
@@ -80,17 +64,17 @@ describe("--instance-type auto: interrupted and failed comparisons are passed ov
   afterEach(() => fs.rmSync(home, { recursive: true, force: true }));
 
   it("takes the newest comparison with a succeeded, priced type, naming the newer ones without", () => {
-    save(home, comparison("good", "2026-11-01T00:00:00.000Z", command, [run("c5.large", 10, { onDemandUsd: 0.01, costPerSubjectUsd: 0.01 })]));
-    save(home, comparison("all-failed", "2026-11-10T00:00:00.000Z", command, [run("c5.large", 2, { onDemandUsd: 0.001 }, "failed")]));
-    save(home, comparison("nothing-started", "2026-11-20T00:00:00.000Z", command, []));
+    saveComparison(home, comparison("good", "2026-11-01T00:00:00.000Z", command, [run("c5.large", 10, { onDemandUsd: 0.01, costPerSubjectUsd: 0.01 })]));
+    saveComparison(home, comparison("all-failed", "2026-11-10T00:00:00.000Z", command, [run("c5.large", 2, { onDemandUsd: 0.001 }, "failed")]));
+    saveComparison(home, comparison("nothing-started", "2026-11-20T00:00:00.000Z", command, []));
     const choice = resolveAutoInstanceType(job, 30, { dir: path.join(home, "comparisons") });
     expect(choice).to.deep.include({ comparisonId: "good", chosen: "c5.large", passedOver: [{ comparisonId: "nothing-started", createdAt: "2026-11-20T00:00:00.000Z" }, { comparisonId: "all-failed", createdAt: "2026-11-10T00:00:00.000Z" }] });
     expect(choiceLine(choice)).to.include("c5.large from comparison good of 2026-11-01T00:00:00.000Z (newer comparison nothing-started of 2026-11-20T00:00:00.000Z, comparison all-failed of 2026-11-10T00:00:00.000Z: no type succeeded with a price)");
   });
 
   it("with none usable, the newest one's refusal says the older had none either, and how to compare again", () => {
-    save(home, comparison("all-failed", "2026-11-10T00:00:00.000Z", command, [run("c5.large", 2, { onDemandUsd: 0.001 }, "failed")]));
-    save(home, comparison("nothing-started", "2026-11-20T00:00:00.000Z", command, []));
+    saveComparison(home, comparison("all-failed", "2026-11-10T00:00:00.000Z", command, [run("c5.large", 2, { onDemandUsd: 0.001 }, "failed")]));
+    saveComparison(home, comparison("nothing-started", "2026-11-20T00:00:00.000Z", command, []));
     const message = refusal(() => resolveAutoInstanceType(job, 30, { dir: path.join(home, "comparisons"), suggestion: () => "npm run job -- --compare x" }));
     expect(message).to.include("no type of comparison nothing-started of 2026-11-20T00:00:00.000Z succeeded with an on-demand cost (no types) (nor any of the 1 older): run --compare again:\n  npm run job -- --compare x");
   });
@@ -111,13 +95,13 @@ describe("--instance-type auto through the CLI: passed-over comparisons, spot, a
   it("the choice and the estimate come from the same comparison, past newer ones without a usable type; --spot ranks by spot cost", async () => {
     const command = ["true", "consistency"];
     const config = configFor("consistency.yaml", command);
-    save(sandbox.home, comparison("cmp-good", "2026-11-01T00:00:00.000Z", command, [
+    saveComparison(sandbox.home, comparison("cmp-good", "2026-11-01T00:00:00.000Z", command, [
       run("c5.large", 5, { onDemandUsd: 0.01, spotUsd: 0.008, costPerSubjectUsd: 0.01 }),
       run("m5.large", 5, { onDemandUsd: 0.02, spotUsd: 0.004, costPerSubjectUsd: 0.02 }),
     ]));
     // Newer: c5.large succeeded but unpriced (not a candidate, yet measured), then one where everything failed.
-    save(sandbox.home, comparison("cmp-unpriced", "2026-11-10T00:00:00.000Z", command, [run("c5.large", 12, {})]));
-    save(sandbox.home, comparison("cmp-failed", "2026-11-20T00:00:00.000Z", command, [run("c5.large", 1, { onDemandUsd: 0.001 }, "failed")]));
+    saveComparison(sandbox.home, comparison("cmp-unpriced", "2026-11-10T00:00:00.000Z", command, [run("c5.large", 12, {})]));
+    saveComparison(sandbox.home, comparison("cmp-failed", "2026-11-20T00:00:00.000Z", command, [run("c5.large", 1, { onDemandUsd: 0.001 }, "failed")]));
     const base = ["--config", config, "--subject", SUBJECT, "--instance-type", "auto", "--time-budget", "30", "--dry-run", "--json", "--price-per-hour", "3.6"];
     const res = await sandbox.run(base);
     expect(res.code, res.stderr).to.equal(0);

@@ -14,8 +14,8 @@ import { COMPARISON_KIND, COMPARISON_VERSION, comparisonKey, type Comparison, ty
 import { latestComparison, listComparisons } from "../driver/comparisons";
 import { autoBudget, chooseInstanceType, resolveAutoInstanceType } from "../driver/instance-type-auto";
 import { withChosenType } from "../driver/batch-command";
-import { BadInputError } from "../driver/errors";
 import { specFromConfig, ConfigError } from "../job/config";
+import { refusal, saveComparison } from "./support/comparisons";
 import { DriverSandbox, localJobConfig, startDriverSandbox } from "../sandbox/driver-sandbox";
 
 const IMAGE = "none";
@@ -35,24 +35,6 @@ function comparison(id: string, createdAt: string, types: ComparedType[], more: 
   const command = more.command ?? COMMAND;
   return { kind: COMPARISON_KIND, version: COMPARISON_VERSION, comparisonId: id, createdAt, key: comparisonKey(image, command), image, command, subject: SUBJECTS[0], platform: "local", region: "us-east-1", subjects: 100, concurrency: 4, types, ...more };
 }
-
-/** Saved where `run --compare` saves it: <home>/comparisons/<id>/comparison.json. */
-function save(home: string, value: Comparison | string, id = typeof value === "string" ? "raw" : value.comparisonId): string {
-  const dir = path.join(home, "comparisons", id);
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, "comparison.json"), typeof value === "string" ? value : JSON.stringify(value));
-  return dir;
-}
-
-const refusal = (fn: () => unknown): string => {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).to.be.instanceOf(BadInputError);
-    return (err as Error).message;
-  }
-  throw new Error("not refused");
-};
 
 describe("--instance-type auto: the pick", () => {
   const types = [
@@ -111,51 +93,51 @@ describe("--instance-type auto: which comparison", () => {
   const dir = () => path.join(home, "comparisons");
 
   it("the newest comparison wins over older ones, whatever their ids' order", () => {
-    save(home, comparison("zz-old", "2026-11-01T00:00:00Z", [measured("m5.large", 10, 0.01)]));
-    save(home, comparison("aa-new", "2026-11-25T00:00:00Z", [measured("c5.large", 10, 0.02)]));
-    save(home, comparison("mm-mid", "2026-11-10T00:00:00Z", [measured("t3.large", 10, 0.005)]));
+    saveComparison(home, comparison("zz-old", "2026-11-01T00:00:00Z", [measured("m5.large", 10, 0.01)]));
+    saveComparison(home, comparison("aa-new", "2026-11-25T00:00:00Z", [measured("c5.large", 10, 0.02)]));
+    saveComparison(home, comparison("mm-mid", "2026-11-10T00:00:00Z", [measured("t3.large", 10, 0.005)]));
     expect(resolveAutoInstanceType(job, 30, { dir: dir() })).to.include({ comparisonId: "aa-new", chosen: "c5.large" });
   });
 
   it("another image's or command's comparison, or another platform's or region's, is not used; with none, the --compare command to run", () => {
-    save(home, comparison("other-image", "2026-11-25T00:00:00Z", [measured("m5.large", 10, 0.01)], { image: "busybox" }));
-    save(home, comparison("other-command", "2026-11-25T00:00:00Z", [measured("m5.large", 10, 0.01)], { command: ["false"] }));
-    save(home, comparison("other-platform", "2026-11-25T00:00:00Z", [measured("m5.large", 10, 0.01)], { platform: "aws" }));
-    save(home, comparison("other-region", "2026-11-25T00:00:00Z", [measured("m5.large", 10, 0.01)], { region: "eu-west-1" }));
+    saveComparison(home, comparison("other-image", "2026-11-25T00:00:00Z", [measured("m5.large", 10, 0.01)], { image: "busybox" }));
+    saveComparison(home, comparison("other-command", "2026-11-25T00:00:00Z", [measured("m5.large", 10, 0.01)], { command: ["false"] }));
+    saveComparison(home, comparison("other-platform", "2026-11-25T00:00:00Z", [measured("m5.large", 10, 0.01)], { platform: "aws" }));
+    saveComparison(home, comparison("other-region", "2026-11-25T00:00:00Z", [measured("m5.large", 10, 0.01)], { region: "eu-west-1" }));
     const message = refusal(() => resolveAutoInstanceType(job, 30, { dir: dir() }));
     expect(message).to.include(`no comparison of instance types for image none with command ["true"] on local in us-east-1`);
     expect(message).to.include("run one first (npm run job -- --subject SUBJECT --compare TYPE,TYPE,...)");
-    save(home, comparison("mine", "2026-11-02T00:00:00Z", [measured("m5.2xlarge", 10, 0.3)]));
+    saveComparison(home, comparison("mine", "2026-11-02T00:00:00Z", [measured("m5.2xlarge", 10, 0.3)]));
     expect(resolveAutoInstanceType(job, 30, { dir: dir() })).to.include({ comparisonId: "mine", chosen: "m5.2xlarge" });
   });
 
   it("crafted and corrupt files are passed over, however new, and none of their text is taken", () => {
     const good = comparison("good", "2026-11-01T00:00:00Z", [measured("m5.large", 10, 0.01)]);
-    save(home, good);
+    saveComparison(home, good);
     const newer = (id: string, more: Record<string, unknown>) => JSON.stringify({ ...comparison(id, "2026-11-28T00:00:00Z", [measured("c5.large", 10, 0.001)]), ...more });
-    save(home, "{ not json", "broken");
-    save(home, "null", "null-doc");
-    save(home, newer("foreign", { kind: "something-else" }), "foreign");
-    save(home, newer("v2", { version: 2 }), "v2");
-    save(home, newer("elsewhere", {}), "renamed-dir"); // its id is not its folder's
-    save(home, newer("forged-key", { image: "busybox" }), "forged-key"); // claims our key for another image
-    save(home, newer("bad-date", { createdAt: "yesterday" }), "bad-date");
-    save(home, newer("injected", { types: [measured("c5.large\u001b[2J", 10, 0.001)] }), "injected");
-    save(home, newer("auto-type", { types: [measured("auto", 10, 0.001)] }), "auto-type");
-    save(home, newer("nan", { types: [{ ...measured("c5.large", 10, 0.001), wallSeconds: "10" }] }), "nan");
-    save(home, newer("neg", { types: [measured("c5.large", 10, -1)] }), "neg");
-    save(home, newer("neg-spot", { types: [measured("c5.large", 10, 0.001, { spotUsd: -1 })] }), "neg-spot");
-    save(home, newer("text-cost", { types: [{ ...measured("c5.large", 10, 0.001), onDemandUsd: "0" }] }), "text-cost");
-    save(home, newer("spot-text", { spot: "yes" }), "spot-text");
-    save(home, newer("bad id\u001b", {}), "x"); // not a plain id either way
+    saveComparison(home, "{ not json", "broken");
+    saveComparison(home, "null", "null-doc");
+    saveComparison(home, newer("foreign", { kind: "something-else" }), "foreign");
+    saveComparison(home, newer("v2", { version: 2 }), "v2");
+    saveComparison(home, newer("elsewhere", {}), "renamed-dir"); // its id is not its folder's
+    saveComparison(home, newer("forged-key", { image: "busybox" }), "forged-key"); // claims our key for another image
+    saveComparison(home, newer("bad-date", { createdAt: "yesterday" }), "bad-date");
+    saveComparison(home, newer("injected", { types: [measured("c5.large\u001b[2J", 10, 0.001)] }), "injected");
+    saveComparison(home, newer("auto-type", { types: [measured("auto", 10, 0.001)] }), "auto-type");
+    saveComparison(home, newer("nan", { types: [{ ...measured("c5.large", 10, 0.001), wallSeconds: "10" }] }), "nan");
+    saveComparison(home, newer("neg", { types: [measured("c5.large", 10, -1)] }), "neg");
+    saveComparison(home, newer("neg-spot", { types: [measured("c5.large", 10, 0.001, { spotUsd: -1 })] }), "neg-spot");
+    saveComparison(home, newer("text-cost", { types: [{ ...measured("c5.large", 10, 0.001), onDemandUsd: "0" }] }), "text-cost");
+    saveComparison(home, newer("spot-text", { spot: "yes" }), "spot-text");
+    saveComparison(home, newer("bad id\u001b", {}), "x"); // not a plain id either way
     fs.mkdirSync(path.join(dir(), "a-dir", "comparison.json"), { recursive: true });
     fs.mkdirSync(path.join(dir(), "dev-zero"));
     fs.symlinkSync("/dev/zero", path.join(dir(), "dev-zero", "comparison.json"));
-    save(home, " ".repeat(2 * 1024 * 1024) + newer("huge", {}), "huge");
+    saveComparison(home, " ".repeat(2 * 1024 * 1024) + newer("huge", {}), "huge");
     fs.writeFileSync(path.join(dir(), "stray-file"), "x");
     // Dated far ahead (a planted file, or a clock running ahead): it would shadow every real comparison for ever.
-    save(home, newer("future", { createdAt: "+275760-09-13T00:00:00.000Z" }), "future");
-    save(home, newer("next-year", { createdAt: new Date(Date.now() + 365 * 86400_000).toISOString() }), "next-year");
+    saveComparison(home, newer("future", { createdAt: "+275760-09-13T00:00:00.000Z" }), "future");
+    saveComparison(home, newer("next-year", { createdAt: new Date(Date.now() + 365 * 86400_000).toISOString() }), "next-year");
     // A FIFO would hang a plain read; a folder that is a link to another user's comparisons is not ours.
     fs.mkdirSync(path.join(dir(), "fifo"));
     execFileSync("mkfifo", [path.join(dir(), "fifo", "comparison.json")]);
@@ -165,7 +147,7 @@ describe("--instance-type auto: which comparison", () => {
     fs.symlinkSync(path.join(elsewhere, "linked"), path.join(dir(), "linked"));
     // Another user's file in a shared home (only root can make one here).
     if (process.getuid?.() === 0) {
-      save(home, newer("other-user", {}), "other-user");
+      saveComparison(home, newer("other-user", {}), "other-user");
       fs.chownSync(path.join(dir(), "other-user", "comparison.json"), 12345, 12345);
     }
     expect(listComparisons(dir()).map((c) => c.comparisonId)).to.deep.equal(["good"]);
@@ -183,8 +165,8 @@ describe("--instance-type auto and the dry run's estimate through the CLI", func
   before(async () => {
     sandbox = await startDriverSandbox();
     config = sandbox.writeConfig("auto.yaml", localJobConfig(sandbox, { image: IMAGE, runtime: "none", command: COMMAND }));
-    save(sandbox.home, comparison("cmp-old", "2026-11-01T00:00:00.000Z", [measured("t3.micro", 5, 0.001)]));
-    save(sandbox.home, comparison("cmp-20261120", "2026-11-20T10:00:00.000Z", [
+    saveComparison(sandbox.home, comparison("cmp-old", "2026-11-01T00:00:00.000Z", [measured("t3.micro", 5, 0.001)]));
+    saveComparison(sandbox.home, comparison("cmp-20261120", "2026-11-20T10:00:00.000Z", [
       measured("t3.large", 95, 0.08),
       measured("m5.large", 50, 0.09, { billedSeconds: 2970 }),
       measured("c5.xlarge", 30, 0.11),
@@ -225,7 +207,7 @@ describe("--instance-type auto and the dry run's estimate through the CLI", func
     await sandbox.seed([SUBJECTS[1]]);
     const command = ["sh", "-c", 'echo done > "$1/out.txt"', "sh", "{output}"];
     const autoConfig = sandbox.writeConfig("auto-run.yaml", { ...localJobConfig(sandbox, { image: IMAGE, runtime: "none", command }), "cloudcompute:instanceType": "auto" });
-    save(sandbox.home, comparison("cmp-run", "2026-11-21T00:00:00.000Z", [measured("c5.large", 5, 0.01), measured("m5.large", 5, 0.02)], { command }));
+    saveComparison(sandbox.home, comparison("cmp-run", "2026-11-21T00:00:00.000Z", [measured("c5.large", 5, 0.01), measured("m5.large", 5, 0.02)], { command }));
     const file = path.join(sandbox.home, "one-subject.txt");
     fs.writeFileSync(file, `${SUBJECTS[1]}\n`);
     const res = await sandbox.run(["--config", autoConfig, "--subjects-file", file, "--time-budget", "10", "--json"]);
