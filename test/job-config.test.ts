@@ -110,7 +110,7 @@ describe("job/config: stack config to JobSpec", () => {
         "cloudcompute:image: required: expected a container image reference such as neuronets/kwyk:latest-cpu",
         "cloudcompute:inputs: required: expected a list of inputs, each an S3 URL or an object {name, url, access, extract, select, allowMultiple, mount, sha256}",
         "cloudcompute:outputPrefix: required: expected an S3 prefix such as s3://my-lab-bucket/kwyk",
-        "cloudcompute:instanceType: required: expected an EC2 instance type such as m5.4xlarge",
+        "cloudcompute:instanceType: required: expected an EC2 instance type such as m5.4xlarge, or auto (driver only, with --time-budget)",
         "aws:region: required: expected an AWS region such as us-east-1",
       ]);
     });
