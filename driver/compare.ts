@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { COMPARISON_KIND, COMPARISON_VERSION, comparisonKey, type BatchExtrapolation, type Comparison, type ComparedType } from "../job/comparison";
 import { comparisonPrefix, makeJobId } from "../job/layout";
-import { roundUsd, tableVolumePrice, volumeUsdPerHour, type Price, type VolumePrice } from "../job/pricing";
+import { attemptCostUsd, tableVolumePrice, type Price, type VolumePrice } from "../job/pricing";
 import { errorMessage } from "../common/errors";
 import { ExitCode } from "./errors";
 import type { ResolvedJob, SpecFlags } from "./options";
@@ -63,8 +63,8 @@ export async function pricesFor(item: CompareItem, resolved: ResolvedJob, asOf: 
 /** One subject's cost at `price` for `billedSeconds` (rounded as job/pricing.ts rounds); unknown unless finite. */
 export function costAt(billedSeconds: number, price: Price | undefined, volume: VolumePrice | undefined): number | undefined {
   if (price === undefined) return undefined;
-  const perHour = price.usdPerHour + (volume && price.source !== "--compare" ? volumeUsdPerHour(volume) : 0);
-  const usd = roundUsd((billedSeconds * perHour) / 3600);
+  // A given price covers instance and volume; a looked-up one adds the volume.
+  const usd = attemptCostUsd(billedSeconds, { instance: price, ...(volume && price.source !== "--compare" ? { volume } : {}) });
   // JSON has no Infinity or NaN: written, they become null and make the whole file unreadable.
   return Number.isFinite(usd) ? usd : undefined;
 }

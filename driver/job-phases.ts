@@ -20,8 +20,7 @@ import { JobRecord, readJobRecord, writeJobRecord } from "./jobindex";
 import { workerBatchId } from "./worker-env";
 import { currentOwner, ownerTags, type Owner } from "./owner";
 import { platformNamed } from "./platform";
-import { totalUsdPerHour } from "./pricing";
-import { billedSeconds as billedSecondsOf, flatPrices, roundUsd, type AttemptCost } from "../job/pricing";
+import { attemptCostUsd, billedSeconds as billedSecondsOf, flatPrices, type AttemptCost } from "../job/pricing";
 import { ensurePlugins, refuseSecretsWithoutPassphrase } from "./preflight";
 import { createProgress, type Progress } from "./progress";
 import type { ResolvedJob } from "./options";
@@ -252,10 +251,9 @@ export async function finishJob(context: JobContext, ending: Ending, options: Ph
   // same way, so its cost, a comparison's and an estimate's agree.
   const billedSeconds = instanceSeconds === undefined ? undefined : billedSecondsOf(instanceSeconds);
   const prices = options.pricePerHour !== undefined ? flatPrices(options.pricePerHour) : await platform.prices(spec).catch(() => undefined);
-  const costAt = (perHour: number) => (billedSeconds !== undefined ? roundUsd((billedSeconds * perHour) / 3600) : undefined);
-  const costUsd = prices ? costAt(totalUsdPerHour(prices)) : undefined;
+  const costUsd = prices && instanceSeconds !== undefined ? attemptCostUsd(instanceSeconds, prices) : undefined;
   const spot = spec.instance.spot && prices?.instance.source === "spot-history";
-  const onDemandUsd = spot && prices?.onDemand ? costAt(totalUsdPerHour({ ...prices, instance: prices.onDemand })) : undefined;
+  const onDemandUsd = spot && prices?.onDemand && instanceSeconds !== undefined ? attemptCostUsd(instanceSeconds, { ...prices, instance: prices.onDemand }) : undefined;
   const attemptCosts: AttemptCost[] = [{ jobId: spec.jobId, spot: spec.instance.spot, billedSeconds, costUsd, ...(onDemandUsd !== undefined ? { onDemandUsd } : {}), ...(failure ? { reason: failure.reason } : {}) }];
 
   const result: JobResult = {

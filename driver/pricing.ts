@@ -8,7 +8,7 @@ import * as path from "node:path";
 import type { EC2Client } from "@aws-sdk/client-ec2";
 import type { JobSpec } from "../job/spec";
 import { PRICING_LOCATIONS } from "../job/price-table";
-import { ON_DEMAND_FILTERS, parseOnDemandPriceList, tablePrice, tableVolumePrice, volumeUsdPerHour, type JobPrices, type Price } from "../job/pricing";
+import { ON_DEMAND_FILTERS, parseOnDemandPriceList, tablePrice, tableVolumePrice, type JobPrices, type Price } from "../job/pricing";
 import { cloudcomputeHome } from "../common/paths";
 import { errorMessage } from "../common/errors";
 
@@ -142,11 +142,6 @@ export async function awsJobPrices(spec: JobSpec, ec2: EC2Client): Promise<JobPr
   // A spot price carries the on-demand one beside it: what spot saved is reckoned against it.
   const spotPriced = instance?.source === "spot-history";
   return instance ? { instance, volume: tableVolumePrice(rootVolumeGiB), ...(spotPriced && onDemand ? { onDemand } : {}) } : undefined;
-}
-
-/** USD per hour of instance and volume together. */
-export function totalUsdPerHour(prices: JobPrices): number {
-  return prices.instance.usdPerHour + (prices.volume ? volumeUsdPerHour(prices.volume) : 0);
 }
 
 /** Forget this process's lookups (tests: the next lookup reads the cache or asks again). */

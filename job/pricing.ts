@@ -49,16 +49,17 @@ export function volumeUsdPerHour(volume: VolumePrice): number {
   return (volume.gib * volume.usdPerGibMonth) / HOURS_PER_MONTH;
 }
 
-/** The cost of one attempt whose instance (and volume, which lives and dies with it) ran `seconds`. */
-export function attemptCostUsd(seconds: number, prices: JobPrices): number {
-  const billed = billedSeconds(seconds);
-  const perHour = prices.instance.usdPerHour + (prices.volume ? volumeUsdPerHour(prices.volume) : 0);
-  return roundUsd((billed * perHour) / 3600);
+/** USD per hour of instance and volume together. */
+export function totalUsdPerHour(prices: JobPrices): number {
+  return prices.instance.usdPerHour + (prices.volume ? volumeUsdPerHour(prices.volume) : 0);
 }
 
-/** A retried job is billed for every attempt, each with its own minimum (a spot attempt at its own price). */
-export function attemptsCostUsd(attempts: ReadonlyArray<{ seconds: number; prices: JobPrices }>): number {
-  return roundUsd(attempts.reduce((sum, a) => sum + attemptCostUsd(a.seconds, a.prices), 0));
+/**
+ * The cost of one attempt whose instance (and volume, which lives and dies with it) ran `seconds`. A retried job is
+ * billed for every attempt, each with its own minimum: driver/job-outcomes.ts costOfAttempts sums them.
+ */
+export function attemptCostUsd(seconds: number, prices: JobPrices): number {
+  return roundUsd((billedSeconds(seconds) * totalUsdPerHour(prices)) / 3600);
 }
 
 /** One attempt of a job as billed: spot or not, its seconds and cost, and for spot what on-demand would have cost. */

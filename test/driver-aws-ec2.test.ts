@@ -3,7 +3,7 @@
  * spot price lookup for cost estimates, the orphan search of `gc --aws` across every region jobs ran in, and the
  * teardown's reclaim of what a cut-off update created without recording it (pending creates), found by tag.
  */
-import { totalUsdPerHour } from "../driver/pricing";
+import { totalUsdPerHour } from "../job/pricing";
 import { expect } from "chai";
 import {
   CreateSecurityGroupCommand,

@@ -9,8 +9,8 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { attemptCostUsd, attemptsCostUsd, billedSeconds, estimateCost, parseOnDemandPriceList, spotAccount, tableVolumePrice, type JobPrices } from "../job/pricing";
-import { withEarlierAttempts } from "../driver/job-outcomes";
+import { attemptCostUsd, billedSeconds, estimateCost, parseOnDemandPriceList, spotAccount, tableVolumePrice, type JobPrices } from "../job/pricing";
+import { costOfAttempts, withEarlierAttempts } from "../driver/job-outcomes";
 import { billingStart } from "../driver/job-phases";
 import type { JobResult } from "../driver/run";
 import { PRICE_TABLE } from "../job/price-table";
@@ -60,7 +60,10 @@ describe("pricing: billing arithmetic (per second, 60 s minimum)", () => {
     expect(attemptCostUsd(603, spot)).to.equal(0.0503);
     expect(attemptCostUsd(603, spot)).to.be.lessThan(attemptCostUsd(603, onDemand(0.768)));
     // Interrupted after 30 s (billed 60 s at spot), retried on demand for 603 s: both are paid.
-    const retried = attemptsCostUsd([{ seconds: 30, prices: spot }, { seconds: 603, prices: onDemand(0.768) }]);
+    const retried = costOfAttempts([
+      { jobId: "a", spot: true, costUsd: attemptCostUsd(30, spot) },
+      { jobId: "b", spot: false, costUsd: attemptCostUsd(603, onDemand(0.768)) },
+    ]).costUsd;
     expect(retried).to.equal(0.005 + 0.1286);
     expect(retried).to.be.greaterThan(attemptCostUsd(603, onDemand(0.768)));
   });
