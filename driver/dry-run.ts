@@ -6,7 +6,7 @@ import type { ResolvedJob } from "./options";
 import { platformNamed } from "./platform";
 import { secretsPassphraseProblem, stagedSpec } from "./preflight";
 import { formatCost, formatPrice, formatRate } from "./summary";
-import { estimateCost, estimateForSeconds, flatPrices, type Estimate } from "../job/pricing";
+import { estimateCost, estimateForSeconds, flatPrices, type Estimate, type JobPrices } from "../job/pricing";
 import { comparisonKey } from "../job/comparison";
 import { comparisonsFor } from "./comparisons";
 import { CONFIG_KEYS, DEPLOY_KEYS } from "../job/config-keys";
@@ -63,12 +63,18 @@ export function measuredRun(resolved: ResolvedJob): { comparisonId: string; crea
 export async function estimateFor(resolved: ResolvedJob, request: EstimateRequest = {}): Promise<Estimate | { unknown: string } | undefined> {
   const measured = measuredRun(resolved);
   if (request.expectedMinutes === undefined && !measured) return undefined;
-  const platform = platformNamed(resolved.platform);
-  const prices = request.pricePerHour !== undefined ? flatPrices(request.pricePerHour) : await platform.prices(resolved.spec).catch(() => undefined);
-  if (!prices) return { unknown: `no price known for ${resolved.spec.instance.type} in ${resolved.spec.instance.region}: give --price-per-hour` };
+  const prices = await estimatePrices(resolved.platform, resolved.spec.instance, request.pricePerHour);
+  if ("unknown" in prices) return prices;
   const subjects = request.subjects ?? 1;
   if (request.expectedMinutes !== undefined) return estimateCost(request.expectedMinutes, prices, subjects, { kind: "expected-minutes", ...(measured ? { overrides: measured } : {}) });
   return estimateForSeconds(measured!.measuredSeconds, prices, subjects, { kind: "comparison", instanceType: resolved.spec.instance.type, ...measured! });
+}
+
+/** The prices an estimate uses: `--price-per-hour`, else what a finished job of this instance is charged at. */
+async function estimatePrices(platform: string, instance: JobSpec["instance"], pricePerHour: number | undefined): Promise<JobPrices | { unknown: string }> {
+  if (pricePerHour !== undefined) return flatPrices(pricePerHour);
+  const prices = await platformNamed(platform).prices({ instance } as JobSpec).catch(() => undefined);
+  return prices ?? { unknown: `no price known for ${instance.type} in ${instance.region}: give --price-per-hour` };
 }
 
 /** The estimate as one line for the terminal. */
@@ -131,8 +137,8 @@ export async function estimateOfRefusedJob(flags: SpecFlags, request: EstimateRe
   if (!type || !INSTANCE_TYPE_PATTERN.test(type) || !region || !/^[a-z]{2}(-[a-z]+)+-\d$/.test(region) || (platform !== "aws" && platform !== "local")) return undefined;
   const gib = Number(value("instance.rootVolumeGiB") ?? 50);
   const instance = { type, region, spot: value("instance.spot") === "true", rootVolumeGiB: Number.isInteger(gib) && gib > 0 ? gib : 50 } as JobSpec["instance"];
-  const prices = request.pricePerHour !== undefined ? flatPrices(request.pricePerHour) : await platformNamed(platform).prices({ instance } as JobSpec).catch(() => undefined);
-  if (!prices) return { unknown: `no price known for ${type} in ${region}: give --price-per-hour` };
+  const prices = await estimatePrices(platform, instance, request.pricePerHour);
+  if ("unknown" in prices) return prices;
   return estimateCost(request.expectedMinutes, prices, request.subjects ?? 1, { kind: "expected-minutes" });
 }
 
