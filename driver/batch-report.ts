@@ -10,7 +10,7 @@ import { batchTotals } from "./batch-totals";
 import { histogramSvg } from "./batch-report-chart";
 import { escapeHtml } from "./html";
 import { formatDuration } from "./progress";
-import { formatCost, formatPrice, formatRate, printable } from "./summary";
+import { formatCost, formatNetSaving, formatPrice, formatRate, printable } from "./summary";
 
 export interface ReportOptions {
   /** Subjects whose batch log file (entry.logPath) exists: linked relative to the page. */
@@ -65,7 +65,7 @@ export function renderBatchReport(result: BatchResult, options: ReportOptions = 
     wallSeconds !== undefined ? total("batch-wall-seconds", "batch wall time", Math.round(wallSeconds), formatDuration(wallSeconds)) : "",
     totals.spotSavedUsd !== undefined ? total("spot-saved", "saved by spot", totals.spotSavedUsd, formatCost(totals.spotSavedUsd)) : "",
     totals.interruptionCostUsd !== undefined ? total("interruption-cost", "cost of lost attempts (in the cost)", totals.interruptionCostUsd, formatCost(totals.interruptionCostUsd)) : "",
-    totals.spotNetSavedUsd !== undefined ? total("spot-net-saved", "net against on demand", totals.spotNetSavedUsd, totals.spotNetSavedUsd >= 0 ? `${formatCost(totals.spotNetSavedUsd)} saved` : `${formatCost(-totals.spotNetSavedUsd)} lost`) : "",
+    totals.spotNetSavedUsd !== undefined ? total("spot-net-saved", "net against on demand", totals.spotNetSavedUsd, formatNetSaving(totals.spotNetSavedUsd)) : "",
     `</dl>`,
   ];
 

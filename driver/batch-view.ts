@@ -7,7 +7,7 @@
 import type { BatchEvent, BatchEventSink } from "./batch-events";
 import { BatchTally } from "./batch-tally";
 import { formatDuration } from "./progress";
-import { formatCost, printable } from "./summary";
+import { formatCost, formatNetSaving, printable } from "./summary";
 
 export type BatchViewMode = "tty" | "plain" | "json";
 
@@ -112,7 +112,7 @@ function spotPart(e: { spotSavedUsd?: number; interruptionCostUsd?: number; spot
   const parts = [
     e.spotSavedUsd !== undefined ? `spot saved ${formatCost(e.spotSavedUsd)}` : "",
     e.interruptionCostUsd ? `lost attempts cost ${formatCost(e.interruptionCostUsd)} of it` : "",
-    e.spotNetSavedUsd !== undefined ? `net ${e.spotNetSavedUsd >= 0 ? `${formatCost(e.spotNetSavedUsd)} saved` : `${formatCost(-e.spotNetSavedUsd)} lost`} against on demand` : "",
+    e.spotNetSavedUsd !== undefined ? `net ${formatNetSaving(e.spotNetSavedUsd)} against on demand` : "",
   ].filter(Boolean);
   return parts.length > 0 ? ` (${parts.join(", ")})` : "";
 }

@@ -286,13 +286,12 @@ export function batchExitCode(entries: BatchEntry[], interrupted: boolean): numb
 }
 
 export function batchTable(result: BatchResult): string {
-  const counts = new Map<string, number>();
-  for (const e of result.entries) counts.set(e.outcome, (counts.get(e.outcome) ?? 0) + 1);
+  const { counts } = batchTotals(result.entries);
   return (
     table(
       ["SUBJECT", "OUTCOME", "JOB", "REASON", "SECONDS", "COST"],
       // Subjects skipped as done before are counted below, not listed: a study has thousands.
       result.entries.filter((e) => e.outcome !== "skipped").map((e) => [e.subject, e.outcome, e.jobId ?? e.succeededBefore ?? "", e.reason ?? "", e.seconds === undefined ? "" : String(e.seconds), e.costUsd === undefined ? "" : formatCost(e.costUsd)]),
-    ) + `${[...counts].map(([k, v]) => `${v} ${k}`).join(", ")}; summary ${result.summaryPath}${result.reportPath ? `, report ${result.reportPath}` : ""}\n`
+    ) + `${Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ")}; summary ${result.summaryPath}${result.reportPath ? `, report ${result.reportPath}` : ""}\n`
   );
 }

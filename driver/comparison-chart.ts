@@ -4,6 +4,7 @@
  * links to fetch) and pure: the same Comparison gives the same bytes.
  */
 import type { Comparison } from "../job/comparison";
+import { escapeHtml } from "./html";
 
 export const CHART = { width: 800, height: 560, left: 100, right: 40, top: 80, bottom: 110 } as const;
 
@@ -50,10 +51,10 @@ function round(n: number): number {
   return Math.round(n * 100) / 100;
 }
 
-/** Escaped for text and attributes; characters XML 1.0 cannot hold (C0 controls but tab and line breaks) dropped. */
+/** Escaped for text and attributes as HTML is (the same five entities hold in XML); characters XML 1.0 cannot hold (C0 controls but tab and line breaks) dropped. */
 export function escapeXml(text: string): string {
   // eslint-disable-next-line no-control-regex
-  return text.replace(/[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]/g, "").replace(/[&<>"']/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;" })[ch]!);
+  return escapeHtml(text.replace(/[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]/g, ""));
 }
 
 /** Long names (an image with its registry and digest) cut in the middle, so the title stays on the chart. */

@@ -7,13 +7,13 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { cloudcomputeHome } from "../common/paths";
+import { INSTANCE_TYPE_PATTERN } from "../job/spec";
 import { COMPARISON_KIND, COMPARISON_VERSION, comparisonKey, type ComparedType, type Comparison } from "../job/comparison";
 
 /** A comparison of a few dozen types is a few kB; anything far larger is not one (and is not read whole). */
 const MAX_FILE_BYTES = 1024 * 1024;
 /** Ids and types are printed: plain characters only. */
 const SAFE_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-const INSTANCE_TYPE = /^[a-z][a-z0-9-]*\d[a-z0-9-]*\.[a-z0-9]+$/;
 const SAFE_TEXT = /^[\x20-\x7e]{1,200}$/;
 
 export function comparisonsDir(): string {
@@ -26,7 +26,7 @@ const optionalNumber = (value: unknown) => value === undefined || isNumber(value
 function validType(value: unknown): value is ComparedType {
   if (typeof value !== "object" || value === null) return false;
   const t = value as Record<string, unknown>;
-  return typeof t.instanceType === "string" && INSTANCE_TYPE.test(t.instanceType) && typeof t.outcome === "string" && SAFE_TEXT.test(t.outcome)
+  return typeof t.instanceType === "string" && INSTANCE_TYPE_PATTERN.test(t.instanceType) && typeof t.outcome === "string" && SAFE_TEXT.test(t.outcome)
     && isNumber(t.wallSeconds) && optionalNumber(t.instanceSeconds) && optionalNumber(t.billedSeconds) && optionalNumber(t.costPerSubjectUsd)
     && optionalNumber(t.onDemandUsd) && optionalNumber(t.spotUsd);
 }

@@ -66,6 +66,11 @@ export function jobSummary(result: JobResult & { price?: Price }): string {
   return lines.join("\n") + "\n";
 }
 
+/** A net saving against on demand, said as such: "$0.07 saved", "$0.01 lost". */
+export function formatNetSaving(usd: number): string {
+  return usd >= 0 ? `${formatCost(usd)} saved` : `${formatCost(-usd)} lost`;
+}
+
 /** What spot saved and what lost attempts cost, in a line: the bill's other half for spot and retried jobs. */
 export function spotLine(spot: SpotAccount): string {
   const parts = [spot.savedUsd !== undefined ? `spot saved ${formatCost(spot.savedUsd)} against on-demand prices` : "no spot saving to claim (no spot run finished at a known spot price)"];
