@@ -1,17 +1,14 @@
 import { jobLayout } from "../job/layout";
 import { formatS3Url } from "../job/s3url";
-import { redactSpec } from "../job/spec";
 import { backendUrl } from "../common/paths";
-import type { ResolvedJob } from "./options";
 import { platformNamed } from "./platform";
 import { secretsPassphraseProblem, stagedSpec } from "./preflight";
 import { formatCost, formatPrice, formatRate } from "./summary";
 import { estimateCost, estimateForSeconds, flatPrices, type Estimate, type JobPrices } from "../job/pricing";
-import { comparisonKey } from "../job/comparison";
-import { comparisonsFor } from "./comparisons";
+import { comparisonsOf } from "./instance-type-auto";
 import { CONFIG_KEYS, DEPLOY_KEYS } from "../job/config-keys";
-import { INSTANCE_TYPE_PATTERN, type JobSpec } from "../job/spec";
-import { flagOrFile, readConfigFile, type SpecFlags } from "./options";
+import { INSTANCE_TYPE_PATTERN, redactSpec, type JobSpec } from "../job/spec";
+import { flagOrFile, readConfigFile, type ResolvedJob, type SpecFlags } from "./options";
 
 /** `--dry-run`: everything the job would be, nothing created. */
 export function dryRun(resolved: ResolvedJob): Record<string, unknown> {
@@ -47,7 +44,7 @@ export interface EstimateRequest {
  */
 export function measuredRun(resolved: ResolvedJob): { comparisonId: string; createdAt: string; measuredSeconds: number } | undefined {
   const { spec, instanceTypeChoice } = resolved;
-  for (const comparison of comparisonsFor(comparisonKey(spec.container.image, spec.container.command), { platform: resolved.platform, region: spec.instance.region })) {
+  for (const comparison of comparisonsOf({ image: spec.container.image, command: spec.container.command, platform: resolved.platform, region: spec.instance.region })) {
     if (instanceTypeChoice && comparison.comparisonId !== instanceTypeChoice.comparisonId) continue;
     const run = comparison.types.find((t) => t.instanceType === spec.instance.type && t.outcome === "succeeded" && (t.billedSeconds ?? t.instanceSeconds) !== undefined);
     if (run) return { comparisonId: comparison.comparisonId, createdAt: comparison.createdAt, measuredSeconds: (run.billedSeconds ?? run.instanceSeconds)! };

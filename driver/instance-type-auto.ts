@@ -77,11 +77,12 @@ const costWord = (spotJob: boolean) => (spotJob ? "a spot cost" : "an on-demand 
 
 const named = (c: { comparisonId: string; createdAt: string }) => `comparison ${c.comparisonId} of ${c.createdAt}`;
 
-function noneWithinBudget(comparison: Comparison, budgetMinutes: number, spotJob: boolean): string {
+/** Why no type of `comparison` can be chosen; `again` ends the message when none even succeeded with a price. */
+function noneWithinBudget(comparison: Comparison, budgetMinutes: number, spotJob: boolean, again = ": run --compare again"): string {
   const found = candidates(comparison, spotJob);
   const isCandidate = (t: ComparedType) => found.some((c) => c.instanceType === t.instanceType);
   const times = comparison.types.map((t) => `${t.instanceType} ${isCandidate(t) ? minutes(t.wallSeconds) : `${t.outcome}${t.outcome === "succeeded" ? ` without ${costWord(spotJob)}` : ""} (not a candidate)`}`);
-  if (found.length === 0) return `--instance-type auto: no type of ${named(comparison)} succeeded with ${costWord(spotJob)} (${times.join(", ") || "no types"}): run --compare again`;
+  if (found.length === 0) return `--instance-type auto: no type of ${named(comparison)} succeeded with ${costWord(spotJob)} (${times.join(", ") || "no types"})${again}`;
   const fastest = found.reduce((a, b) => (b.wallSeconds < a.wallSeconds ? b : a));
   return `--instance-type auto: no type of ${named(comparison)} finished within --time-budget ${budgetMinutes} min: ${times.join(", ")}; the fastest is ${fastest.instanceType} (${minutes(fastest.wallSeconds)}): give a budget of at least ${Math.ceil(fastest.wallSeconds / 60)} min, or compare faster types`;
 }
@@ -109,7 +110,7 @@ export function resolveAutoInstanceType(job: ComparedJob, budgetMinutes: number,
   if (usable < 0) {
     const older = comparisons.length > 1 ? ` (nor any of the ${comparisons.length - 1} older)` : "";
     const again = options.suggestion ? `:\n  ${options.suggestion()}` : "";
-    throw new BadInputError(noneWithinBudget(comparisons[0], budgetMinutes, job.spot).replace(": run --compare again", `${older}: run --compare again${again}`));
+    throw new BadInputError(noneWithinBudget(comparisons[0], budgetMinutes, job.spot, `${older}: run --compare again${again}`));
   }
   const choice = chooseInstanceType(comparisons[usable], budgetMinutes, job.spot);
   const passedOver = comparisons.slice(0, usable).map(({ comparisonId, createdAt }) => ({ comparisonId, createdAt }));
