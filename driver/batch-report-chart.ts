@@ -1,5 +1,6 @@
 /** Inline SVG histograms for the batch report (driver/batch-report.ts): no script, no external resource. */
 import { escapeHtml } from "./html";
+import { niceStep } from "./chart-scale";
 
 export interface HistogramOptions {
   /** The chart's title, e.g. "Wall time per subject". */
@@ -21,12 +22,6 @@ export interface Bin {
   from: number;
   to: number;
   count: number;
-}
-
-/** 1, 2 or 5 times a power of ten, at least `raw`: bin edges a reader can take in at a glance. */
-function niceStep(raw: number): number {
-  const power = 10 ** Math.floor(Math.log10(raw));
-  return [1, 2, 5, 10].map((m) => m * power).find((step) => step >= raw * (1 - 1e-9))!;
 }
 
 /** Equal bins on round edges covering [min, max], about √n of them (at most 12); one bin when all values are equal. */

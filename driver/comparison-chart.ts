@@ -5,15 +5,14 @@
  */
 import type { Comparison } from "../job/comparison";
 import { escapeHtml } from "./html";
+import { niceStep } from "./chart-scale";
 
 export const CHART = { width: 800, height: 560, left: 100, right: 40, top: 80, bottom: 110 } as const;
 
 /** Round steps (1, 2 or 5 × 10^k) from 0 past `max`, about `count` of them; their decimals for labels. */
 export function niceTicks(max: number, count = 5): { ticks: number[]; decimals: number } {
   const top = max > 0 && Number.isFinite(max) ? max : 1;
-  const rough = top / count;
-  const power = 10 ** Math.floor(Math.log10(rough));
-  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= rough)!;
+  const step = niceStep(top / count);
   const steps = Math.max(1, Math.ceil(top / step - 1e-9));
   const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
   return { ticks: Array.from({ length: steps + 1 }, (_, i) => Number((i * step).toFixed(decimals + 2))), decimals };
