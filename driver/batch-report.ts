@@ -11,6 +11,7 @@ import { histogramSvg } from "./batch-report-chart";
 import { escapeHtml } from "./html";
 import { formatDuration } from "./progress";
 import { formatCost, formatNetSaving, formatPrice, formatRate, printable } from "./summary";
+import { writeFileWhole } from "../common/files";
 
 export interface ReportOptions {
   /** Subjects whose batch log file (entry.logPath) exists: linked relative to the page. */
@@ -152,9 +153,7 @@ export function writeBatchReport(result: BatchResult): string | undefined {
   const localLogs = new Set(result.entries.filter((e) => e.logPath && fs.existsSync(e.logPath)).map((e) => e.subject));
   try {
     // A whole page or none, and never written through a link planted at its name.
-    const tmp = `${reportPath}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, renderBatchReport(result, { localLogs }), { flag: "wx" });
-    fs.renameSync(tmp, reportPath);
+    writeFileWhole(reportPath, renderBatchReport(result, { localLogs }));
     return reportPath;
   } catch (err) {
     process.stderr.write(`cloudcompute: the batch report could not be written to ${reportPath}: ${(err as Error).message}\n`);

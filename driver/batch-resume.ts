@@ -31,6 +31,7 @@ import type { JobContext, Ending } from "./job-phases";
 import type { JobEdges } from "./engine-workers";
 import type { AdoptedJob } from "./batch-scheduler";
 import { entryCosts, entryOf, type BatchEntry } from "./batch";
+import { writeFileWhole } from "../common/files";
 
 export interface BatchJournal {
   kind: "batch-journal";
@@ -66,8 +67,7 @@ const batchesDir = () => path.join(cloudcomputeHome(), "batches");
 
 export function writeJournal(logDir: string, journal: BatchJournal): void {
   const file = path.join(logDir, "batch.json");
-  fs.writeFileSync(`${file}.tmp`, JSON.stringify(journal, null, 2) + "\n");
-  fs.renameSync(`${file}.tmp`, file);
+  writeFileWhole(file, JSON.stringify(journal, null, 2) + "\n");
 }
 
 function readJournal(dir: string): BatchJournal | undefined {

@@ -2,7 +2,6 @@
  * A Comparison (job/comparison.ts) for people and programs: the terminal table, comparison.csv (RFC 4180) and the
  * files under $CLOUDCOMPUTE_HOME/comparisons/<comparisonId>/ (comparison.json, comparison.csv, chart.svg).
  */
-import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Comparison } from "../job/comparison";
@@ -13,6 +12,7 @@ import { comparisonChartSvg, shortened } from "./comparison-chart";
 import { formatDuration } from "./progress";
 import { formatCost, formatPrice, formatRate, printable, table } from "./summary";
 import { DEFAULT_CONCURRENCY } from "./worker-env";
+import { writeFileWhole } from "../common/files";
 
 type Row = Comparison["types"][number];
 
@@ -134,15 +134,7 @@ export function writeComparisonFiles(c: Comparison): { dir: string; json: string
   fs.mkdirSync(dir, { recursive: true });
   const write = (name: string, text: string) => {
     const file = path.join(dir, name);
-    // "wx": never through a file (or link) already there; unique: two writers never share one.
-    const temp = `${file}.${process.pid}.${randomBytes(4).toString("hex")}.tmp`;
-    try {
-      fs.writeFileSync(temp, text, { flag: "wx" });
-      fs.renameSync(temp, file);
-    } catch (err) {
-      fs.rmSync(temp, { force: true });
-      throw err;
-    }
+    writeFileWhole(file, text);
     return file;
   };
   return {

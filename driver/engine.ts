@@ -20,6 +20,7 @@ import {
 import { errorMessage } from "../common/errors";
 import { BadInputError, InfraError } from "./errors";
 import { backendUrl, cloudcomputeHome, jobWorkspaceDir, PACKAGE_ROOT } from "../common/paths";
+import { writeFileWhole } from "../common/files";
 
 export const PROJECT_NAME = "cloudcompute";
 /** The CLI version scripts/pulumi-cli.sh builds, and the lowest the driver accepts. */
@@ -90,9 +91,7 @@ function isolatedEngineRoot(pulumiBinary: string): string | undefined {
   const script = `#!/bin/sh\n# cloudcompute: the Pulumi CLI in a session of its own (driver/engine.ts)\nexec ${setsid} ${shellQuote(real)} "$@"\n`;
   fs.mkdirSync(path.dirname(wrapper), { recursive: true });
   if (!fs.existsSync(wrapper) || fs.readFileSync(wrapper, "utf8") !== script) {
-    const tmp = `${wrapper}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, script, { mode: 0o755 });
-    fs.renameSync(tmp, wrapper);
+    writeFileWhole(wrapper, script, { mode: 0o755 });
   }
   return root;
 }

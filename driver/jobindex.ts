@@ -10,6 +10,7 @@ import { isJobId } from "../job/layout";
 import type { PlatformName } from "../job/platform";
 import type { Owner } from "./owner";
 import { jobIndexDir } from "../common/paths";
+import { writeFileWhole } from "../common/files";
 
 export type JobState = "creating" | "running" | "destroying" | "succeeded" | "failed" | "interrupted" | "error";
 
@@ -68,9 +69,7 @@ function recordPath(jobId: string): string {
 export function writeJobRecord(record: JobRecord): void {
   const file = recordPath(record.jobId);
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(record, null, 2) + "\n");
-  fs.renameSync(tmp, file);
+  writeFileWhole(file, JSON.stringify(record, null, 2) + "\n");
 }
 
 export function readJobRecord(jobId: string): JobRecord | undefined {
@@ -120,12 +119,10 @@ function readCompactIndex(): Map<string, IndexEntry> {
 
 function writeCompactIndex(entries: Map<string, IndexEntry>): void {
   const file = compactIndexPath();
-  const tmp = `${file}.${process.pid}.tmp`;
   try {
-    fs.writeFileSync(tmp, JSON.stringify({ version: INDEX_VERSION, entries: Object.fromEntries(entries) }));
-    fs.renameSync(tmp, file);
+    writeFileWhole(file, JSON.stringify({ version: INDEX_VERSION, entries: Object.fromEntries(entries) }));
   } catch {
-    fs.rmSync(tmp, { force: true }); // a read-only home still lists, just slower
+    /* a read-only home still lists, just slower */
   }
 }
 

@@ -11,6 +11,7 @@ import { PRICING_LOCATIONS } from "../job/price-table";
 import { ON_DEMAND_FILTERS, parseOnDemandPriceList, tablePrice, tableVolumePrice, type JobPrices, type Price } from "../job/pricing";
 import { cloudcomputeHome } from "../common/paths";
 import { errorMessage } from "../common/errors";
+import { writeFileWhole } from "../common/files";
 
 /** A price lookup may not hold up a dry run or a job's summary: past this the table answers. */
 const LOOKUP_TIMEOUT_MS = 3000;
@@ -35,9 +36,8 @@ function writeCache(region: string, instanceType: string, price: Price): void {
   const file = priceCacheFile(region);
   try {
     fs.mkdirSync(path.dirname(file), { recursive: true });
-    const tmp = `${file}.${process.pid}.tmp`; // batch workers may write at once: whole files only
-    fs.writeFileSync(tmp, JSON.stringify({ ...readCache(region), [instanceType]: { usdPerHour: price.usdPerHour, asOf: price.asOf } }, null, 2));
-    fs.renameSync(tmp, file);
+    // Batch workers may write at once: whole files only.
+    writeFileWhole(file, JSON.stringify({ ...readCache(region), [instanceType]: { usdPerHour: price.usdPerHour, asOf: price.asOf } }, null, 2));
   } catch {
     /* a cache that cannot be written only costs a lookup next time */
   }
